@@ -1,0 +1,1 @@
+"""Data plane: the seeded payment simulator and the transactions table contract."""

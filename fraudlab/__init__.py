@@ -1,0 +1,1 @@
+"""fraudlab: settings, errors and the command line that wire the four planes together."""

@@ -1,0 +1,61 @@
+"""The `fraudlab` command line: one Typer app that wires every plane's commands.
+
+Commands stay thin: they read settings, call one function of a plane, and print.
+Every FraudlabError becomes one red line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from fraudlab.errors import FraudlabError
+
+console = Console()
+err_console = Console(stderr=True)
+app = typer.Typer(help="fraudlab: a worked, end-to-end reference ML system for payment fraud.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Generate and validate transaction data.", no_args_is_help=True)
+features_app = typer.Typer(help="Build, register and materialize Feast features.",
+                           no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn our own errors into one clear line and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FraudlabError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# Commands live beside the plane they drive; importing registers them on the apps above.
+from fraudlab import commands  # noqa: E402,F401
+
+
+def run() -> None:  # pragma: no cover - console entry for `python -m fraudlab`
+    app()
+
+
+__all__ = ["Path", "app", "console", "data_app", "err_console", "features_app", "user_errors"]

@@ -1,0 +1,3 @@
+"""CLI commands, one module per plane; importing them registers them on the Typer apps."""
+
+from fraudlab.commands import data, demo, features, train  # noqa: F401

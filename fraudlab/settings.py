@@ -1,0 +1,154 @@
+"""The one place where paths, URIs and knobs are read.
+
+Precedence, lowest to highest: the defaults below, then a YAML config file
+(``FRAUDLAB_CONFIG``, or ``./fraudlab.yaml`` when it exists), then ``FRAUDLAB_*``
+environment variables. Unknown keys fail loudly. Reading settings has no side
+effects: nothing is created and nothing connects until an entry point asks.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fraudlab.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("fraudlab.yaml")
+
+
+class SimulationSettings(BaseModel):
+    """Size and seed of the simulated payment history the demo generates."""
+
+    model_config = {"extra": "forbid"}
+
+    customers: int = Field(2_000, ge=10, le=10_000_000)  # ~100k payments over 120 days
+    terminals: int = Field(4_000, ge=10, le=10_000_000)
+    days: int = Field(120, ge=14, le=3_650)  # four monthly windows: train, gap, validate, test
+    seed: int = Field(7, ge=0)
+    start_date: str = "2026-01-01"  # day 0 of the simulation (UTC midnight)
+
+
+class TrainingSettings(BaseModel):
+    """Time split and costs of the training pipeline."""
+
+    model_config = {"extra": "forbid"}
+
+    feature_service: Literal["fraud_v1", "fraud_v2"] = "fraud_v2"
+    warmup_days: int = Field(30, ge=0)  # 30-day windows are incomplete before this
+    validation_days: int = Field(14, ge=1)  # threshold and early stopping are tuned here
+    test_days: int = Field(21, ge=1)  # the held-out period the gate compares on
+    gap_days: int = Field(7, ge=0)  # keeps labels maturing across split edges apart
+    review_cost: float = Field(5.0, gt=0)  # cost of sending one payment to manual review
+    bootstrap_rounds: int = Field(200, ge=20, le=10_000)
+    reference_sample_rows: int = Field(5_000, ge=100)  # training features kept for drift jobs
+    model_name: str = "fraud-detector"
+
+
+class Settings(BaseSettings):
+    """Every knob fraudlab reads. See README for the production profile."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUDLAB_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    profile: Literal["embedded", "production"] = "embedded"
+    home: Path = Path(".fraudlab")  # everything the demo writes lives here
+    mlflow_tracking_uri: str | None = None  # default: SQLite under home (embedded)
+    postgres_uri: str = "postgresql://postgres@127.0.0.1:5432/fraudlab_mlflow"
+    redis_connection: str = "127.0.0.1:6379"
+    simulation: SimulationSettings = SimulationSettings()
+    training: TrainingSettings = TrainingSettings()
+
+    @model_validator(mode="after")
+    def _home_is_absolute(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    # Derived locations: one definition of each path.
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def transactions_path(self) -> Path:
+        return self.data_dir / "transactions.parquet"
+
+    @property
+    def feature_data_dir(self) -> Path:
+        return self.home / "feature_data"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if self.profile == "production":
+            return self.postgres_uri
+        return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def online_store_type(self) -> str:
+        return "redis" if self.profile == "production" else "sqlite"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML config file named by FRAUDLAB_CONFIG (or ./fraudlab.yaml)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        named = os.environ.get("FRAUDLAB_CONFIG")
+        path = Path(named) if named else DEFAULT_CONFIG_FILE
+        if not path.exists():
+            if named:
+                raise ConfigError(f"config file {path} (from FRAUDLAB_CONFIG) does not exist")
+            return {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        return loaded
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per bad field: where it is and what is wrong with it."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(root)"
+        lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError("invalid settings:\n" + describe_validation_error(exc)) from exc
