@@ -27,9 +27,9 @@ class SimulationSettings(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    customers: int = Field(2_000, ge=10, le=10_000_000)  # ~100k payments over 120 days
+    customers: int = Field(2_000, ge=10, le=10_000_000)  # ~475k payments over 120 days
     terminals: int = Field(4_000, ge=10, le=10_000_000)
-    days: int = Field(120, ge=14, le=3_650)  # four monthly windows: train, gap, validate, test
+    days: int = Field(120, ge=14, le=3_650)  # 100 days to train on, then 20 days of "future"
     seed: int = Field(7, ge=0)
     start_date: str = "2026-01-01"  # day 0 of the simulation (UTC midnight)
 
@@ -40,10 +40,12 @@ class TrainingSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     feature_service: Literal["fraud_v1", "fraud_v2"] = "fraud_v2"
+    cutoff_day: int = Field(100, ge=1)  # train on days before this; later days are "the future"
     warmup_days: int = Field(30, ge=0)  # 30-day windows are incomplete before this
     validation_days: int = Field(14, ge=1)  # threshold and early stopping are tuned here
-    test_days: int = Field(21, ge=1)  # the held-out period the gate compares on
-    gap_days: int = Field(7, ge=0)  # keeps labels maturing across split edges apart
+    test_days: int = Field(14, ge=1)  # the held-out period the gate compares on
+    gap_days: int = Field(3, ge=0)  # keeps labels maturing across split edges apart
+    label_maturity_days: int = Field(14, ge=0)  # most chargebacks arrive within two weeks
     review_cost: float = Field(5.0, gt=0)  # cost of sending one payment to manual review
     bootstrap_rounds: int = Field(200, ge=20, le=10_000)
     reference_sample_rows: int = Field(5_000, ge=100)  # training features kept for drift jobs

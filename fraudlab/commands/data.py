@@ -1,1 +1,86 @@
-"""Placeholder; filled in by this module's owner."""
+"""`fraudlab data ...`: generate a simulated payment history, validate a user's file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from data.simulator import GenerationSummary, SimulationConfig, generate, parse_start_date
+from data.validate import ValidationReport, validate_transactions_file
+from fraudlab.cli import console, data_app, user_errors
+from fraudlab.settings import get_settings
+
+
+@data_app.command("generate")
+@user_errors
+def generate_command(
+    customers: int | None = typer.Option(None, min=1, help="Card holders [settings]."),
+    terminals: int | None = typer.Option(None, min=1, help="Merchant terminals [settings]."),
+    days: int | None = typer.Option(None, min=1, help="Days of history [settings]."),
+    seed: int | None = typer.Option(None, min=0, help="Random seed [settings]."),
+    start_date: str | None = typer.Option(None, help="Day 0, YYYY-MM-DD (UTC) [settings]."),
+    new_pattern_start_day: int | None = typer.Option(
+        None, min=0, help="Day the card-testing pattern starts (drift stories); default never."
+    ),
+    out: Path | None = typer.Option(None, help="Parquet file to write [settings home]."),
+) -> None:
+    """Simulate card payments with delayed fraud labels and write them to Parquet."""
+    settings = get_settings()
+    defaults = settings.simulation
+    config = SimulationConfig(
+        customers=customers if customers is not None else defaults.customers,
+        terminals=terminals if terminals is not None else defaults.terminals,
+        days=days if days is not None else defaults.days,
+        seed=seed if seed is not None else defaults.seed,
+        start_date=parse_start_date(start_date or defaults.start_date),
+        new_pattern_start_day=new_pattern_start_day,
+    )
+    path = out or settings.transactions_path
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("simulating days"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("days", total=config.days)
+        summary = generate(config, path, on_day=lambda _day: progress.advance(task))
+    console.print(_summary_table(summary, time.perf_counter() - started))
+
+
+@data_app.command("validate")
+@user_errors
+def validate_command(
+    file: Path = typer.Argument(..., help="A transactions file, .parquet or .csv."),
+) -> None:
+    """Check a transactions file against the schema in data/schema.py."""
+    console.print(_report_table(validate_transactions_file(file)))
+
+
+def _summary_table(summary: GenerationSummary, seconds: float) -> Table:
+    table = Table(title=f"wrote {summary.path}", show_header=False)
+    table.add_row("payments", f"{summary.rows:,}")
+    table.add_row("frauds", f"{summary.frauds:,} ({summary.fraud_rate:.2%})")
+    table.add_row("frauds ever reported", f"{summary.reported_share:.1%}")
+    for name, count in summary.pattern_counts.items():
+        table.add_row(f"  {name}", f"{count:,}")
+    table.add_row("seconds", f"{seconds:.1f}")
+    return table
+
+
+def _report_table(report: ValidationReport) -> Table:
+    table = Table(title=f"{report.path} is a valid transactions file", show_header=False)
+    table.add_row("payments", f"{report.rows:,}")
+    table.add_row("frauds", f"{report.frauds:,} ({report.fraud_rate:.2%})")
+    table.add_row("frauds never reported", f"{report.unreported_frauds:,}")
+    table.add_row("first payment", str(report.first_event))
+    table.add_row("last payment", str(report.last_event))
+    if report.ignored_columns:
+        table.add_row("ignored columns", ", ".join(report.ignored_columns))
+    return table

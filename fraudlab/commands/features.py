@@ -1,1 +1,78 @@
-"""Placeholder; filled in by this module's owner."""
+"""`fraudlab features build|apply|materialize`: the batch feature pipeline and Feast."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import typer
+from rich.table import Table
+
+from fraudlab.cli import console, features_app, user_errors
+from fraudlab.errors import ConfigError, MissingInput
+from fraudlab.settings import get_settings
+
+
+@features_app.command("build")
+@user_errors
+def build() -> None:
+    """Compute the daily feature tables from the transactions (the batch feature pipeline)."""
+    from data.validate import read_transactions
+    from features.build import build_feature_tables
+
+    settings = get_settings()
+    if not settings.transactions_path.exists():
+        raise MissingInput(f"no transactions at {settings.transactions_path}: "
+                           "run `fraudlab data generate` first")
+    with console.status("computing feature snapshots"):
+        rows = build_feature_tables(read_transactions(settings.transactions_path),
+                                    settings.feature_data_dir)
+    table = Table("feature view", "rows", title=f"feature tables in {settings.feature_data_dir}")
+    for view, count in rows.items():
+        table.add_row(view, f"{count:,}")
+    console.print(table)
+
+
+@features_app.command("apply")
+@user_errors
+def apply() -> None:
+    """Register entities, feature views and feature services in the Feast registry."""
+    from features.store import apply_definitions
+
+    names = apply_definitions(get_settings())
+    console.print(f"registered in Feast: {', '.join(names)}")
+
+
+def _parse_time(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"--{name} {text!r} is not an ISO date or time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@features_app.command("materialize")
+@user_errors
+def materialize(
+    end: str | None = typer.Option(None, help="Copy snapshots up to this UTC time "
+                                   "(default: the last snapshot in the feature tables)."),
+    start: str | None = typer.Option(None, help="Start of the window (default: incremental, "
+                                     "from where the last run stopped)."),
+) -> None:
+    """Copy the latest feature values per entity into the online store."""
+    import pyarrow.parquet as pq
+
+    from features.store import materialize as run_materialize
+
+    settings = get_settings()
+    table_path = settings.feature_data_dir / "customer_spending.parquet"
+    if not table_path.exists():
+        raise MissingInput("no feature tables: run `fraudlab features build` first")
+    end_time = _parse_time(end, "end")
+    if end_time is None:
+        stamps = pq.read_table(table_path, columns=["event_timestamp"]).column(0)
+        end_time = stamps.to_pandas().max().to_pydatetime() + timedelta(seconds=1)
+    run_materialize(settings, end=end_time, start=_parse_time(start, "start"))
+    console.print(f"online store ({settings.online_store_type}) holds values up to {end_time}")
+

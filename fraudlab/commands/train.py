@@ -1,1 +1,74 @@
-"""Placeholder; filled in by this module's owner."""
+"""`fraudlab train`: build the training set, train, evaluate, register, gate."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import typer
+from rich.table import Table
+
+from fraudlab.cli import app, console, user_errors
+from fraudlab.settings import get_settings
+
+
+class ModelChoice(StrEnum):
+    logreg = "logreg"
+    lightgbm = "lightgbm"
+    both = "both"
+
+
+class JoinChoice(StrEnum):
+    pit = "pit"
+    naive = "naive"
+
+
+METRIC_ROWS = [
+    ("average_precision", "average precision", "{:.3f}"),
+    ("roc_auc", "ROC AUC", "{:.3f}"),
+    ("recall_at_1pct_fpr", "recall at 1% FPR", "{:.3f}"),
+    ("precision_top100_per_day", "precision of top 100/day", "{:.3f}"),
+    ("expected_cost", "expected cost at threshold", "{:,.0f}"),
+    ("cost_without_model", "cost with no model", "{:,.0f}"),
+    ("review_rate", "share sent to review", "{:.2%}"),
+    ("brier", "Brier score", "{:.4f}"),
+]
+
+
+def outcome_table(outcomes: list, title: str) -> Table:
+    table = Table("test period", *[f"{o.kind} v{o.version}" for o in outcomes], title=title)
+    for key, label, fmt in METRIC_ROWS:
+        table.add_row(label, *[fmt.format(o.metrics[key]) for o in outcomes])
+    table.add_row("review / decline threshold",
+                  *[f"{o.thresholds.review:.3f} / {o.thresholds.decline:.3f}" for o in outcomes])
+    table.add_row("gate: ΔAP vs champion [90% CI]", *[
+        "-" if o.gate is None else
+        f"{o.gate.delta_ap:+.3f} [{o.gate.ci_low:+.3f}, {o.gate.ci_high:+.3f}]"
+        for o in outcomes])
+    table.add_row("alias", *[o.alias or "(none: gate refused)" for o in outcomes])
+    return table
+
+
+@app.command("train")
+@user_errors
+def train(
+    feature_service: str = typer.Option(None, help="Feature service to train on "
+                                        "(default: settings, fraud_v2)."),
+    model: ModelChoice = typer.Option(ModelChoice.both, help="Which model(s) to train."),
+    join: JoinChoice = typer.Option(JoinChoice.pit, help="pit: point-in-time correct; "
+                                    "naive: the leaky join, on purpose (run tagged leaky)."),
+    cutoff_day: int = typer.Option(None, min=1, help="Train on days before this "
+                                   "(default: settings, 100)."),
+) -> None:
+    """Train, evaluate on the held-out test period, register in MLflow, and gate."""
+    from pipelines.train import run_training
+
+    settings = get_settings()
+    kinds = ["logreg", "lightgbm"] if model == ModelChoice.both else [model.value]
+    service = feature_service or settings.training.feature_service
+    outcomes = run_training(settings, kinds, service, join.value, cutoff_day,
+                            progress=lambda msg: console.log(msg))
+    leak = " [bold red](LEAKY: naive join)[/]" if join == JoinChoice.naive else ""
+    console.print(outcome_table(outcomes, f"{settings.training.model_name} on {service}{leak}"))
+    for o in outcomes:
+        for note in o.notes:
+            console.print(f"  {o.kind} v{o.version}: {note}")

@@ -1,0 +1,110 @@
+"""MLflow: where runs are logged and models registered under aliases.
+
+`champion` is the version that decides; `challenger` a version that passed the
+offline gate and may be tried on live traffic. Aliases, not the deprecated stages.
+Every version carries what serving and monitoring need to use it without the run:
+its feature service and feature order, thresholds, training window, data fingerprint.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from sklearn.pipeline import Pipeline
+
+from fraudlab.errors import ServiceUnavailable
+from fraudlab.settings import Settings
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+EXPERIMENT = "fraudlab-training"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """One loaded registry version with the metadata its tags carry."""
+
+    version: str
+    model: Pipeline | lgb.Booster
+    features: list[str]
+    tags: dict[str, str]
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured store and make sure our experiment exists."""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    if settings.tracking_uri.startswith("sqlite:"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+            settings.artifact_root.mkdir(parents=True, exist_ok=True)
+            mlflow.create_experiment(EXPERIMENT,
+                                     artifact_location=settings.artifact_root.as_uri())
+        mlflow.set_experiment(EXPERIMENT)
+    except MlflowException as exc:
+        raise ServiceUnavailable(
+            f"MLflow store {settings.tracking_uri} cannot be used: {exc.message}") from exc
+    return MlflowClient()
+
+
+def code_version() -> str:
+    """The git commit this code came from, or the package version outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
+                             capture_output=True, check=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, text=True,
+                               capture_output=True, timeout=5).stdout.strip()
+        return f"{sha}{'-dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import version
+
+        return f"fraudlab-{version('fraudlab')}"
+
+
+def log_model_version(model: Pipeline | lgb.Booster, example: pd.DataFrame, model_name: str,
+                      tags: dict[str, str]) -> str:
+    """Log the model in the active run, register it, and tag the new version."""
+    signature = infer_signature(example, pd.Series([0.5] * len(example), name="fraud_score"))
+    common: dict[str, Any] = {"name": "model", "signature": signature,
+                              "input_example": example.head(3),
+                              "registered_model_name": model_name}
+    if isinstance(model, lgb.Booster):
+        info = mlflow.lightgbm.log_model(model, **common)
+    else:
+        info = mlflow.sklearn.log_model(model, serialization_format="cloudpickle", **common)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    return version
+
+
+def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:
+    client.set_registered_model_alias(model_name, alias, version)
+
+
+def load_version(client: MlflowClient, model_name: str, version: str) -> RegisteredModel:
+    """The native model behind a version (a Booster or an sklearn pipeline) and its tags."""
+    mv = client.get_model_version(model_name, version)
+    uri = f"models:/{model_name}/{version}"
+    flavor = mv.tags.get("flavor", "lightgbm")
+    loader = mlflow.lightgbm if flavor == "lightgbm" else mlflow.sklearn
+    model = loader.load_model(uri)
+    return RegisteredModel(version=version, model=model, features=mv.tags["features"].split(","),
+                           tags=dict(mv.tags))

@@ -1,0 +1,208 @@
+"""The training pipeline: training set, models, test-period metrics, MLflow, the gate.
+
+`run_training` is what `fraudlab train` and the demo call. One training set is built per
+call and every requested model trains on it, so their metrics compare like for like.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+
+from features.store import feature_service, open_store
+from fraudlab.errors import ConfigError, MissingInput
+from fraudlab.settings import Settings
+from pipelines import plots
+from pipelines.evaluate import (
+    GateComparison,
+    Thresholds,
+    bootstrap_ap_difference,
+    classification_metrics,
+    cost_optimal_threshold,
+    precision_threshold,
+)
+from pipelines.models import ModelKind, feature_importance, score, train_lightgbm, train_logreg
+from pipelines.registry import (
+    CHALLENGER,
+    CHAMPION,
+    alias_version,
+    code_version,
+    connect,
+    load_version,
+    log_model_version,
+    set_alias,
+)
+from pipelines.training_set import JoinKind, TimeSplit, build_training_frame, service_features
+
+REFERENCE_SAMPLE = "reference_sample.parquet"  # under the run's reference/ artifacts
+DECLINE_PRECISION = 0.8  # decline outright only where 4 in 5 validation alerts were fraud
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainingOutcome:
+    kind: ModelKind
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    thresholds: Thresholds
+    alias: str | None = None
+    gate: GateComparison | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_inputs(settings: Settings) -> pd.DataFrame:
+    from data.validate import read_transactions
+
+    if not settings.transactions_path.exists():
+        raise MissingInput(f"no transactions at {settings.transactions_path}: "
+                           "run `fraudlab data generate` first")
+    for view in ("customer_spending", "terminal_risk"):
+        if not (settings.feature_data_dir / f"{view}.parquet").exists():
+            raise MissingInput(f"no feature table for {view}: run `fraudlab features build`")
+    return read_transactions(settings.transactions_path)
+
+
+def make_split(settings: Settings, tx: pd.DataFrame, cutoff_day: int) -> TimeSplit:
+    day0 = tx["event_timestamp"].min().floor("D")
+    last_day = int((tx["event_timestamp"].max() - day0) / pd.Timedelta(days=1)) + 1
+    if not 0 < cutoff_day <= last_day:
+        raise ConfigError(f"cutoff day {cutoff_day} is outside the data (days 1..{last_day})")
+    t = settings.training
+    try:
+        return TimeSplit.ending_at(day0 + pd.Timedelta(days=cutoff_day),
+                                   day0 + pd.Timedelta(days=t.warmup_days),
+                                   t.validation_days, t.test_days, t.gap_days,
+                                   t.label_maturity_days)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+    return frame[features].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _fit(kind: ModelKind, parts: dict[str, pd.DataFrame], features: list[str], seed: int):
+    train, valid = parts["train"], parts["validation"]
+    if kind == "logreg":
+        return train_logreg(_matrix(train, features), train["label"].to_numpy(), seed)
+    return train_lightgbm(_matrix(train, features), train["label"].to_numpy(),
+                          _matrix(valid, features), valid["label"].to_numpy(), features, seed)
+
+
+def _log_figures(kind: str, test: pd.DataFrame, scores: np.ndarray, model, features) -> None:
+    figures = {
+        "pr_curve.png": plots.pr_curve(test["label"], scores, f"{kind}: test PR curve"),
+        "calibration.png": plots.calibration(test["label"], scores, f"{kind}: calibration"),
+        "feature_importance.png": plots.importance(feature_importance(model, features),
+                                                   f"{kind}: feature importance"),
+    }
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"plots/{name}")
+        plt.close(fig)
+
+
+def _gate(client, settings: Settings, test: pd.DataFrame, scores: np.ndarray,
+          outcome: TrainingOutcome) -> None:
+    """First version becomes champion; later ones become challenger only if they win."""
+    name = settings.training.model_name
+    champion = alias_version(client, name, CHAMPION)
+    if champion is None:
+        set_alias(client, name, CHAMPION, outcome.version)
+        outcome.alias = CHAMPION
+        outcome.notes.append("no champion yet: this version becomes champion")
+        return
+    incumbent = load_version(client, name, champion)
+    missing = sorted(set(incumbent.features) - set(test.columns))
+    if missing:
+        raise MissingInput(f"champion v{champion} needs features this run lacks: {missing}")
+    champion_scores = score(incumbent.model, _matrix(test, incumbent.features))
+    outcome.gate = bootstrap_ap_difference(test["label"].to_numpy(), scores, champion_scores,
+                                           settings.training.bootstrap_rounds,
+                                           seed=settings.simulation.seed)
+    verdict = "passes" if outcome.gate.candidate_wins else "fails"
+    outcome.notes.append(f"gate {verdict} against champion v{champion}")
+    if outcome.gate.candidate_wins:
+        set_alias(client, name, CHALLENGER, outcome.version)
+        outcome.alias = CHALLENGER
+
+
+def run_training(settings: Settings, kinds: list[ModelKind], service_name: str,
+                 join: JoinKind = "pit", cutoff_day: int | None = None,
+                 progress: Progress = lambda _: None) -> list[TrainingOutcome]:
+    tx = load_inputs(settings)
+    store = open_store(settings)
+    service = feature_service(store, service_name)
+    entity_features, request_features = service_features(service)
+    features = entity_features + request_features
+    split = make_split(settings, tx, cutoff_day or settings.training.cutoff_day)
+    progress(f"building the {join} training set ({split.describe()})")
+    frame = build_training_frame(store, tx, split, join)
+    parts = {p: frame[frame["period"] == p] for p in ("train", "validation", "test")}
+    for period, part in parts.items():
+        if part["label"].sum() == 0:
+            raise MissingInput(f"the {period} period has no known fraud: generate more data")
+    fingerprint = str(pd.util.hash_pandas_object(frame[["transaction_id", "label"]]).sum())
+    client = connect(settings)
+    outcomes = []
+    for kind in kinds:
+        progress(f"training {kind} on {len(parts['train']):,} payments")
+        outcomes.append(_train_one(client, settings, kind, parts, features, service_name, join,
+                                   split, fingerprint))
+    return outcomes
+
+
+def _train_one(client, settings: Settings, kind: ModelKind, parts, features, service_name,
+               join: JoinKind, split: TimeSplit, fingerprint: str) -> TrainingOutcome:
+    t = settings.training
+    with mlflow.start_run(run_name=f"{kind}-{service_name}-{join}") as run:
+        mlflow.set_tags({"model_kind": kind, "feature_service": service_name, "join": join,
+                         "leaky": str(join == "naive").lower(), "code_version": code_version()})
+        mlflow.log_params({"split": split.describe(), "review_cost": t.review_cost,
+                           "features": ",".join(features), "train_rows": len(parts["train"])})
+        model = _fit(kind, parts, features, settings.simulation.seed)
+        valid, test = parts["validation"], parts["test"]
+        valid_scores = score(model, _matrix(valid, features))
+        review = cost_optimal_threshold(valid["label"], valid_scores, valid["amount"],
+                                        t.review_cost)
+        thresholds = Thresholds(review, precision_threshold(valid["label"], valid_scores,
+                                                            DECLINE_PRECISION, floor=review))
+        test_scores = score(model, _matrix(test, features))
+        metrics = classification_metrics(test, test_scores, thresholds, t.review_cost)
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
+        _log_figures(kind, test, test_scores, model, features)
+        _log_reference_sample(model, parts["train"], features, t.reference_sample_rows)
+        tags = {"flavor": "lightgbm" if kind == "lightgbm" else "sklearn",
+                "features": ",".join(features), "feature_service": service_name,
+                "threshold_review": f"{thresholds.review:.6g}",
+                "threshold_decline": f"{thresholds.decline:.6g}",
+                "training_window": f"{split.train_start:%Y-%m-%d}..{split.cutoff:%Y-%m-%d}",
+                "data_fingerprint": fingerprint, "join": join,
+                "leaky": str(join == "naive").lower(), "code_version": code_version()}
+        example = test[features].head(5)
+        version = log_model_version(model, example, t.model_name, tags)
+        outcome = TrainingOutcome(kind, version, run.info.run_id, metrics, thresholds)
+        _gate(client, settings, test, test_scores, outcome)
+        if outcome.gate is not None:
+            mlflow.log_metrics({"gate_delta_ap": outcome.gate.delta_ap,
+                                "gate_delta_ap_ci_low": outcome.gate.ci_low,
+                                "gate_delta_ap_ci_high": outcome.gate.ci_high})
+        mlflow.set_tag("alias", outcome.alias or "none")
+    return outcome
+
+
+def _log_reference_sample(model, train: pd.DataFrame, features: list[str], rows: int) -> None:
+    """The training features (and scores) the drift jobs compare live traffic against."""
+    sample = train.sample(n=min(rows, len(train)), random_state=0)[features].copy()
+    sample["score"] = score(model, _matrix(sample, features))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / REFERENCE_SAMPLE
+        sample.reset_index(drop=True).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path="reference")

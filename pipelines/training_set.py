@@ -1,0 +1,112 @@
+"""Training sets: labelled payments joined to their features as known at payment time.
+
+The point-in-time (`pit`) join asks Feast for each payment's features as of its own
+timestamp, and labels each payment as the bank knew it at the training cutoff. The
+`naive` join is the classic mistake, built on purpose for the leakage story: it joins
+every payment to the features as of the cutoff (today's table onto yesterday's rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from features.store import feature_service
+from features.transforms import request_features
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureStore
+
+JoinKind = Literal["pit", "naive"]
+ENTITY_COLUMNS = ["transaction_id", "customer_id", "terminal_id", "event_timestamp"]
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """train | gap | validation | gap | test | label maturity wait | cutoff.
+
+    Labels are those known at the cutoff. The last days before it are left out: most
+    of their frauds have not been reported yet, so they would teach and grade the
+    model with frauds labelled legitimate.
+    """
+
+    train_start: pd.Timestamp
+    validation_start: pd.Timestamp
+    test_start: pd.Timestamp
+    test_end: pd.Timestamp
+    cutoff: pd.Timestamp
+    gap: pd.Timedelta
+
+    @classmethod
+    def ending_at(cls, cutoff: pd.Timestamp, train_start: pd.Timestamp, validation_days: int,
+                  test_days: int, gap_days: int, maturity_days: int) -> TimeSplit:
+        gap = pd.Timedelta(days=gap_days)
+        test_end = cutoff - pd.Timedelta(days=maturity_days)
+        test_start = test_end - pd.Timedelta(days=test_days)
+        validation_start = test_start - gap - pd.Timedelta(days=validation_days)
+        if validation_start - gap <= train_start:
+            raise ValueError(
+                f"no training period left: training would run {train_start:%Y-%m-%d} to "
+                f"{validation_start - gap:%Y-%m-%d}; move the cutoff later or shorten "
+                "the validation, test or gap days")
+        return cls(train_start, validation_start, test_start, test_end, cutoff, gap)
+
+    def period_of(self, ts: pd.Series) -> pd.Series:
+        """'train', 'validation', 'test' or '' (in a gap or outside the window)."""
+        period = pd.Series("", index=ts.index, dtype=object)
+        period[(ts >= self.train_start) & (ts < self.validation_start - self.gap)] = "train"
+        period[(ts >= self.validation_start) & (ts < self.test_start - self.gap)] = "validation"
+        period[(ts >= self.test_start) & (ts < self.test_end)] = "test"
+        return period
+
+    def describe(self) -> str:
+        fmt = "%Y-%m-%d"
+        return (f"train {self.train_start:{fmt}}..{self.validation_start - self.gap:{fmt}}, "
+                f"validation {self.validation_start:{fmt}}..{self.test_start - self.gap:{fmt}}, "
+                f"test {self.test_start:{fmt}}..{self.test_end:{fmt}}, "
+                f"labels as known at {self.cutoff:{fmt}}")
+
+
+def service_features(service: FeatureService) -> tuple[list[str], list[str]]:
+    """(entity features, request features) that a feature service names, in order."""
+    entity = [f.name for proj in service.feature_view_projections for f in proj.features]
+    request = [n for n in service.tags.get("request_features", "").split(",") if n]
+    return entity, request
+
+
+def labels_known_at(tx: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Series:
+    """1 where the fraud's chargeback had arrived by the cutoff; unreported fraud is 0."""
+    known = tx["label_available_at"].notna() & (tx["label_available_at"] <= cutoff)
+    return ((tx["is_fraud"] == 1) & known).astype(np.int8)
+
+
+def with_request_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the request-time features with the one shared function serving also uses."""
+    seconds = frame["event_timestamp"].astype("int64") // 1_000_000  # us -> s
+    mean_30d = frame.get("customer_mean_amount_30d")
+    computed = request_features(frame["amount"].to_numpy(), seconds.to_numpy(),
+                                None if mean_30d is None else mean_30d.to_numpy())
+    return frame.assign(**computed)
+
+
+def build_training_frame(store: FeatureStore, tx: pd.DataFrame, split: TimeSplit,
+                         join: JoinKind = "pit", service_name: str = "fraud_v2") -> pd.DataFrame:
+    """Every payment in the split's periods with features, `label` and `period`."""
+    tx = tx.assign(period=split.period_of(tx["event_timestamp"]))
+    tx = tx[tx["period"] != ""].reset_index(drop=True)
+    entity_df = tx[ENTITY_COLUMNS].copy()
+    if join == "naive":  # today's feature values onto every historical payment
+        entity_df["event_timestamp"] = split.cutoff
+    service = feature_service(store, service_name)
+    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    joined = joined.drop(columns=["customer_id", "terminal_id", "event_timestamp"])
+    frame = tx.merge(joined, on="transaction_id", how="left", validate="one_to_one")
+    if join == "naive":  # and the final truth as the label, known or not
+        frame["label"] = frame["is_fraud"].astype(np.int8)
+    else:
+        frame["label"] = labels_known_at(frame, split.cutoff)
+    frame = with_request_features(frame)
+    return frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
