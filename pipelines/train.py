@@ -186,7 +186,7 @@ def _train_one(client, settings: Settings, kind: ModelKind, parts, features, ser
                 "training_window": f"{split.train_start:%Y-%m-%d}..{split.cutoff:%Y-%m-%d}",
                 "data_fingerprint": fingerprint, "join": join,
                 "leaky": str(join == "naive").lower(), "code_version": code_version()}
-        example = test[features].head(5)
+        example = test[features].head(5).astype("float64")  # serving sends floats, NaN = missing
         version = log_model_version(model, example, t.model_name, tags)
         outcome = TrainingOutcome(kind, version, run.info.run_id, metrics, thresholds)
         _gate(client, settings, test, test_scores, outcome)

@@ -1,0 +1,109 @@
+"""Point-in-time correctness: every joined feature equals a brute-force recomputation from
+the raw payments, using only payments and chargebacks known at that payment's time."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.repo.definitions import WINDOWS_DAYS
+from pipelines.train import make_split
+from pipelines.training_set import build_training_frame, labels_known_at
+from tests.conftest import World
+
+DAY = pd.Timedelta(days=1)
+
+
+def brute_force_features(tx: pd.DataFrame, row: pd.Series) -> dict[str, float]:
+    """What a careful analyst would compute by hand for one payment.
+
+    The feature pipeline publishes once a day at midnight, so a payment at time t sees
+    the snapshot of midnight s = floor(t): payments of days before s, and only the
+    chargebacks that had arrived by s. Both are known at t, since s <= t.
+    """
+    s = row["event_timestamp"].floor("D")
+    out: dict[str, float] = {}
+    for w in WINDOWS_DAYS:
+        in_window = (tx["event_timestamp"] >= s - w * DAY) & (tx["event_timestamp"] < s)
+        mine = tx[in_window & (tx["customer_id"] == row["customer_id"])]
+        out[f"customer_tx_count_{w}d"] = len(mine)
+        out[f"customer_mean_amount_{w}d"] = mine["amount"].mean() if len(mine) else math.nan
+        there = tx[in_window & (tx["terminal_id"] == row["terminal_id"])]
+        known = (there["is_fraud"] == 1) & (there["label_available_at"] <= s)
+        out[f"terminal_tx_count_{w}d"] = len(there)
+        out[f"terminal_fraud_rate_{w}d"] = known.sum() / len(there) if len(there) else math.nan
+    return out
+
+
+def _mismatches(frame: pd.DataFrame, tx: pd.DataFrame, rows: list[int]) -> list[str]:
+    found = []
+    for i in rows:
+        row = frame.iloc[i]
+        for name, expected in brute_force_features(tx, row).items():
+            got = row[name]
+            same = (math.isnan(expected) and pd.isna(got)) or (
+                not pd.isna(got) and math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-9))
+            if not same:
+                found.append(f"tx {row['transaction_id']} {name}: joined {got}, truth {expected}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def frames(world: World, store) -> dict[str, pd.DataFrame]:  # noqa: ANN001
+    split = make_split(world.settings, world.transactions, world.settings.training.cutoff_day)
+    return {join: build_training_frame(store, world.transactions, split, join)
+            for join in ("pit", "naive")}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_pit_join_equals_brute_force_recomputation(world: World, frames, data) -> None:  # noqa: ANN001
+    frame = frames["pit"]
+    rows = data.draw(st.lists(st.integers(0, len(frame) - 1), min_size=1, max_size=5))
+    assert _mismatches(frame, world.transactions, rows) == []
+
+
+def test_pit_join_checked_on_fraud_rows_too(world: World, frames) -> None:  # noqa: ANN001
+    """Random rows are almost never fraud; check the rows where terminal risk matters."""
+    frame = frames["pit"]
+    fraud_rows = list(np.flatnonzero(frame["is_fraud"].to_numpy() == 1)[:25])
+    assert len(fraud_rows) >= 10
+    assert _mismatches(frame, world.transactions, fraud_rows) == []
+
+
+def test_naive_join_leaks_the_future_and_is_detected(world: World, frames) -> None:  # noqa: ANN001
+    """The same brute-force check catches the naive join on most rows: it is not PIT."""
+    frame = frames["naive"]
+    rng = np.random.default_rng(0)
+    rows = list(rng.choice(len(frame), size=60, replace=False))
+    leaking_rows = {m.split()[1] for m in _mismatches(frame, world.transactions, rows)}
+    assert len(leaking_rows) >= 45, "naive features should disagree with PIT on most rows"
+
+
+def test_naive_join_uses_chargebacks_that_arrive_after_the_payment(frames) -> None:  # noqa: ANN001
+    naive, pit = frames["naive"], frames["pit"]
+    assert (naive["terminal_fraud_rate_30d"] > 0).mean() > (pit["terminal_fraud_rate_30d"] > 0).mean()
+    assert naive["label"].sum() > pit["label"].sum()  # unreported and late frauds as labels
+
+
+def test_labels_are_those_known_at_the_cutoff(world: World) -> None:
+    tx = world.transactions
+    cutoff = tx["event_timestamp"].quantile(0.5)
+    labels = labels_known_at(tx, cutoff)
+    late = (tx["is_fraud"] == 1) & ~(tx["label_available_at"] <= cutoff)
+    assert labels[late].sum() == 0
+    assert labels.sum() == ((tx["is_fraud"] == 1) & (tx["label_available_at"] <= cutoff)).sum()
+    assert late.sum() > 0  # the check is not vacuous
+
+
+def test_split_periods_are_ordered_with_gaps(world: World, frames) -> None:  # noqa: ANN001
+    frame = frames["pit"]
+    bounds = frame.groupby("period")["event_timestamp"].agg(["min", "max"])
+    gap = pd.Timedelta(days=world.settings.training.gap_days)
+    assert bounds.loc["train", "max"] + gap <= bounds.loc["validation", "min"]
+    assert bounds.loc["validation", "max"] + gap <= bounds.loc["test", "min"]
