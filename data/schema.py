@@ -37,4 +37,3 @@ OPTIONAL_COLUMNS = {"fraud_pattern": pa.string()}
 
 REQUIRED_COLUMNS = tuple(TRANSACTIONS_SCHEMA.names)
 MAX_AMOUNT = 1_000_000.0
-

@@ -52,8 +52,13 @@ class DayGrid:
         return np.where(np.isnan(index), never, index).astype(np.int64)
 
 
-def _per_day(entity: npt.NDArray[np.int64], day: npt.NDArray[np.int64], n_entities: int,
-             n_days: int, weights: npt.ArrayLike | None = None) -> npt.NDArray[np.float64]:
+def _per_day(
+    entity: npt.NDArray[np.int64],
+    day: npt.NDArray[np.int64],
+    n_entities: int,
+    n_days: int,
+    weights: npt.ArrayLike | None = None,
+) -> npt.NDArray[np.float64]:
     flat = np.bincount(entity * n_days + day, weights=weights, minlength=n_entities * n_days)
     return flat.reshape(n_entities, n_days)
 
@@ -67,9 +72,14 @@ def _window_sums(daily: npt.NDArray[np.float64], window: int) -> npt.NDArray[np.
     return cum - lagged
 
 
-def _known_fraud_counts(entity: npt.NDArray[np.int64], event_day: npt.NDArray[np.int64],
-                        label_snapshot: npt.NDArray[np.int64], n_entities: int, n_days: int,
-                        window: int) -> npt.NDArray[np.float64]:
+def _known_fraud_counts(
+    entity: npt.NDArray[np.int64],
+    event_day: npt.NDArray[np.int64],
+    label_snapshot: npt.NDArray[np.int64],
+    n_entities: int,
+    n_days: int,
+    window: int,
+) -> npt.NDArray[np.float64]:
     """Frauds of days [d - window, d) whose chargeback had arrived by snapshot d.
 
     A fraud on day e with its label first visible at snapshot L counts for the
@@ -85,13 +95,16 @@ def _known_fraud_counts(entity: npt.NDArray[np.int64], event_day: npt.NDArray[np
     return np.cumsum(diff.reshape(n_entities, width), axis=1)[:, : n_days + 1]
 
 
-def _snapshot_frame(key: str, ids: npt.NDArray[np.int64], grid: DayGrid,
-                    columns: dict[str, npt.NDArray[np.float64]]) -> pd.DataFrame:
+def _snapshot_frame(
+    key: str, ids: npt.NDArray[np.int64], grid: DayGrid, columns: dict[str, npt.NDArray[np.float64]]
+) -> pd.DataFrame:
     n_snapshots = grid.n_days + 1
-    frame = pd.DataFrame({
-        key: np.repeat(ids, n_snapshots),
-        "event_timestamp": np.tile(grid.snapshot_times.as_unit("us"), len(ids)),
-    })
+    frame = pd.DataFrame(
+        {
+            key: np.repeat(ids, n_snapshots),
+            "event_timestamp": np.tile(grid.snapshot_times.as_unit("us"), len(ids)),
+        }
+    )
     for name, matrix in columns.items():
         values = matrix.reshape(-1)
         frame[name] = values.astype(np.int64) if "_count_" in name else values
@@ -123,8 +136,9 @@ def terminal_risk(tx: pd.DataFrame, grid: DayGrid) -> pd.DataFrame:
     for w in WINDOWS_DAYS:
         columns[f"terminal_tx_count_{w}d"] = np.rint(_window_sums(counts, w))
     for w in WINDOWS_DAYS:
-        known = _known_fraud_counts(entity[fraud], day[fraud], label_snapshot, len(ids),
-                                    grid.n_days, w)
+        known = _known_fraud_counts(
+            entity[fraud], day[fraud], label_snapshot, len(ids), grid.n_days, w
+        )
         count = columns[f"terminal_tx_count_{w}d"]
         with np.errstate(invalid="ignore", divide="ignore"):
             columns[f"terminal_fraud_rate_{w}d"] = np.where(count > 0, known / count, np.nan)
@@ -135,16 +149,17 @@ def write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
     """Write next to the target and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp,
-                   row_group_size=1_000_000)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, row_group_size=1_000_000)
     tmp.replace(path)
 
 
 def build_feature_tables(tx: pd.DataFrame, out_dir: Path) -> dict[str, int]:
     """Compute and write every feature view's table; returns rows written per view."""
     grid = DayGrid.covering(tx["event_timestamp"])
-    tables = {"customer_spending": customer_spending(tx, grid),
-              "terminal_risk": terminal_risk(tx, grid)}
+    tables = {
+        "customer_spending": customer_spending(tx, grid),
+        "terminal_risk": terminal_risk(tx, grid),
+    }
     for name, frame in tables.items():
         write_parquet_atomically(frame, out_dir / f"{name}.parquet")
     return {name: len(frame) for name, frame in tables.items()}

@@ -24,13 +24,17 @@ def feast_environment(settings: Settings) -> dict[str, str]:
     """The variables feature_store.yaml expands, for this profile."""
     env = {"FRAUDLAB_FEAST_REGISTRY": str(settings.feast_dir / "registry.db")}
     if settings.online_store_type == "redis":
-        env |= {"FRAUDLAB_FEAST_ONLINE_TYPE": "redis",
-                "FRAUDLAB_FEAST_ONLINE_KEY": "connection_string",
-                "FRAUDLAB_FEAST_ONLINE_VALUE": settings.redis_connection}
+        env |= {
+            "FRAUDLAB_FEAST_ONLINE_TYPE": "redis",
+            "FRAUDLAB_FEAST_ONLINE_KEY": "connection_string",
+            "FRAUDLAB_FEAST_ONLINE_VALUE": settings.redis_connection,
+        }
     else:
-        env |= {"FRAUDLAB_FEAST_ONLINE_TYPE": "sqlite",
-                "FRAUDLAB_FEAST_ONLINE_KEY": "path",
-                "FRAUDLAB_FEAST_ONLINE_VALUE": str(settings.feast_dir / "online.db")}
+        env |= {
+            "FRAUDLAB_FEAST_ONLINE_TYPE": "sqlite",
+            "FRAUDLAB_FEAST_ONLINE_KEY": "path",
+            "FRAUDLAB_FEAST_ONLINE_VALUE": str(settings.feast_dir / "online.db"),
+        }
     # Feature table paths are read by the definitions through get_settings(); home
     # is exported too so a `feast` CLI started from this process sees the same files.
     env["FRAUDLAB_HOME"] = str(settings.home)
@@ -60,7 +64,8 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
 
     if name not in FEATURE_SERVICE_NAMES:
         raise FeatureServiceNotFound(
-            f"unknown feature service {name!r}; defined: {', '.join(FEATURE_SERVICE_NAMES)}")
+            f"unknown feature service {name!r}; defined: {', '.join(FEATURE_SERVICE_NAMES)}"
+        )
     try:
         return store.get_feature_service(name)
     except Exception as exc:  # feast raises its own not-found error type per registry

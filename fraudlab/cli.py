@@ -21,11 +21,15 @@ from fraudlab.errors import FraudlabError
 
 console = Console()
 err_console = Console(stderr=True)
-app = typer.Typer(help="fraudlab: a worked, end-to-end reference ML system for payment fraud.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="fraudlab: a worked, end-to-end reference ML system for payment fraud.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Generate and validate transaction data.", no_args_is_help=True)
-features_app = typer.Typer(help="Build, register and materialize Feast features.",
-                           no_args_is_help=True)
+features_app = typer.Typer(
+    help="Build, register and materialize Feast features.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 
@@ -48,8 +52,10 @@ def user_errors(func: F) -> F:
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not verbose:
         quiet_libraries()
 

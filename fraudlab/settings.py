@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     profile: Literal["embedded", "production"] = "embedded"
     home: Path = Path(".fraudlab")  # everything the demo writes lives here
     mlflow_tracking_uri: str | None = None  # default: SQLite under home (embedded)
-    postgres_uri: str = "postgresql://postgres@127.0.0.1:5432/fraudlab_mlflow"
+    postgres_uri: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/fraudlab_mlflow"
     redis_connection: str = "127.0.0.1:6379"
     require_services: bool = False  # tests: fail, not skip, when PostgreSQL/Redis are absent
     simulation: SimulationSettings = SimulationSettings()

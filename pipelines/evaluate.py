@@ -28,16 +28,22 @@ class Thresholds:
     decline: float
 
 
-def expected_cost(labels: npt.ArrayLike, scores: npt.ArrayLike, amounts: npt.ArrayLike,
-                  threshold: float, review_cost: float) -> float:
+def expected_cost(
+    labels: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    amounts: npt.ArrayLike,
+    threshold: float,
+    review_cost: float,
+) -> float:
     """Missed fraud costs its amount; each payment at or above threshold costs a review."""
     y, s, a = np.asarray(labels), np.asarray(scores), np.asarray(amounts)
     flagged = s >= threshold
     return float(a[(y == 1) & ~flagged].sum() + review_cost * flagged.sum())
 
 
-def cost_optimal_threshold(labels: npt.ArrayLike, scores: npt.ArrayLike,
-                           amounts: npt.ArrayLike, review_cost: float) -> float:
+def cost_optimal_threshold(
+    labels: npt.ArrayLike, scores: npt.ArrayLike, amounts: npt.ArrayLike, review_cost: float
+) -> float:
     """The score threshold that minimises expected cost, searched over every score."""
     y, s, a = np.asarray(labels), np.asarray(scores), np.asarray(amounts)
     order = np.argsort(-s, kind="stable")
@@ -51,8 +57,9 @@ def cost_optimal_threshold(labels: npt.ArrayLike, scores: npt.ArrayLike,
     return float(np.inf if best == 0 else s_sorted[best - 1])
 
 
-def precision_threshold(labels: npt.ArrayLike, scores: npt.ArrayLike, target: float,
-                        floor: float) -> float:
+def precision_threshold(
+    labels: npt.ArrayLike, scores: npt.ArrayLike, target: float, floor: float
+) -> float:
     """Lowest threshold >= floor whose precision reaches target (1.0 if none does)."""
     y, s = np.asarray(labels), np.asarray(scores)
     order = np.argsort(-s, kind="stable")
@@ -67,17 +74,24 @@ def recall_at_fpr(labels: npt.ArrayLike, scores: npt.ArrayLike, fpr: float = FIX
     return float(np.interp(fpr, fprs, tprs))
 
 
-def precision_top_k_per_day(frame: pd.DataFrame, scores: FloatArray, k: int = TOP_K_PER_DAY,
-                            label: str = "label") -> float:
+def precision_top_k_per_day(
+    frame: pd.DataFrame, scores: FloatArray, k: int = TOP_K_PER_DAY, label: str = "label"
+) -> float:
     """Mean over days of the fraud share among that day's k highest scores."""
-    ranked = pd.DataFrame({"day": frame["event_timestamp"].dt.floor("D").to_numpy(),
-                           "score": scores, "label": frame[label].to_numpy()})
+    ranked = pd.DataFrame(
+        {
+            "day": frame["event_timestamp"].dt.floor("D").to_numpy(),
+            "score": scores,
+            "label": frame[label].to_numpy(),
+        }
+    )
     top = ranked.sort_values("score", ascending=False).groupby("day").head(k)
     return float(top.groupby("day")["label"].mean().mean())
 
 
-def classification_metrics(frame: pd.DataFrame, scores: FloatArray, thresholds: Thresholds,
-                           review_cost: float) -> dict[str, float]:
+def classification_metrics(
+    frame: pd.DataFrame, scores: FloatArray, thresholds: Thresholds, review_cost: float
+) -> dict[str, float]:
     y, amounts = frame["label"].to_numpy(), frame["amount"].to_numpy()
     has_both = 0 < y.sum() < len(y)
     cost = expected_cost(y, scores, amounts, thresholds.review, review_cost)
@@ -110,8 +124,9 @@ class GateComparison:
         return self.ci_low > 0.0
 
 
-def bootstrap_ap_difference(labels: npt.ArrayLike, candidate: FloatArray, champion: FloatArray,
-                            rounds: int, seed: int = 0) -> GateComparison:
+def bootstrap_ap_difference(
+    labels: npt.ArrayLike, candidate: FloatArray, champion: FloatArray, rounds: int, seed: int = 0
+) -> GateComparison:
     """Paired bootstrap over rows: both models are scored on the same resample."""
     y = np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -120,8 +135,10 @@ def bootstrap_ap_difference(labels: npt.ArrayLike, candidate: FloatArray, champi
         idx = rng.integers(0, len(y), len(y))
         if y[idx].sum() == 0:
             continue
-        deltas.append(average_precision_score(y[idx], candidate[idx])
-                      - average_precision_score(y[idx], champion[idx]))
+        deltas.append(
+            average_precision_score(y[idx], candidate[idx])
+            - average_precision_score(y[idx], champion[idx])
+        )
     observed = average_precision_score(y, candidate) - average_precision_score(y, champion)
     low, high = np.percentile(deltas, [5, 95])
     return GateComparison(float(observed), float(low), float(high), len(deltas))

@@ -38,8 +38,14 @@ def train_logreg(x_train: Matrix, y_train: Labels, seed: int) -> Pipeline:
     return model.fit(x_train, y_train)
 
 
-def train_lightgbm(x_train: Matrix, y_train: Labels, x_valid: Matrix, y_valid: Labels,
-                   feature_names: list[str], seed: int) -> lgb.Booster:
+def train_lightgbm(
+    x_train: Matrix,
+    y_train: Labels,
+    x_valid: Matrix,
+    y_valid: Labels,
+    feature_names: list[str],
+    seed: int,
+) -> lgb.Booster:
     """Gradient-boosted trees; missing values go down their own learned branch.
 
     Imbalance: `scale_pos_weight` at the square root of the class ratio, a middle way
@@ -65,8 +71,13 @@ def train_lightgbm(x_train: Matrix, y_train: Labels, x_valid: Matrix, y_valid: L
     }
     train = lgb.Dataset(x_train, y_train, feature_name=feature_names, free_raw_data=True)
     valid = lgb.Dataset(x_valid, y_valid, reference=train)
-    return lgb.train(params, train, num_boost_round=400, valid_sets=[valid],
-                     callbacks=[lgb.early_stopping(40, verbose=False)])
+    return lgb.train(
+        params,
+        train,
+        num_boost_round=400,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(40, verbose=False)],
+    )
 
 
 def score(model: Pipeline | lgb.Booster, x: Matrix) -> npt.NDArray[np.float64]:

@@ -30,8 +30,13 @@ def calibration(labels: npt.ArrayLike, scores: npt.ArrayLike, title: str) -> Fig
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot([0, 1], [0, 1], ls="--", c="grey", label="perfectly calibrated")
     ax.plot(predicted, observed, marker="o", label="model")
-    ax.set(xscale="symlog", yscale="symlog", xlabel="mean predicted probability",
-           ylabel="observed fraud rate", title=title)
+    ax.set(
+        xscale="symlog",
+        yscale="symlog",
+        xlabel="mean predicted probability",
+        ylabel="observed fraud rate",
+        title=title,
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     return fig

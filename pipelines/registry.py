@@ -38,20 +38,46 @@ class RegisteredModel:
     tags: dict[str, str]
 
 
+def ensure_postgres_database(uri: str) -> None:
+    """MLflow needs its database to exist; create it on first use (production profile)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    url = make_url(uri)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            ).scalar()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+    except OperationalError as exc:
+        raise ServiceUnavailable(
+            f"PostgreSQL at {url.host}:{url.port} is unreachable: {exc.orig}"
+        ) from exc
+    finally:
+        admin.dispose()
+
+
 def connect(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store and make sure our experiment exists."""
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    if settings.tracking_uri.startswith("sqlite:"):
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:"):
         settings.home.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith("postgresql"):
+        ensure_postgres_database(uri)
+    mlflow.set_tracking_uri(uri)
     try:
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
             settings.artifact_root.mkdir(parents=True, exist_ok=True)
-            mlflow.create_experiment(EXPERIMENT,
-                                     artifact_location=settings.artifact_root.as_uri())
+            mlflow.create_experiment(EXPERIMENT, artifact_location=settings.artifact_root.as_uri())
         mlflow.set_experiment(EXPERIMENT)
     except MlflowException as exc:
         raise ServiceUnavailable(
-            f"MLflow store {settings.tracking_uri} cannot be used: {exc.message}") from exc
+            f"MLflow store {settings.tracking_uri} cannot be used: {exc.message}"
+        ) from exc
     return MlflowClient()
 
 
@@ -59,10 +85,17 @@ def code_version() -> str:
     """The git commit this code came from, or the package version outside a checkout."""
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
-                             capture_output=True, check=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, text=True,
-                               capture_output=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=here,
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=here, text=True, capture_output=True, timeout=5
+        ).stdout.strip()
         return f"{sha}{'-dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         from importlib.metadata import version
@@ -70,13 +103,17 @@ def code_version() -> str:
         return f"fraudlab-{version('fraudlab')}"
 
 
-def log_model_version(model: Pipeline | lgb.Booster, example: pd.DataFrame, model_name: str,
-                      tags: dict[str, str]) -> str:
+def log_model_version(
+    model: Pipeline | lgb.Booster, example: pd.DataFrame, model_name: str, tags: dict[str, str]
+) -> str:
     """Log the model in the active run, register it, and tag the new version."""
     signature = infer_signature(example, pd.Series([0.5] * len(example), name="fraud_score"))
-    common: dict[str, Any] = {"name": "model", "signature": signature,
-                              "input_example": example.head(3),
-                              "registered_model_name": model_name}
+    common: dict[str, Any] = {
+        "name": "model",
+        "signature": signature,
+        "input_example": example.head(3),
+        "registered_model_name": model_name,
+    }
     if isinstance(model, lgb.Booster):
         info = mlflow.lightgbm.log_model(model, **common)
     else:
@@ -106,5 +143,6 @@ def load_version(client: MlflowClient, model_name: str, version: str) -> Registe
     flavor = mv.tags.get("flavor", "lightgbm")
     loader = mlflow.lightgbm if flavor == "lightgbm" else mlflow.sklearn
     model = loader.load_model(uri)
-    return RegisteredModel(version=version, model=model, features=mv.tags["features"].split(","),
-                           tags=dict(mv.tags))
+    return RegisteredModel(
+        version=version, model=model, features=mv.tags["features"].split(","), tags=dict(mv.tags)
+    )

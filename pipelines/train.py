@@ -62,8 +62,9 @@ def load_inputs(settings: Settings) -> pd.DataFrame:
     from data.validate import read_transactions
 
     if not settings.transactions_path.exists():
-        raise MissingInput(f"no transactions at {settings.transactions_path}: "
-                           "run `fraudlab data generate` first")
+        raise MissingInput(
+            f"no transactions at {settings.transactions_path}: run `fraudlab data generate` first"
+        )
     for view in ("customer_spending", "terminal_risk"):
         if not (settings.feature_data_dir / f"{view}.parquet").exists():
             raise MissingInput(f"no feature table for {view}: run `fraudlab features build`")
@@ -77,10 +78,14 @@ def make_split(settings: Settings, tx: pd.DataFrame, cutoff_day: int) -> TimeSpl
         raise ConfigError(f"cutoff day {cutoff_day} is outside the data (days 1..{last_day})")
     t = settings.training
     try:
-        return TimeSplit.ending_at(day0 + pd.Timedelta(days=cutoff_day),
-                                   day0 + pd.Timedelta(days=t.warmup_days),
-                                   t.validation_days, t.test_days, t.gap_days,
-                                   t.label_maturity_days)
+        return TimeSplit.ending_at(
+            day0 + pd.Timedelta(days=cutoff_day),
+            day0 + pd.Timedelta(days=t.warmup_days),
+            t.validation_days,
+            t.test_days,
+            t.gap_days,
+            t.label_maturity_days,
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -93,24 +98,32 @@ def _fit(kind: ModelKind, parts: dict[str, pd.DataFrame], features: list[str], s
     train, valid = parts["train"], parts["validation"]
     if kind == "logreg":
         return train_logreg(_matrix(train, features), train["label"].to_numpy(), seed)
-    return train_lightgbm(_matrix(train, features), train["label"].to_numpy(),
-                          _matrix(valid, features), valid["label"].to_numpy(), features, seed)
+    return train_lightgbm(
+        _matrix(train, features),
+        train["label"].to_numpy(),
+        _matrix(valid, features),
+        valid["label"].to_numpy(),
+        features,
+        seed,
+    )
 
 
 def _log_figures(kind: str, test: pd.DataFrame, scores: np.ndarray, model, features) -> None:
     figures = {
         "pr_curve.png": plots.pr_curve(test["label"], scores, f"{kind}: test PR curve"),
         "calibration.png": plots.calibration(test["label"], scores, f"{kind}: calibration"),
-        "feature_importance.png": plots.importance(feature_importance(model, features),
-                                                   f"{kind}: feature importance"),
+        "feature_importance.png": plots.importance(
+            feature_importance(model, features), f"{kind}: feature importance"
+        ),
     }
     for name, fig in figures.items():
         mlflow.log_figure(fig, f"plots/{name}")
         plt.close(fig)
 
 
-def _gate(client, settings: Settings, test: pd.DataFrame, scores: np.ndarray,
-          outcome: TrainingOutcome) -> None:
+def _gate(
+    client, settings: Settings, test: pd.DataFrame, scores: np.ndarray, outcome: TrainingOutcome
+) -> None:
     """First version becomes champion; later ones become challenger only if they win."""
     name = settings.training.model_name
     champion = alias_version(client, name, CHAMPION)
@@ -124,9 +137,13 @@ def _gate(client, settings: Settings, test: pd.DataFrame, scores: np.ndarray,
     if missing:
         raise MissingInput(f"champion v{champion} needs features this run lacks: {missing}")
     champion_scores = score(incumbent.model, _matrix(test, incumbent.features))
-    outcome.gate = bootstrap_ap_difference(test["label"].to_numpy(), scores, champion_scores,
-                                           settings.training.bootstrap_rounds,
-                                           seed=settings.simulation.seed)
+    outcome.gate = bootstrap_ap_difference(
+        test["label"].to_numpy(),
+        scores,
+        champion_scores,
+        settings.training.bootstrap_rounds,
+        seed=settings.simulation.seed,
+    )
     verdict = "passes" if outcome.gate.candidate_wins else "fails"
     outcome.notes.append(f"gate {verdict} against champion v{champion}")
     if outcome.gate.candidate_wins:
@@ -134,9 +151,14 @@ def _gate(client, settings: Settings, test: pd.DataFrame, scores: np.ndarray,
         outcome.alias = CHALLENGER
 
 
-def run_training(settings: Settings, kinds: list[ModelKind], service_name: str,
-                 join: JoinKind = "pit", cutoff_day: int | None = None,
-                 progress: Progress = lambda _: None) -> list[TrainingOutcome]:
+def run_training(
+    settings: Settings,
+    kinds: list[ModelKind],
+    service_name: str,
+    join: JoinKind = "pit",
+    cutoff_day: int | None = None,
+    progress: Progress = lambda _: None,
+) -> list[TrainingOutcome]:
     tx = load_inputs(settings)
     store = open_store(settings)
     service = feature_service(store, service_name)
@@ -154,46 +176,83 @@ def run_training(settings: Settings, kinds: list[ModelKind], service_name: str,
     outcomes = []
     for kind in kinds:
         progress(f"training {kind} on {len(parts['train']):,} payments")
-        outcomes.append(_train_one(client, settings, kind, parts, features, service_name, join,
-                                   split, fingerprint))
+        outcomes.append(
+            _train_one(
+                client, settings, kind, parts, features, service_name, join, split, fingerprint
+            )
+        )
     return outcomes
 
 
-def _train_one(client, settings: Settings, kind: ModelKind, parts, features, service_name,
-               join: JoinKind, split: TimeSplit, fingerprint: str) -> TrainingOutcome:
+def _train_one(
+    client,
+    settings: Settings,
+    kind: ModelKind,
+    parts,
+    features,
+    service_name,
+    join: JoinKind,
+    split: TimeSplit,
+    fingerprint: str,
+) -> TrainingOutcome:
     t = settings.training
     with mlflow.start_run(run_name=f"{kind}-{service_name}-{join}") as run:
-        mlflow.set_tags({"model_kind": kind, "feature_service": service_name, "join": join,
-                         "leaky": str(join == "naive").lower(), "code_version": code_version()})
-        mlflow.log_params({"split": split.describe(), "review_cost": t.review_cost,
-                           "features": ",".join(features), "train_rows": len(parts["train"])})
+        mlflow.set_tags(
+            {
+                "model_kind": kind,
+                "feature_service": service_name,
+                "join": join,
+                "leaky": str(join == "naive").lower(),
+                "code_version": code_version(),
+            }
+        )
+        mlflow.log_params(
+            {
+                "split": split.describe(),
+                "review_cost": t.review_cost,
+                "features": ",".join(features),
+                "train_rows": len(parts["train"]),
+            }
+        )
         model = _fit(kind, parts, features, settings.simulation.seed)
         valid, test = parts["validation"], parts["test"]
         valid_scores = score(model, _matrix(valid, features))
-        review = cost_optimal_threshold(valid["label"], valid_scores, valid["amount"],
-                                        t.review_cost)
-        thresholds = Thresholds(review, precision_threshold(valid["label"], valid_scores,
-                                                            DECLINE_PRECISION, floor=review))
+        review = cost_optimal_threshold(
+            valid["label"], valid_scores, valid["amount"], t.review_cost
+        )
+        thresholds = Thresholds(
+            review,
+            precision_threshold(valid["label"], valid_scores, DECLINE_PRECISION, floor=review),
+        )
         test_scores = score(model, _matrix(test, features))
         metrics = classification_metrics(test, test_scores, thresholds, t.review_cost)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         _log_figures(kind, test, test_scores, model, features)
         _log_reference_sample(model, parts["train"], features, t.reference_sample_rows)
-        tags = {"flavor": "lightgbm" if kind == "lightgbm" else "sklearn",
-                "features": ",".join(features), "feature_service": service_name,
-                "threshold_review": f"{thresholds.review:.6g}",
-                "threshold_decline": f"{thresholds.decline:.6g}",
-                "training_window": f"{split.train_start:%Y-%m-%d}..{split.cutoff:%Y-%m-%d}",
-                "data_fingerprint": fingerprint, "join": join,
-                "leaky": str(join == "naive").lower(), "code_version": code_version()}
+        tags = {
+            "flavor": "lightgbm" if kind == "lightgbm" else "sklearn",
+            "features": ",".join(features),
+            "feature_service": service_name,
+            "threshold_review": f"{thresholds.review:.6g}",
+            "threshold_decline": f"{thresholds.decline:.6g}",
+            "training_window": f"{split.train_start:%Y-%m-%d}..{split.cutoff:%Y-%m-%d}",
+            "data_fingerprint": fingerprint,
+            "join": join,
+            "leaky": str(join == "naive").lower(),
+            "code_version": code_version(),
+        }
         example = test[features].head(5).astype("float64")  # serving sends floats, NaN = missing
         version = log_model_version(model, example, t.model_name, tags)
         outcome = TrainingOutcome(kind, version, run.info.run_id, metrics, thresholds)
         _gate(client, settings, test, test_scores, outcome)
         if outcome.gate is not None:
-            mlflow.log_metrics({"gate_delta_ap": outcome.gate.delta_ap,
-                                "gate_delta_ap_ci_low": outcome.gate.ci_low,
-                                "gate_delta_ap_ci_high": outcome.gate.ci_high})
+            mlflow.log_metrics(
+                {
+                    "gate_delta_ap": outcome.gate.delta_ap,
+                    "gate_delta_ap_ci_low": outcome.gate.ci_low,
+                    "gate_delta_ap_ci_high": outcome.gate.ci_high,
+                }
+            )
         mlflow.set_tag("alias", outcome.alias or "none")
     return outcome
 

@@ -41,8 +41,15 @@ class TimeSplit:
     gap: pd.Timedelta
 
     @classmethod
-    def ending_at(cls, cutoff: pd.Timestamp, train_start: pd.Timestamp, validation_days: int,
-                  test_days: int, gap_days: int, maturity_days: int) -> TimeSplit:
+    def ending_at(
+        cls,
+        cutoff: pd.Timestamp,
+        train_start: pd.Timestamp,
+        validation_days: int,
+        test_days: int,
+        gap_days: int,
+        maturity_days: int,
+    ) -> TimeSplit:
         gap = pd.Timedelta(days=gap_days)
         test_end = cutoff - pd.Timedelta(days=maturity_days)
         test_start = test_end - pd.Timedelta(days=test_days)
@@ -51,7 +58,8 @@ class TimeSplit:
             raise ValueError(
                 f"no training period left: training would run {train_start:%Y-%m-%d} to "
                 f"{validation_start - gap:%Y-%m-%d}; move the cutoff later or shorten "
-                "the validation, test or gap days")
+                "the validation, test or gap days"
+            )
         return cls(train_start, validation_start, test_start, test_end, cutoff, gap)
 
     def period_of(self, ts: pd.Series) -> pd.Series:
@@ -64,10 +72,12 @@ class TimeSplit:
 
     def describe(self) -> str:
         fmt = "%Y-%m-%d"
-        return (f"train {self.train_start:{fmt}}..{self.validation_start - self.gap:{fmt}}, "
-                f"validation {self.validation_start:{fmt}}..{self.test_start - self.gap:{fmt}}, "
-                f"test {self.test_start:{fmt}}..{self.test_end:{fmt}}, "
-                f"labels as known at {self.cutoff:{fmt}}")
+        return (
+            f"train {self.train_start:{fmt}}..{self.validation_start - self.gap:{fmt}}, "
+            f"validation {self.validation_start:{fmt}}..{self.test_start - self.gap:{fmt}}, "
+            f"test {self.test_start:{fmt}}..{self.test_end:{fmt}}, "
+            f"labels as known at {self.cutoff:{fmt}}"
+        )
 
 
 def service_features(service: FeatureService) -> tuple[list[str], list[str]]:
@@ -87,13 +97,21 @@ def with_request_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the request-time features with the one shared function serving also uses."""
     seconds = frame["event_timestamp"].astype("int64") // 1_000_000  # us -> s
     mean_30d = frame.get("customer_mean_amount_30d")
-    computed = request_features(frame["amount"].to_numpy(), seconds.to_numpy(),
-                                None if mean_30d is None else mean_30d.to_numpy())
+    computed = request_features(
+        frame["amount"].to_numpy(),
+        seconds.to_numpy(),
+        None if mean_30d is None else mean_30d.to_numpy(),
+    )
     return frame.assign(**computed)
 
 
-def build_training_frame(store: FeatureStore, tx: pd.DataFrame, split: TimeSplit,
-                         join: JoinKind = "pit", service_name: str = "fraud_v2") -> pd.DataFrame:
+def build_training_frame(
+    store: FeatureStore,
+    tx: pd.DataFrame,
+    split: TimeSplit,
+    join: JoinKind = "pit",
+    service_name: str = "fraud_v2",
+) -> pd.DataFrame:
     """Every payment in the split's periods with features, `label` and `period`."""
     tx = tx.assign(period=split.period_of(tx["event_timestamp"]))
     tx = tx[tx["period"] != ""].reset_index(drop=True)

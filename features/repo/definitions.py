@@ -29,10 +29,18 @@ WINDOWS_DAYS = (1, 7, 30)
 # A snapshot older than this is stale: Feast returns it as missing, serving falls back.
 SNAPSHOT_TTL = timedelta(days=2)
 
-customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64,
-                  description="A card holder.")
-terminal = Entity(name="terminal", join_keys=["terminal_id"], value_type=ValueType.INT64,
-                  description="A merchant's payment terminal.")
+customer = Entity(
+    name="customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.INT64,
+    description="A card holder.",
+)
+terminal = Entity(
+    name="terminal",
+    join_keys=["terminal_id"],
+    value_type=ValueType.INT64,
+    description="A merchant's payment terminal.",
+)
 
 CUSTOMER_SPENDING_FEATURES = [f"customer_tx_count_{w}d" for w in WINDOWS_DAYS] + [
     f"customer_mean_amount_{w}d" for w in WINDOWS_DAYS
@@ -52,45 +60,73 @@ class FeatureDefinitions:
 
     @property
     def objects(self) -> list[Any]:
-        return [customer, terminal, self.customer_spending, self.terminal_risk,
-                *self.services.values()]
+        return [
+            customer,
+            terminal,
+            self.customer_spending,
+            self.terminal_risk,
+            *self.services.values(),
+        ]
 
 
 def _schema(names: list[str]) -> list[Field]:
     return [Field(name=n, dtype=Int64 if "_count_" in n else Float64) for n in names]
 
 
-def _view(name: str, entity: Entity, features: list[str], data_dir: Path,
-          description: str) -> FeatureView:
-    source = FileSource(name=f"{name}_source", path=str(data_dir / f"{name}.parquet"),
-                        timestamp_field="event_timestamp")
-    return FeatureView(name=name, entities=[entity], ttl=SNAPSHOT_TTL,
-                       schema=_schema(features), source=source, online=True,
-                       description=description)
+def _view(
+    name: str, entity: Entity, features: list[str], data_dir: Path, description: str
+) -> FeatureView:
+    source = FileSource(
+        name=f"{name}_source",
+        path=str(data_dir / f"{name}.parquet"),
+        timestamp_field="event_timestamp",
+    )
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=SNAPSHOT_TTL,
+        schema=_schema(features),
+        source=source,
+        online=True,
+        description=description,
+    )
 
 
 def define(feature_data_dir: Path) -> FeatureDefinitions:
     """Build every view and service over the feature tables in `feature_data_dir`."""
     spending = _view(
-        "customer_spending", customer, CUSTOMER_SPENDING_FEATURES, feature_data_dir,
+        "customer_spending",
+        customer,
+        CUSTOMER_SPENDING_FEATURES,
+        feature_data_dir,
         "How much and how often a customer paid over the last 1, 7 and 30 days. "
-        "Mean amount is missing (not zero) when there were no payments.")
+        "Mean amount is missing (not zero) when there were no payments.",
+    )
     risk = _view(
-        "terminal_risk", terminal, TERMINAL_RISK_FEATURES, feature_data_dir,
+        "terminal_risk",
+        terminal,
+        TERMINAL_RISK_FEATURES,
+        feature_data_dir,
         "Payments at a terminal and the share already reported as fraud over the last "
-        "1, 7 and 30 days, counting only chargebacks that had arrived by the snapshot.")
+        "1, 7 and 30 days, counting only chargebacks that had arrived by the snapshot.",
+    )
     # Request-time features come from the payment itself (features/transforms.py);
     # Feast does not store them, so a service names them in a tag both sides read.
     v1 = FeatureService(
         name="fraud_v1",
-        features=[spending[["customer_tx_count_1d", "customer_mean_amount_7d"]],
-                  risk[["terminal_fraud_rate_30d"]]],
+        features=[
+            spending[["customer_tx_count_1d", "customer_mean_amount_7d"]],
+            risk[["terminal_fraud_rate_30d"]],
+        ],
         tags={"request_features": "amount,hour_of_day,is_night"},
-        description="A small first model: amount, time of day, spending, terminal risk.")
+        description="A small first model: amount, time of day, spending, terminal risk.",
+    )
     v2 = FeatureService(
-        name="fraud_v2", features=[spending, risk],
+        name="fraud_v2",
+        features=[spending, risk],
         tags={"request_features": ",".join(REQUEST_FEATURES)},
-        description="Every customer, terminal and request-time feature.")
+        description="Every customer, terminal and request-time feature.",
+    )
     return FeatureDefinitions(spending, risk, {"fraud_v1": v1, "fraud_v2": v2})
 
 

@@ -21,11 +21,13 @@ def build() -> None:
 
     settings = get_settings()
     if not settings.transactions_path.exists():
-        raise MissingInput(f"no transactions at {settings.transactions_path}: "
-                           "run `fraudlab data generate` first")
+        raise MissingInput(
+            f"no transactions at {settings.transactions_path}: run `fraudlab data generate` first"
+        )
     with console.status("computing feature snapshots"):
-        rows = build_feature_tables(read_transactions(settings.transactions_path),
-                                    settings.feature_data_dir)
+        rows = build_feature_tables(
+            read_transactions(settings.transactions_path), settings.feature_data_dir
+        )
     table = Table("feature view", "rows", title=f"feature tables in {settings.feature_data_dir}")
     for view, count in rows.items():
         table.add_row(view, f"{count:,}")
@@ -55,10 +57,14 @@ def _parse_time(text: str | None, name: str) -> datetime | None:
 @features_app.command("materialize")
 @user_errors
 def materialize(
-    end: str | None = typer.Option(None, help="Copy snapshots up to this UTC time "
-                                   "(default: the last snapshot in the feature tables)."),
-    start: str | None = typer.Option(None, help="Start of the window (default: incremental, "
-                                     "from where the last run stopped)."),
+    end: str | None = typer.Option(
+        None,
+        help="Copy snapshots up to this UTC time "
+        "(default: the last snapshot in the feature tables).",
+    ),
+    start: str | None = typer.Option(
+        None, help="Start of the window (default: incremental, from where the last run stopped)."
+    ),
 ) -> None:
     """Copy the latest feature values per entity into the online store."""
     import pyarrow.parquet as pq
@@ -75,4 +81,3 @@ def materialize(
         end_time = stamps.to_pandas().max().to_pydatetime() + timedelta(seconds=1)
     run_materialize(settings, end=end_time, start=_parse_time(start, "start"))
     console.print(f"online store ({settings.online_store_type}) holds values up to {end_time}")
-

@@ -38,12 +38,19 @@ def outcome_table(outcomes: list, title: str) -> Table:
     table = Table("test period", *[f"{o.kind} v{o.version}" for o in outcomes], title=title)
     for key, label, fmt in METRIC_ROWS:
         table.add_row(label, *[fmt.format(o.metrics[key]) for o in outcomes])
-    table.add_row("review / decline threshold",
-                  *[f"{o.thresholds.review:.3f} / {o.thresholds.decline:.3f}" for o in outcomes])
-    table.add_row("gate: ΔAP vs champion [90% CI]", *[
-        "-" if o.gate is None else
-        f"{o.gate.delta_ap:+.3f} [{o.gate.ci_low:+.3f}, {o.gate.ci_high:+.3f}]"
-        for o in outcomes])
+    table.add_row(
+        "review / decline threshold",
+        *[f"{o.thresholds.review:.3f} / {o.thresholds.decline:.3f}" for o in outcomes],
+    )
+    table.add_row(
+        "gate: ΔAP vs champion [90% CI]",
+        *[
+            "-"
+            if o.gate is None
+            else f"{o.gate.delta_ap:+.3f} [{o.gate.ci_low:+.3f}, {o.gate.ci_high:+.3f}]"
+            for o in outcomes
+        ],
+    )
     table.add_row("alias", *[o.alias or "(none: gate refused)" for o in outcomes])
     return table
 
@@ -51,13 +58,17 @@ def outcome_table(outcomes: list, title: str) -> Table:
 @app.command("train")
 @user_errors
 def train(
-    feature_service: str = typer.Option(None, help="Feature service to train on "
-                                        "(default: settings, fraud_v2)."),
+    feature_service: str = typer.Option(
+        None, help="Feature service to train on (default: settings, fraud_v2)."
+    ),
     model: ModelChoice = typer.Option(ModelChoice.both, help="Which model(s) to train."),
-    join: JoinChoice = typer.Option(JoinChoice.pit, help="pit: point-in-time correct; "
-                                    "naive: the leaky join, on purpose (run tagged leaky)."),
-    cutoff_day: int = typer.Option(None, min=1, help="Train on days before this "
-                                   "(default: settings, 100)."),
+    join: JoinChoice = typer.Option(
+        JoinChoice.pit,
+        help="pit: point-in-time correct; naive: the leaky join, on purpose (run tagged leaky).",
+    ),
+    cutoff_day: int = typer.Option(
+        None, min=1, help="Train on days before this (default: settings, 100)."
+    ),
 ) -> None:
     """Train, evaluate on the held-out test period, register in MLflow, and gate."""
     from pipelines.train import run_training
@@ -65,8 +76,9 @@ def train(
     settings = get_settings()
     kinds = ["logreg", "lightgbm"] if model == ModelChoice.both else [model.value]
     service = feature_service or settings.training.feature_service
-    outcomes = run_training(settings, kinds, service, join.value, cutoff_day,
-                            progress=lambda msg: console.log(msg))
+    outcomes = run_training(
+        settings, kinds, service, join.value, cutoff_day, progress=lambda msg: console.log(msg)
+    )
     leak = " [bold red](LEAKY: naive join)[/]" if join == JoinChoice.naive else ""
     console.print(outcome_table(outcomes, f"{settings.training.model_name} on {service}{leak}"))
     for o in outcomes:

@@ -16,11 +16,12 @@ from tests.conftest import World
 def _own_registry(world: World, folder: Path) -> Settings:
     """The shared world's data and features, with an MLflow store of the test's own."""
     return world.settings.model_copy(
-        update={"mlflow_tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"})
+        update={"mlflow_tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"}
+    )
 
 
 @pytest.fixture(scope="module")
-def trained(world: World, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def trained(world: World, tmp_path_factory: pytest.TempPathFactory):
     settings = _own_registry(world, tmp_path_factory.mktemp("registry"))
     # The baseline on the small service first (champion), then LightGBM on all features.
     (baseline,) = run_training(settings, ["logreg"], "fraud_v1")
@@ -28,7 +29,7 @@ def trained(world: World, tmp_path_factory: pytest.TempPathFactory):  # noqa: AN
     return settings, {"logreg": baseline, "lightgbm": lgbm}
 
 
-def test_first_version_becomes_champion(trained) -> None:  # noqa: ANN001
+def test_first_version_becomes_champion(trained) -> None:
     settings, outcomes = trained
     client = connect(settings)
     assert outcomes["logreg"].alias == CHAMPION
@@ -36,7 +37,7 @@ def test_first_version_becomes_champion(trained) -> None:  # noqa: ANN001
     assert alias_version(client, "fraud-detector", CHAMPION) == outcomes["logreg"].version
 
 
-def test_better_model_passes_the_gate_and_becomes_challenger(trained) -> None:  # noqa: ANN001
+def test_better_model_passes_the_gate_and_becomes_challenger(trained) -> None:
     settings, outcomes = trained
     lgbm: TrainingOutcome = outcomes["lightgbm"]
     assert lgbm.gate is not None and lgbm.gate.rounds >= 90
@@ -46,7 +47,7 @@ def test_better_model_passes_the_gate_and_becomes_challenger(trained) -> None:  
     assert alias_version(connect(settings), "fraud-detector", CHALLENGER) == lgbm.version
 
 
-def test_metrics_are_computed_not_placeholders(trained) -> None:  # noqa: ANN001
+def test_metrics_are_computed_not_placeholders(trained) -> None:
     _, outcomes = trained
     for o in outcomes.values():
         m = o.metrics
@@ -57,13 +58,21 @@ def test_metrics_are_computed_not_placeholders(trained) -> None:  # noqa: ANN001
         assert 0 < o.thresholds.review <= o.thresholds.decline <= 1
 
 
-def test_registered_version_carries_what_serving_and_monitoring_need(trained) -> None:  # noqa: ANN001
+def test_registered_version_carries_what_serving_and_monitoring_need(trained) -> None:
     settings, outcomes = trained
     connect(settings)
     client = MlflowClient()
     version = client.get_model_version("fraud-detector", outcomes["lightgbm"].version)
-    for tag in ("features", "feature_service", "threshold_review", "threshold_decline",
-                "training_window", "data_fingerprint", "code_version", "flavor"):
+    for tag in (
+        "features",
+        "feature_service",
+        "threshold_review",
+        "threshold_decline",
+        "training_window",
+        "data_fingerprint",
+        "code_version",
+        "flavor",
+    ):
         assert version.tags.get(tag), f"missing tag {tag}"
     assert version.tags["feature_service"] == "fraud_v2"
     assert version.tags["features"].split(",")[0] == "customer_tx_count_1d"
@@ -77,7 +86,7 @@ def test_registered_version_carries_what_serving_and_monitoring_need(trained) ->
     assert info.signature is not None and info.saved_input_example_info is not None
 
 
-def test_gate_refuses_a_worse_model(trained) -> None:  # noqa: ANN001
+def test_gate_refuses_a_worse_model(trained) -> None:
     settings, outcomes = trained
     client = connect(settings)
     set_alias(client, "fraud-detector", CHAMPION, outcomes["lightgbm"].version)

@@ -47,28 +47,33 @@ def _mismatches(frame: pd.DataFrame, tx: pd.DataFrame, rows: list[int]) -> list[
         for name, expected in brute_force_features(tx, row).items():
             got = row[name]
             same = (math.isnan(expected) and pd.isna(got)) or (
-                not pd.isna(got) and math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-9))
+                not pd.isna(got) and math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-9)
+            )
             if not same:
                 found.append(f"tx {row['transaction_id']} {name}: joined {got}, truth {expected}")
     return found
 
 
 @pytest.fixture(scope="module")
-def frames(world: World, store) -> dict[str, pd.DataFrame]:  # noqa: ANN001
+def frames(world: World, store) -> dict[str, pd.DataFrame]:
     split = make_split(world.settings, world.transactions, world.settings.training.cutoff_day)
-    return {join: build_training_frame(store, world.transactions, split, join)
-            for join in ("pit", "naive")}
+    return {
+        join: build_training_frame(store, world.transactions, split, join)
+        for join in ("pit", "naive")
+    }
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_pit_join_equals_brute_force_recomputation(world: World, frames, data) -> None:  # noqa: ANN001
+def test_pit_join_equals_brute_force_recomputation(world: World, frames, data) -> None:
     frame = frames["pit"]
     rows = data.draw(st.lists(st.integers(0, len(frame) - 1), min_size=1, max_size=5))
     assert _mismatches(frame, world.transactions, rows) == []
 
 
-def test_pit_join_checked_on_fraud_rows_too(world: World, frames) -> None:  # noqa: ANN001
+def test_pit_join_checked_on_fraud_rows_too(world: World, frames) -> None:
     """Random rows are almost never fraud; check the rows where terminal risk matters."""
     frame = frames["pit"]
     fraud_rows = list(np.flatnonzero(frame["is_fraud"].to_numpy() == 1)[:25])
@@ -76,7 +81,7 @@ def test_pit_join_checked_on_fraud_rows_too(world: World, frames) -> None:  # no
     assert _mismatches(frame, world.transactions, fraud_rows) == []
 
 
-def test_naive_join_leaks_the_future_and_is_detected(world: World, frames) -> None:  # noqa: ANN001
+def test_naive_join_leaks_the_future_and_is_detected(world: World, frames) -> None:
     """The same brute-force check catches the naive join on most rows: it is not PIT."""
     frame = frames["naive"]
     rng = np.random.default_rng(0)
@@ -85,9 +90,11 @@ def test_naive_join_leaks_the_future_and_is_detected(world: World, frames) -> No
     assert len(leaking_rows) >= 45, "naive features should disagree with PIT on most rows"
 
 
-def test_naive_join_uses_chargebacks_that_arrive_after_the_payment(frames) -> None:  # noqa: ANN001
+def test_naive_join_uses_chargebacks_that_arrive_after_the_payment(frames) -> None:
     naive, pit = frames["naive"], frames["pit"]
-    assert (naive["terminal_fraud_rate_30d"] > 0).mean() > (pit["terminal_fraud_rate_30d"] > 0).mean()
+    assert (naive["terminal_fraud_rate_30d"] > 0).mean() > (
+        pit["terminal_fraud_rate_30d"] > 0
+    ).mean()
     assert naive["label"].sum() > pit["label"].sum()  # unreported and late frauds as labels
 
 
@@ -101,7 +108,7 @@ def test_labels_are_those_known_at_the_cutoff(world: World) -> None:
     assert late.sum() > 0  # the check is not vacuous
 
 
-def test_split_periods_are_ordered_with_gaps(world: World, frames) -> None:  # noqa: ANN001
+def test_split_periods_are_ordered_with_gaps(world: World, frames) -> None:
     frame = frames["pit"]
     bounds = frame.groupby("period")["event_timestamp"].agg(["min", "max"])
     gap = pd.Timedelta(days=world.settings.training.gap_days)

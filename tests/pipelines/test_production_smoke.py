@@ -1,0 +1,102 @@
+"""Production mode: the same training run with MLflow on PostgreSQL and Feast's online
+store on Redis (both on localhost). Skips when they are absent, unless
+FRAUDLAB_REQUIRE_SERVICES=1 (CI), where absence is a failure."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, text
+
+from features.store import apply_definitions, feature_service, materialize, open_store
+from fraudlab.settings import Settings
+from pipelines.registry import CHAMPION, alias_version, connect
+from pipelines.train import run_training
+from tests.conftest import World, services_required
+
+POSTGRES = ("127.0.0.1", 5432)
+REDIS = ("127.0.0.1", 6379)
+REDIS_TEST_DB = 7  # keeps test keys away from a demo's online store in db 0
+
+
+def _reachable(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def production(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    missing = [
+        name for name, addr in (("PostgreSQL", POSTGRES), ("Redis", REDIS)) if not _reachable(addr)
+    ]
+    if missing:
+        message = f"{' and '.join(missing)} not reachable on localhost"
+        if services_required():
+            pytest.fail(f"{message}, and FRAUDLAB_REQUIRE_SERVICES=1")
+        pytest.skip(message)
+    database = f"fraudlab_test_{uuid.uuid4().hex[:8]}"
+    home = tmp_path_factory.mktemp("production")
+    # Same data and features as the embedded world, production services around them.
+    for sub in ("data", "feature_data"):
+        (home / sub).symlink_to(world.settings.home / sub)
+    settings = world.settings.model_copy(
+        update={
+            "profile": "production",
+            "home": home,
+            "postgres_uri": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
+            "redis_connection": f"127.0.0.1:6379,db={REDIS_TEST_DB}",
+        }
+    )
+    apply_definitions(settings)
+    yield settings
+    engine = create_engine(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    engine.dispose()
+    import redis
+
+    redis.Redis(host=REDIS[0], port=REDIS[1], db=REDIS_TEST_DB).flushdb()
+
+
+def test_training_registers_in_mlflow_on_postgresql(production: Settings) -> None:
+    assert production.tracking_uri.startswith("postgresql+psycopg2://")
+    (outcome,) = run_training(production, ["lightgbm"], "fraud_v2")
+    client = connect(production)
+    assert alias_version(client, "fraud-detector", CHAMPION) == outcome.version
+    run = client.get_run(outcome.run_id)
+    assert run.data.metrics["test_average_precision"] == pytest.approx(
+        outcome.metrics["average_precision"]
+    )
+
+
+def test_feast_online_store_on_redis_serves_materialized_values(
+    production: Settings, world: World
+) -> None:
+    table = pd.read_parquet(production.feature_data_dir / "customer_spending.parquet")
+    end = table["event_timestamp"].max()
+    materialize(
+        production,
+        end=end.to_pydatetime() + pd.Timedelta(seconds=1),
+        start=(end - pd.Timedelta(days=3)).to_pydatetime(),
+    )
+    store = open_store(production)
+    assert store.config.online_store.type == "redis"
+    latest = table[table["event_timestamp"] == end].set_index("customer_id")
+    customer = int(latest.index[latest["customer_tx_count_30d"] > 0][0])
+    online = store.get_online_features(
+        features=feature_service(store, "fraud_v2"),
+        entity_rows=[{"customer_id": customer, "terminal_id": 0}],
+    ).to_dict()
+    assert online["customer_tx_count_30d"][0] == latest.loc[customer, "customer_tx_count_30d"]
+    assert online["customer_mean_amount_30d"][0] == pytest.approx(
+        latest.loc[customer, "customer_mean_amount_30d"]
+    )

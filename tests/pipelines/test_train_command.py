@@ -1,0 +1,99 @@
+"""`fraudlab train` and `fraudlab features ...` on bad input: one clear line, a non-zero
+exit, no traceback, and nothing half-written in the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from fraudlab.cli import app
+from fraudlab.settings import get_settings
+from pipelines.registry import connect
+from tests.conftest import World
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, world: World, tmp_path: Path) -> Iterator[Path]:
+    """The CLI on the shared world's data, with an empty MLflow store of its own."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("FRAUDLAB_HOME", str(world.settings.home))
+    monkeypatch.setenv("FRAUDLAB_MLFLOW_TRACKING_URI", tracking)
+    monkeypatch.setenv("FRAUDLAB_TRAINING__CUTOFF_DAY", "75")
+    monkeypatch.setenv("FRAUDLAB_TRAINING__WARMUP_DAYS", "10")
+    monkeypatch.delenv("FRAUDLAB_CONFIG", raising=False)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def _runs(settings_home: Path) -> int:
+    settings = get_settings()
+    connect(settings)
+    experiment = MlflowClient().get_experiment_by_name("fraudlab-training")
+    return len(MlflowClient().search_runs([experiment.experiment_id])) if experiment else 0
+
+
+def _assert_clean_failure(result, message: str) -> None:
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_feature_service_is_refused_and_nothing_is_registered(cli_env: Path) -> None:
+    result = runner.invoke(app, ["train", "--feature-service", "fraud_v9", "--model", "logreg"])
+    _assert_clean_failure(result, "unknown feature service 'fraud_v9'")
+    assert "fraud_v1, fraud_v2" in result.output
+    assert _runs(cli_env) == 0
+
+
+def test_unknown_model_kind_is_refused(cli_env: Path) -> None:
+    result = runner.invoke(app, ["train", "--model", "xgboost"])
+    _assert_clean_failure(result, "xgboost")
+
+
+def test_cutoff_outside_the_data_is_refused(cli_env: Path) -> None:
+    result = runner.invoke(app, ["train", "--cutoff-day", "500", "--model", "logreg"])
+    _assert_clean_failure(result, "cutoff day 500 is outside the data")
+    assert _runs(cli_env) == 0
+
+
+def test_bad_config_value_names_the_field(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDLAB_TRAINING__REVIEW_COST", "-3")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["train", "--model", "logreg"])
+    _assert_clean_failure(result, "training.review_cost")
+
+
+def test_bad_config_file_is_refused(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = cli_env / "fraudlab.yaml"
+    config.write_text("simulation:\n  customers: 100\n  colour: blue\n")
+    monkeypatch.setenv("FRAUDLAB_CONFIG", str(config))
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["train"])
+    _assert_clean_failure(result, "simulation.colour")
+
+
+def test_train_before_generate_says_what_to_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FRAUDLAB_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["train"])
+        _assert_clean_failure(result, "run `fraudlab data generate` first")
+        built = runner.invoke(app, ["features", "build"])
+        _assert_clean_failure(built, "run `fraudlab data generate` first")
+        assert not (tmp_path / "feature_data").exists()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_materialize_refuses_a_bad_time(cli_env: Path) -> None:
+    result = runner.invoke(app, ["features", "materialize", "--end", "yesterday"])
+    _assert_clean_failure(result, "--end 'yesterday' is not an ISO date")
