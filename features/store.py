@@ -75,12 +75,17 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
 
 
 def materialize(settings: Settings, end: datetime, start: datetime | None = None) -> None:
-    """Copy the latest snapshot per entity up to `end` into the online store."""
+    """Copy the latest snapshot per entity in [start, end] into the online store.
+
+    Snapshots are daily and dense (every entity, every midnight), so the default
+    window of one snapshot TTL before `end` always holds each entity's latest row.
+    Feast's own `materialize_incremental` measures its first window from the wall
+    clock, which would skip a simulated history entirely.
+    """
+    from features.repo.definitions import SNAPSHOT_TTL
+
     store = open_store(settings)
     try:
-        if start is None:
-            store.materialize_incremental(end_date=end)
-        else:
-            store.materialize(start_date=start, end_date=end)
+        store.materialize(start_date=start or end - SNAPSHOT_TTL, end_date=end)
     except ConnectionError as exc:
         raise ServiceUnavailable(f"online store unreachable: {exc}") from exc

@@ -1,0 +1,42 @@
+"""Materialization: the online store holds each entity's latest snapshot, as offline."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from features.store import feature_service, materialize, open_store
+from tests.conftest import World
+
+
+@pytest.fixture(scope="module")
+def online(world: World):  # noqa: ANN201 - feast.FeatureStore
+    table = pd.read_parquet(world.settings.feature_data_dir / "customer_spending.parquet")
+    cutoff = table["event_timestamp"].min() + pd.Timedelta(days=40)
+    materialize(world.settings, end=cutoff.to_pydatetime())  # default window: no start
+    return open_store(world.settings), table[table["event_timestamp"] == cutoff]
+
+
+def test_materialize_without_start_fills_the_online_store_with_the_latest_snapshot(
+    online,  # noqa: ANN001
+) -> None:
+    store, snapshot = online
+    active = snapshot[snapshot["customer_tx_count_7d"] > 0].head(20)
+    rows = [{"customer_id": int(c), "terminal_id": 0} for c in active["customer_id"]]
+    got = store.get_online_features(
+        features=feature_service(store, "fraud_v2"), entity_rows=rows
+    ).to_dict()
+    assert got["customer_tx_count_30d"] == active["customer_tx_count_30d"].tolist()
+    assert got["customer_mean_amount_7d"] == pytest.approx(
+        active["customer_mean_amount_7d"].tolist(), nan_ok=True
+    )
+
+
+def test_unknown_entity_comes_back_missing_not_zero(online) -> None:  # noqa: ANN001
+    store, _ = online
+    got = store.get_online_features(
+        features=feature_service(store, "fraud_v2"),
+        entity_rows=[{"customer_id": 10**12, "terminal_id": 10**12}],
+    ).to_dict()
+    assert got["customer_tx_count_30d"] == [None]
+    assert got["terminal_fraud_rate_30d"] == [None]
