@@ -29,3 +29,7 @@ class MissingInput(FraudlabError):
 
 class ServiceUnavailable(FraudlabError):
     """A required external service (PostgreSQL, Redis, MLflow server) cannot be reached."""
+
+
+class ModelUnavailable(FraudlabError):
+    """No champion model is loaded (the API answers 503 until one is)."""

@@ -52,6 +52,24 @@ class TrainingSettings(BaseModel):
     model_name: str = "fraud-detector"
 
 
+class ServingSettings(BaseModel):
+    """The scoring service: routing, shadow, hot swap, prediction log, admin."""
+
+    model_config = {"extra": "forbid"}
+
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = Field(8000, ge=1, le=65_535)
+    workers: int = Field(1, ge=1, le=32)
+    canary_share: float = Field(0.0, ge=0.0, le=1.0)  # customers routed to the challenger
+    shadow: bool = True  # score the challenger for all traffic, off the request path
+    shadow_queue_size: int = Field(1_000, ge=1)  # full queue drops (and counts) shadow work
+    alias_poll_seconds: float = Field(5.0, gt=0)  # how often the watcher checks aliases
+    log_flush_seconds: float = Field(0.2, gt=0)  # bound on what a hard kill can lose
+    log_batch_rows: int = Field(500, ge=1)
+    admin_token: str | None = None  # admin endpoints are off when unset
+    max_body_bytes: int = Field(4_096, ge=256)  # a payment is ~200 bytes
+
+
 class Settings(BaseSettings):
     """Every knob fraudlab reads. See README for the production profile."""
 
@@ -67,6 +85,7 @@ class Settings(BaseSettings):
     require_services: bool = False  # tests: fail, not skip, when PostgreSQL/Redis are absent
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
 
     @model_validator(mode="after")
     def _home_is_absolute(self) -> Settings:
@@ -108,6 +127,10 @@ class Settings(BaseSettings):
         if self.profile == "production":
             return self.postgres_uri
         return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def prediction_log_path(self) -> Path:
+        return self.home / "prediction_log.sqlite"
 
     @property
     def artifact_root(self) -> Path:

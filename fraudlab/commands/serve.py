@@ -1,0 +1,35 @@
+"""`fraudlab serve`: the scoring API under uvicorn."""
+
+from __future__ import annotations
+
+import typer
+
+from fraudlab.cli import app, console, user_errors
+from fraudlab.settings import get_settings
+
+
+@app.command("serve")
+@user_errors
+def serve(
+    host: str = typer.Option(None, help="Interface to bind [settings: 127.0.0.1, loopback]."),
+    port: int = typer.Option(None, min=1, max=65_535, help="Port [settings: 8000]."),
+    workers: int = typer.Option(None, min=1, max=32, help="uvicorn workers [settings: 1]."),
+) -> None:
+    """Serve POST /v1/score with the registry's champion (and challenger) models."""
+    import uvicorn
+
+    s = get_settings().serving
+    host, port, workers = host or s.host, port or s.port, workers or s.workers
+    console.print(
+        f"serving on http://{host}:{port} with {workers} worker(s); "
+        f"docs at http://{host}:{port}/docs"
+    )
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )

@@ -1,0 +1,76 @@
+"""The FastAPI app: thin routes over serving.service.ScoringService."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from fraudlab.errors import ModelUnavailable
+from fraudlab.settings import Settings, get_settings
+from serving.admin import router as admin_router
+from serving.limits import BodySizeLimit
+from serving.schemas import ScoreRequest, ScoreResponse, ValidationErrorBody
+from serving.service import ScoringService
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = ScoringService(settings)
+        service.start()
+        app.state.service = service
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(title="fraudlab scoring API", version="1", lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.serving.max_body_bytes)
+    app.state.settings = settings
+    app.include_router(admin_router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {
+                "field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
+                "message": err["msg"],
+            }
+            for err in exc.errors()
+        ]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(ModelUnavailable)
+    async def _no_model(_: Request, exc: ModelUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        responses={422: {"model": ValidationErrorBody}, 413: {}, 503: {}},
+    )
+    async def score(payment: ScoreRequest, request: Request) -> ScoreResponse:
+        return request.app.state.service.score(payment)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {}})
+    async def readyz(request: Request) -> JSONResponse:
+        ready, reason = request.app.state.service.ready()
+        return JSONResponse({"ready": ready, "reason": reason}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(request: Request) -> PlainTextResponse:
+        body = generate_latest(request.app.state.service.metrics.registry)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,104 @@
+"""Models by alias, loaded off the request path and swapped atomically.
+
+The request path reads `manager.current` once per request: an immutable snapshot of
+(champion, challenger). A reload builds a new snapshot beside it and replaces the
+reference in one assignment, so a request sees either the old pair or the new one,
+never half of each. A version that fails to load or to score a probe row is refused
+and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from fraudlab.settings import Settings
+from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect, load_version
+from serving.scoring import ServingModel
+
+log = logging.getLogger(__name__)
+ALIASES = (CHAMPION, CHALLENGER)
+Loader = Callable[[str], ServingModel]
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    champion: ServingModel | None = None
+    challenger: ServingModel | None = None
+
+    def get(self, alias: str) -> ServingModel | None:
+        return self.champion if alias == CHAMPION else self.challenger
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, on_change: Callable[[LoadedModels], None]) -> None:
+        self.settings = settings
+        self.model_name = settings.training.model_name
+        self.current = LoadedModels()
+        self.last_errors: dict[str, str] = {}
+        self.on_change = on_change
+        self._lock = threading.Lock()  # one reload at a time; readers never take it
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.load_version: Loader = self._load_from_registry
+
+    def _load_from_registry(self, version: str) -> ServingModel:
+        client = connect(self.settings)
+        return ServingModel.from_registered(
+            self.model_name, load_version(client, self.model_name, version)
+        )
+
+    def refresh(self) -> dict[str, str]:
+        """Load every alias whose version moved; returns errors per alias (empty if none)."""
+        with self._lock:
+            errors: dict[str, str] = {}
+            try:
+                client = connect(self.settings)
+                wanted = {a: alias_version(client, self.model_name, a) for a in ALIASES}
+            except Exception as exc:  # registry down: keep serving what we have
+                self.last_errors = {"registry": str(exc)}
+                return self.last_errors
+            updated = self.current
+            for alias, version in wanted.items():
+                loaded = updated.get(alias)
+                if version == (loaded.version if loaded else None):
+                    continue
+                try:
+                    model = None if version is None else self._checked(version)
+                except Exception as exc:  # refuse the version, keep the old one
+                    errors[alias] = f"version {version} refused: {exc}"
+                    log.error("alias %s -> v%s refused: %s", alias, version, exc)
+                    continue
+                updated = replace(updated, **{alias: model})
+            if updated is not self.current:
+                self.current = updated  # the atomic swap
+                self.on_change(updated)
+            self.last_errors = errors
+            return errors
+
+    def _checked(self, version: str) -> ServingModel:
+        model = self.load_version(version)
+        probe = model.score(np.full(len(model.features), np.nan))
+        if not 0.0 <= probe <= 1.0:
+            raise ValueError(f"probe score {probe} is not a probability")
+        return model
+
+    def start_watching(self) -> None:
+        self._thread = threading.Thread(target=self._watch, name="alias-watcher", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.serving.alias_poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # the watcher must outlive any one bad poll
+                log.exception("alias watcher poll failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,133 @@
+"""The append-only prediction log: every answered request, with its feature vector.
+
+Requests append a record to an in-memory queue (no I/O on the request path); a
+background writer commits batches to SQLite every `log_flush_seconds` or
+`log_batch_rows` rows, and flushes on shutdown. SQLite in WAL mode lets several API
+workers append and the monitoring jobs read at the same time.
+
+What a hard kill (SIGKILL) can lose: the records still queued, i.e. at most the
+requests answered in the last `log_flush_seconds` (0.2 s by default) plus one batch
+being committed. tests/serving checks that bound.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+COLUMNS = {
+    "request_id": "TEXT PRIMARY KEY",
+    "transaction_id": "TEXT NOT NULL",
+    "event_timestamp": "TEXT NOT NULL",
+    "logged_at": "REAL NOT NULL",
+    "customer_id": "INTEGER NOT NULL",
+    "terminal_id": "INTEGER NOT NULL",
+    "amount": "REAL NOT NULL",
+    "route": "TEXT NOT NULL",
+    "model_alias": "TEXT NOT NULL",
+    "model_version": "TEXT NOT NULL",
+    "score": "REAL NOT NULL",
+    "decision": "TEXT NOT NULL",
+    "champion_version": "TEXT",
+    "challenger_version": "TEXT",
+    "fallback": "INTEGER NOT NULL",
+    "fallback_features": "TEXT NOT NULL",
+    "features": "TEXT NOT NULL",  # JSON object: name -> value (null = missing)
+    "features_ms": "REAL NOT NULL",
+    "model_ms": "REAL NOT NULL",
+    "total_ms": "REAL NOT NULL",
+}
+SHADOW_COLUMNS = {
+    "request_id": "TEXT NOT NULL",
+    "model_version": "TEXT NOT NULL",
+    "score": "REAL",
+    "decision": "TEXT",
+    "error": "TEXT",
+    "model_ms": "REAL",
+}
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    for table, columns in (("predictions", COLUMNS), ("shadow_scores", SHADOW_COLUMNS)):
+        spec = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
+    conn.commit()
+
+
+def features_json(values: dict[str, float]) -> str:
+    return json.dumps({k: (None if math.isnan(v) else v) for k, v in values.items()})
+
+
+class PredictionLog:
+    def __init__(self, path: Path, flush_seconds: float, batch_rows: int) -> None:
+        self.path = path
+        self.flush_seconds = flush_seconds
+        self.batch_rows = batch_rows
+        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self.written = 0
+        self.failed_batches = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path, timeout=30) as conn:
+            _create(conn)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._queue.put(("predictions", record))
+
+    def append_shadow(self, record: dict[str, Any]) -> None:
+        self._queue.put(("shadow_scores", record))
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        """Flush everything queued, then stop the writer."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        stopping = False
+        while not stopping:
+            batch: list[tuple[str, dict[str, Any]]] = []
+            try:
+                item = self._queue.get(timeout=self.flush_seconds)
+                while item is not None:
+                    batch.append(item)
+                    if len(batch) >= self.batch_rows:
+                        break
+                    item = self._queue.get_nowait()
+                stopping = item is None
+            except queue.Empty:
+                pass
+            if batch:
+                self._write(conn, batch)
+        conn.close()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            with conn:
+                for table, columns in (("predictions", COLUMNS), ("shadow_scores", SHADOW_COLUMNS)):
+                    rows = [tuple(rec.get(c) for c in columns) for t, rec in batch if t == table]
+                    if rows:
+                        marks = ", ".join("?" * len(columns))
+                        conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            self.written += len(batch)
+        except sqlite3.Error:
+            self.failed_batches += 1
+            log.exception("prediction log batch of %d rows failed", len(batch))
+
+
+def count_rows(path: Path, table: str = "predictions") -> int:
+    with sqlite3.connect(path, timeout=30) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

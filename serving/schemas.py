@@ -1,0 +1,79 @@
+"""Request and response bodies of the scoring API: the edge where payments enter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from data.schema import MAX_AMOUNT
+
+EntityId = Annotated[int, Field(ge=0, le=2**63 - 1)]  # Feast int64 join keys
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+Decision = Literal["approve", "review", "decline"]
+Route = Literal["champion", "canary"]
+
+
+class ScoreRequest(BaseModel):
+    """One card payment to score. Unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    transaction_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    customer_id: EntityId
+    terminal_id: EntityId
+    amount: float = Field(gt=0, lt=MAX_AMOUNT, allow_inf_nan=False)
+    timestamp: AwareDatetime
+
+    @field_validator("timestamp")
+    @classmethod
+    def _plausible_time(cls, value: datetime) -> datetime:
+        if not EARLIEST <= value < LATEST:
+            raise ValueError("timestamp must be between 2000-01-01 and 2100-01-01")
+        return value.astimezone(UTC)
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    alias: str
+
+
+class ScoreResponse(BaseModel):
+    request_id: str
+    transaction_id: str
+    score: float = Field(ge=0, le=1)
+    decision: Decision
+    model: ModelRef
+    route: Route
+    fallback: bool = Field(description="True when any feature was missing or stale")
+    fallback_features: list[str] = Field(default_factory=list)
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ValidationErrorBody(BaseModel):
+    detail: list[FieldProblem]
+
+
+class RoutingUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    canary_share: float | None = Field(None, ge=0.0, le=1.0)
+    shadow: bool | None = None
+
+
+class RoutingState(BaseModel):
+    canary_share: float
+    shadow: bool
+
+
+class ReloadResult(BaseModel):
+    loaded: dict[str, str | None]
+    errors: dict[str, str]

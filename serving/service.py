@@ -1,0 +1,180 @@
+"""The scoring service: everything the API's routes call, wired once at startup."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fraudlab.errors import ModelUnavailable
+from fraudlab.settings import Settings
+from pipelines.registry import CHALLENGER, CHAMPION
+from serving.features import STORE_ERROR, OnlineFeatures
+from serving.metrics import ServingMetrics
+from serving.models import LoadedModels, ModelManager
+from serving.prediction_log import PredictionLog, features_json
+from serving.routing import RoutingPolicy
+from serving.schemas import ModelRef, ReloadResult, ScoreRequest, ScoreResponse
+from serving.shadow import ShadowJob, ShadowScorer
+
+
+class ScoringService:
+    def __init__(self, settings: Settings) -> None:
+        from features.store import open_store
+
+        self.settings = settings
+        self.metrics = ServingMetrics()
+        self.store = open_store(settings)
+        self.online: OnlineFeatures | None = None
+        self.routing = RoutingPolicy(settings.serving.canary_share, settings.serving.shadow)
+        self.log = PredictionLog(
+            settings.prediction_log_path,
+            settings.serving.log_flush_seconds,
+            settings.serving.log_batch_rows,
+        )
+        self.shadow = ShadowScorer(settings.serving.shadow_queue_size, self.log.append_shadow)
+        self.metrics.bind_gauges(
+            self.shadow.depth,
+            lambda: self.shadow.dropped,
+            lambda: self.shadow.errors,
+            self.log.pending,
+        )
+        self.models = ModelManager(settings, on_change=self._models_changed)
+
+    def start(self) -> None:
+        self.reload()
+        self.models.start_watching()
+
+    def close(self) -> None:
+        self.models.stop()
+        self.shadow.close()
+        self.log.close()
+
+    def _models_changed(self, loaded: LoadedModels) -> None:
+        """Ask Feast for exactly the entity features the loaded models' services name."""
+        from features.store import feature_service
+
+        refs: list[str] = []
+        for model in (loaded.champion, loaded.challenger):
+            if model is None:
+                continue
+            service = feature_service(self.store, model.feature_service)
+            for projection in service.feature_view_projections:
+                refs += [f"{projection.name}:{f.name}" for f in projection.features]
+        if not any(ref.endswith(":customer_mean_amount_30d") for ref in refs):
+            refs.append("customer_spending:customer_mean_amount_30d")  # request-time ratio
+        self.online = OnlineFeatures(self.store, sorted(set(refs)))
+        for alias in (CHAMPION, CHALLENGER):
+            model = loaded.get(alias)
+            self.metrics.model_version.labels(alias).set(int(model.version) if model else 0)
+
+    def reload(self) -> ReloadResult:
+        errors = self.models.refresh()
+        for alias in errors:
+            self.metrics.reload_failures.labels(alias).inc()
+        current = self.models.current
+        return ReloadResult(
+            loaded={
+                a: (m.version if (m := current.get(a)) else None) for a in (CHAMPION, CHALLENGER)
+            },
+            errors=errors,
+        )
+
+    def ready(self) -> tuple[bool, str]:
+        if self.models.current.champion is None:
+            return False, "no champion loaded"
+        if self.online is None or not self.online.ping():
+            return False, "feature store not answering"
+        return True, "ready"
+
+    def score(self, request: ScoreRequest) -> ScoreResponse:
+        started = time.perf_counter()
+        loaded, online = self.models.current, self.online
+        if loaded.champion is None or online is None:
+            raise ModelUnavailable("no champion model is loaded")
+        route = self.routing.route(request.customer_id, loaded.challenger is not None)
+        model = loaded.challenger if route == "canary" else loaded.champion
+        assert model is not None
+        vector = online.lookup(
+            request.customer_id, request.terminal_id, request.amount, request.timestamp
+        )
+        features_done = time.perf_counter()
+        row = vector.row(model.features)
+        score = model.score(row)
+        decision = model.decide(score)
+        model_done = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        if self.routing.shadow and route == "champion" and loaded.challenger is not None:
+            self.shadow.submit(
+                ShadowJob(request_id, loaded.challenger, vector.row(loaded.challenger.features))
+            )
+        alias = CHALLENGER if route == "canary" else CHAMPION
+        self._record(
+            request,
+            request_id,
+            route,
+            alias,
+            model.version,
+            score,
+            decision,
+            loaded,
+            vector,
+            (started, features_done, model_done),
+        )
+        return ScoreResponse(
+            request_id=request_id,
+            transaction_id=request.transaction_id,
+            score=score,
+            decision=decision,
+            route=route,
+            model=ModelRef(name=model.name, version=model.version, alias=alias),
+            fallback=bool(vector.fallback),
+            fallback_features=vector.fallback,
+        )
+
+    def _record(
+        self,
+        request: ScoreRequest,
+        request_id: str,
+        route: str,
+        alias: str,
+        version: str,
+        score: float,
+        decision: str,
+        loaded: LoadedModels,
+        vector,
+        marks: tuple[float, float, float],
+    ) -> None:
+        started, features_done, model_done = marks
+        total = time.perf_counter() - started
+        m = self.metrics
+        m.stage_seconds.labels("features").observe(features_done - started)
+        m.stage_seconds.labels("model").observe(model_done - features_done)
+        m.stage_seconds.labels("total").observe(total)
+        m.requests.labels(route, decision).inc()
+        if vector.fallback:
+            reason = STORE_ERROR if STORE_ERROR in vector.fallback else "missing_or_stale"
+            m.fallbacks.labels(reason).inc()
+        self.log.append(
+            {
+                "request_id": request_id,
+                "transaction_id": request.transaction_id,
+                "event_timestamp": request.timestamp.isoformat(),
+                "logged_at": time.time(),
+                "customer_id": request.customer_id,
+                "terminal_id": request.terminal_id,
+                "amount": request.amount,
+                "route": route,
+                "model_alias": alias,
+                "model_version": version,
+                "score": score,
+                "decision": decision,
+                "champion_version": loaded.champion.version if loaded.champion else None,
+                "challenger_version": loaded.challenger.version if loaded.challenger else None,
+                "fallback": int(bool(vector.fallback)),
+                "fallback_features": ",".join(vector.fallback),
+                "features": features_json(vector.values),
+                "features_ms": (features_done - started) * 1e3,
+                "model_ms": (model_done - features_done) * 1e3,
+                "total_ms": total * 1e3,
+            }
+        )

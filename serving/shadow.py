@@ -1,0 +1,79 @@
+"""Shadow scoring: the challenger scores every payment, off the request path.
+
+The request path only does `put_nowait` on a bounded queue; a worker thread scores
+and logs. When the queue is full the job is dropped and counted, so a slow shadow
+model costs shadow coverage, never caller latency. Exceptions from the shadow model
+are caught and counted; they never reach a response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from serving.scoring import ServingModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    request_id: str
+    model: ServingModel
+    row: np.ndarray
+
+
+class ShadowScorer:
+    def __init__(self, capacity: int, on_result: Callable[[dict[str, Any]], None]) -> None:
+        self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=capacity)
+        self.on_result = on_result
+        self.dropped = 0
+        self.errors = 0
+        self.scored = 0
+        self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: ShadowJob) -> bool:
+        try:
+            self._queue.put_nowait(job)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        # A stuck shadow model must not hold up shutdown; the thread is a daemon.
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=1)
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            started = time.perf_counter()
+            record: dict[str, Any] = {
+                "request_id": job.request_id,
+                "model_version": job.model.version,
+            }
+            try:
+                score = job.model.score(job.row)
+                record |= {"score": score, "decision": job.model.decide(score)}
+                self.scored += 1
+            except Exception as exc:  # a failing shadow model is recorded, never raised
+                self.errors += 1
+                record["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            record["model_ms"] = (time.perf_counter() - started) * 1e3
+            try:
+                self.on_result(record)
+            except Exception:
+                log.exception("shadow result could not be logged")
