@@ -1,9 +1,14 @@
 """Training sets: labelled payments joined to their features as known at payment time.
 
 The point-in-time (`pit`) join asks Feast for each payment's features as of its own
-timestamp, and labels each payment as the bank knew it at the training cutoff. The
-`naive` join is the classic mistake, built on purpose for the leakage story: it joins
-every payment to the features as of the cutoff (today's table onto yesterday's rows).
+timestamp, and labels each payment as the bank knew it at the training cutoff.
+
+The `naive` join is the classic notebook mistake, built on purpose for the leakage
+story. It recomputes the feature tables in memory with every chargeback treated as
+known the moment the payment happened, joins each payment to its calendar day's
+end-of-day row (so the day's own payments, itself included, are in its features), and
+labels with the final truth. Offline it looks excellent; online those values never
+exist, because chargebacks arrive weeks later.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from features.build import DayGrid, customer_spending, terminal_risk
 from features.store import feature_service
 from features.transforms import request_features
 
@@ -105,6 +111,20 @@ def with_request_features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**computed)
 
 
+def _naive_join(tx: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """The leak, on purpose: end-of-day features with every chargeback known at once."""
+    everything_known = history.assign(label_available_at=history["event_timestamp"])
+    grid = DayGrid.covering(history["event_timestamp"])
+    spending = customer_spending(history, grid)
+    risk = terminal_risk(everything_known, grid)
+    end_of_day = tx["event_timestamp"].dt.floor("D") + pd.Timedelta(days=1)
+    frame = tx.assign(_day=end_of_day.dt.as_unit("us"))
+    for table, key in ((spending, "customer_id"), (risk, "terminal_id")):
+        renamed = table.rename(columns={"event_timestamp": "_day"})
+        frame = frame.merge(renamed, on=[key, "_day"], how="left", validate="many_to_one")
+    return frame.drop(columns="_day")
+
+
 def build_training_frame(
     store: FeatureStore,
     tx: pd.DataFrame,
@@ -113,18 +133,18 @@ def build_training_frame(
     service_name: str = "fraud_v2",
 ) -> pd.DataFrame:
     """Every payment in the split's periods with features, `label` and `period`."""
+    full_history = tx
     tx = tx.assign(period=split.period_of(tx["event_timestamp"]))
     tx = tx[tx["period"] != ""].reset_index(drop=True)
-    entity_df = tx[ENTITY_COLUMNS].copy()
-    if join == "naive":  # today's feature values onto every historical payment
-        entity_df["event_timestamp"] = split.cutoff
-    service = feature_service(store, service_name)
-    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-    joined = joined.drop(columns=["customer_id", "terminal_id", "event_timestamp"])
-    frame = tx.merge(joined, on="transaction_id", how="left", validate="one_to_one")
-    if join == "naive":  # and the final truth as the label, known or not
-        frame["label"] = frame["is_fraud"].astype(np.int8)
+    service = feature_service(store, service_name)  # validates the name in either case
+    if join == "naive":
+        frame = _naive_join(tx, full_history)
+        frame["label"] = frame["is_fraud"].astype(np.int8)  # the final truth, known or not
     else:
+        entity_df = tx[ENTITY_COLUMNS]
+        joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+        joined = joined.drop(columns=["customer_id", "terminal_id", "event_timestamp"])
+        frame = tx.merge(joined, on="transaction_id", how="left", validate="one_to_one")
         frame["label"] = labels_known_at(frame, split.cutoff)
     frame = with_request_features(frame)
     return frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
