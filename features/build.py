@@ -99,12 +99,9 @@ def _snapshot_frame(
     key: str, ids: npt.NDArray[np.int64], grid: DayGrid, columns: dict[str, npt.NDArray[np.float64]]
 ) -> pd.DataFrame:
     n_snapshots = grid.n_days + 1
-    frame = pd.DataFrame(
-        {
-            key: np.repeat(ids, n_snapshots),
-            "event_timestamp": np.tile(grid.snapshot_times.as_unit("us"), len(ids)),
-        }
-    )
+    # Microsecond timestamps, as in the transactions: joins need one precision both sides.
+    stamps = pd.DatetimeIndex(np.tile(grid.snapshot_times, len(ids))).as_unit("us")
+    frame = pd.DataFrame({key: np.repeat(ids, n_snapshots), "event_timestamp": stamps})
     for name, matrix in columns.items():
         values = matrix.reshape(-1)
         frame[name] = values.astype(np.int64) if "_count_" in name else values

@@ -10,7 +10,7 @@ from tests.conftest import World
 
 
 @pytest.fixture(scope="module")
-def online(world: World):  # noqa: ANN201 - feast.FeatureStore
+def online(world: World):
     table = pd.read_parquet(world.settings.feature_data_dir / "customer_spending.parquet")
     cutoff = table["event_timestamp"].min() + pd.Timedelta(days=40)
     materialize(world.settings, end=cutoff.to_pydatetime())  # default window: no start
@@ -18,7 +18,7 @@ def online(world: World):  # noqa: ANN201 - feast.FeatureStore
 
 
 def test_materialize_without_start_fills_the_online_store_with_the_latest_snapshot(
-    online,  # noqa: ANN001
+    online,
 ) -> None:
     store, snapshot = online
     active = snapshot[snapshot["customer_tx_count_7d"] > 0].head(20)
@@ -32,7 +32,7 @@ def test_materialize_without_start_fills_the_online_store_with_the_latest_snapsh
     )
 
 
-def test_unknown_entity_comes_back_missing_not_zero(online) -> None:  # noqa: ANN001
+def test_unknown_entity_comes_back_missing_not_zero(online) -> None:
     store, _ = online
     got = store.get_online_features(
         features=feature_service(store, "fraud_v2"),

@@ -1,0 +1,140 @@
+"""The ASOF offline store answers exactly what Feast's stock DuckDB store answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.simulator import SimulationConfig, generate
+from features.build import build_feature_tables
+from features.offline_store import (
+    DuckDBAsofOfflineStore,
+    DuckDBAsofRetrievalJob,
+    with_offline_store,
+)
+from features.repo.definitions import SNAPSHOT_TTL
+from features.store import apply_definitions, feature_service, open_store
+from fraudlab.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+    from feast.infra.offline_stores.offline_store import RetrievalJob
+
+US = pd.Timedelta(microseconds=1)
+ENTITY_COLUMNS = ["transaction_id", "customer_id", "terminal_id", "event_timestamp"]
+UNSEEN_ID = 10**9
+ASOF_STORE_TYPE = "features.offline_store.DuckDBAsofOfflineStore"
+
+
+@dataclass(frozen=True)
+class Stores:
+    repository: FeatureStore  # as features/repo/feature_store.yaml configures it
+    ours: FeatureStore
+    stock: FeatureStore
+    entity_df: pd.DataFrame
+    edges: dict[str, int]  # what each hand-made row tests -> its transaction_id
+
+
+def _edge_rows(tx: pd.DataFrame, snapshots: pd.Series) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Rows at the ttl boundary, before any snapshot, exactly on one, and for unseen keys."""
+    first, last = snapshots.min(), snapshots.max()
+    customer, terminal = int(tx["customer_id"].iloc[0]), int(tx["terminal_id"].iloc[0])
+    cases = {
+        "exactly_ttl_old": (customer, terminal, last + SNAPSHOT_TTL),
+        "just_older_than_ttl": (customer, terminal, last + SNAPSHOT_TTL + US),
+        "long_after_last_snapshot": (customer, terminal, last + 10 * SNAPSHOT_TTL),
+        "before_first_snapshot": (customer, terminal, first - US),
+        "exactly_on_first_snapshot": (customer, terminal, first),
+        "exactly_on_a_snapshot": (customer, terminal, first + pd.Timedelta(days=5)),
+        "unseen_customer": (UNSEEN_ID, terminal, first + pd.Timedelta(days=5, hours=3)),
+        "unseen_terminal": (customer, UNSEEN_ID, first + pd.Timedelta(days=5, hours=3)),
+    }
+    next_id = int(tx["transaction_id"].max()) + 1
+    ids = {name: next_id + i for i, name in enumerate(cases)}
+    rows = pd.DataFrame(
+        [(ids[name], *case) for name, case in cases.items()], columns=ENTITY_COLUMNS
+    )
+    rows["event_timestamp"] = rows["event_timestamp"].astype(tx["event_timestamp"].dtype)
+    return rows, ids
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
+    settings = Settings(home=tmp_path_factory.mktemp("offline_store"))
+    config = SimulationConfig(
+        customers=200, terminals=400, days=40, seed=3, start_date=date(2026, 1, 1)
+    )
+    generate(config, settings.transactions_path)
+    tx = pd.read_parquet(settings.transactions_path)
+    build_feature_tables(tx, settings.feature_data_dir)
+    apply_definitions(settings)
+    snapshots = pd.read_parquet(settings.feature_data_dir / "customer_spending.parquet")
+    edges, ids = _edge_rows(tx, snapshots["event_timestamp"])
+    entity_df = pd.concat([tx[ENTITY_COLUMNS], edges], ignore_index=True)
+    repository = open_store(settings)
+    ours = with_offline_store(repository, {"type": ASOF_STORE_TYPE})
+    stock = with_offline_store(repository, {"type": "duckdb"})  # the reference
+    return Stores(repository, ours, stock, entity_df, ids)
+
+
+def _job(
+    store: FeatureStore, entity_df: pd.DataFrame, service: str, full_names: bool
+) -> RetrievalJob:
+    service_ = feature_service(store, service)
+    return store.get_historical_features(
+        entity_df=entity_df, features=service_, full_feature_names=full_names
+    )
+
+
+def _retrieve(
+    store: FeatureStore, entity_df: pd.DataFrame, service: str, full_names: bool
+) -> pd.DataFrame:
+    return (
+        _job(store, entity_df, service, full_names)
+        .to_df()
+        .sort_values("transaction_id")
+        .reset_index(drop=True)
+    )
+
+
+def test_the_repository_uses_the_asof_store(stores: Stores) -> None:
+    assert isinstance(stores.repository._get_provider().offline_store, DuckDBAsofOfflineStore)
+
+
+@pytest.mark.parametrize(
+    ("service", "full_names"), [("fraud_v2", False), ("fraud_v1", False), ("fraud_v2", True)]
+)
+def test_asof_store_equals_stock_duckdb_store_row_by_row(
+    stores: Stores, service: str, full_names: bool
+) -> None:
+    assert isinstance(
+        _job(stores.ours, stores.entity_df, service, full_names), DuckDBAsofRetrievalJob
+    )  # the ASOF path ran, not the fallback to the stock store
+    ours = _retrieve(stores.ours, stores.entity_df, service, full_names)
+    stock = _retrieve(stores.stock, stores.entity_df, service, full_names)
+    assert len(ours) == len(stores.entity_df)
+    assert list(ours.columns) == list(stock.columns)
+    pd.testing.assert_frame_equal(ours, stock)  # NaN equals NaN here
+
+
+def test_edges_follow_feast_semantics(stores: Stores) -> None:
+    frame = _retrieve(stores.ours, stores.entity_df, "fraud_v2", False).set_index("transaction_id")
+    count, rate = "customer_tx_count_30d", "terminal_tx_count_30d"
+
+    def found(case: str, column: str) -> bool:
+        return bool(np.isfinite(frame.loc[stores.edges[case], column]))
+
+    assert found("exactly_ttl_old", count) and found("exactly_ttl_old", rate)
+    assert not found("just_older_than_ttl", count) and not found("just_older_than_ttl", rate)
+    assert not found("long_after_last_snapshot", count)
+    assert not found("before_first_snapshot", count)
+    assert found("exactly_on_first_snapshot", count)  # a snapshot at the payment's time counts
+    assert frame.loc[stores.edges["exactly_on_first_snapshot"], count] == 0
+    assert found("exactly_on_a_snapshot", count)
+    assert not found("unseen_customer", count) and found("unseen_customer", rate)
+    assert found("unseen_terminal", count) and not found("unseen_terminal", rate)
