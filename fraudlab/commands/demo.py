@@ -5,19 +5,22 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import typer
 from rich.rule import Rule
 
 from fraudlab.cli import app, console, user_errors
 from fraudlab.settings import Settings, get_settings
+from serving.process import running_server
 
 
 def _fresh_start(settings: Settings) -> None:
     """Remove only what earlier demo runs wrote, never other files in the home folder."""
     for sub in ("data", "feature_data", "feast", "mlartifacts"):
         shutil.rmtree(settings.home / sub, ignore_errors=True)
-    (settings.home / "mlflow.db").unlink(missing_ok=True)
+    for name in ("mlflow.db", "prediction_log.sqlite", "serve.log"):
+        (settings.home / name).unlink(missing_ok=True)
 
 
 def _step(title: str, action: Callable[[], None]) -> None:
@@ -35,26 +38,57 @@ def demo(
         help="Start from an empty working folder (removes the "
         "data, features, registry and runs of earlier demos).",
     ),
+    canary_share: float = typer.Option(
+        0.2, min=0.0, max=1.0, help="Share of customers the challenger decides in the replay."
+    ),
+    replay_rate: float = typer.Option(
+        400.0, min=0.0, help="Requests per second in the replay (0 = as fast as possible)."
+    ),
 ) -> None:
-    """Run the training plane end to end: generate, build, apply, materialize, train, gate."""
-    from fraudlab.commands import data, features, train
+    """Run the system end to end: data, features, training and gate, then serve a day."""
+    from fraudlab.commands import data, features, replay, train
 
     settings = get_settings()
     if fresh and settings.profile == "embedded":
         _fresh_start(settings)
     console.print(f"working folder: {settings.home} (profile: {settings.profile})")
     _step(
-        "1/5 simulate payments with delayed chargebacks",
+        "1/6 simulate payments with delayed chargebacks",
         lambda: data.generate_command(None, None, None, None, None, None, None),
     )
-    _step("2/5 batch feature pipeline: daily snapshots", features.build)
-    _step("3/5 feast apply: register entities, views, services", features.apply)
+    _step("2/6 batch feature pipeline: daily snapshots", features.build)
+    _step("3/6 feast apply: register entities, views, services", features.apply)
+    cutoff = cutoff_time(settings)
     _step(
-        "4/5 feast materialize: latest values to the online store",
-        lambda: features.materialize(None, None),
+        f"4/6 feast materialize: the online store as of the cutoff ({cutoff:%Y-%m-%d})",
+        lambda: features.materialize(cutoff.isoformat(), None),
     )
     _step(
-        "5/5 train baseline and LightGBM, register, gate",
+        "5/6 train baseline and LightGBM, register, gate",
         lambda: train.train(None, train.ModelChoice.both, train.JoinChoice.pit, None),
     )
+
+    def serve_a_day() -> None:
+        env = {"FRAUDLAB_SERVING__CANARY_SHARE": str(canary_share)}
+        log_file = settings.home / "serve.log"
+        with running_server(env=env, log_file=log_file) as url:
+            console.print(
+                f"scoring API up at {url} (log: {log_file}); canary share "
+                f"{canary_share:.0%}, shadow on"
+            )
+            replay.replay_command(None, 1, replay_rate, 8, url, None)
+        console.print(f"every answer is in the prediction log: {settings.prediction_log_path}")
+
+    _step("6/6 serve: replay the first day after the cutoff through the API", serve_a_day)
     console.print(f"\nMLflow UI: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/]")
+
+
+def cutoff_time(settings: Settings) -> datetime:
+    """Day 0 of the feature snapshots plus the training cutoff day."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(
+        settings.feature_data_dir / "customer_spending.parquet", columns=["event_timestamp"]
+    )
+    day0 = table.column(0).to_pandas().min().to_pydatetime()
+    return day0 + timedelta(days=settings.training.cutoff_day)
