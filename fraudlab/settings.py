@@ -70,6 +70,17 @@ class ServingSettings(BaseModel):
     max_body_bytes: int = Field(4_096, ge=256)  # a payment is ~200 bytes
 
 
+class MonitoringSettings(BaseModel):
+    """The monitor: its window, policy and how it reaches the serving admin API."""
+
+    model_config = {"extra": "forbid"}
+
+    policy_path: Path | None = None  # default: monitoring/policy.yaml
+    window_hours: float = Field(24.0, gt=0)  # one day of traffic per run
+    skew_sample_rows: int = Field(2_000, ge=10)
+    api_url: str | None = None  # default: http://{serving.host}:{serving.port}
+
+
 class Settings(BaseSettings):
     """Every knob fraudlab reads. See README for the production profile."""
 
@@ -86,6 +97,7 @@ class Settings(BaseSettings):
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @model_validator(mode="after")
     def _home_is_absolute(self) -> Settings:
@@ -131,6 +143,14 @@ class Settings(BaseSettings):
     @property
     def prediction_log_path(self) -> Path:
         return self.home / "prediction_log.sqlite"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        return self.home / "monitoring"
+
+    @property
+    def api_url(self) -> str:
+        return self.monitoring.api_url or f"http://{self.serving.host}:{self.serving.port}"
 
     @property
     def artifact_root(self) -> Path:

@@ -126,10 +126,17 @@ def log_model_version(
 
 
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
+    """The version an alias points at; None when the alias (or model) does not exist.
+
+    Any other failure (store unreachable) is raised: "no answer" must never be read as
+    "no alias", or a registry outage would unload the serving models.
+    """
     try:
         return str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            return None
+        raise
 
 
 def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:

@@ -40,7 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
             {
-                "field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
+                # a JSON syntax error's loc is a character offset, not a field
+                "field": "body"
+                if err["type"] == "json_invalid"
+                else ".".join(str(p) for p in err["loc"] if p != "body") or "body",
                 "message": err["msg"],
             }
             for err in exc.errors()

@@ -1,9 +1,9 @@
 """The append-only prediction log: every answered request, with its feature vector.
 
-Requests append a record to an in-memory queue (no I/O on the request path); a
-background writer commits batches to SQLite every `log_flush_seconds` or
-`log_batch_rows` rows, and flushes on shutdown. SQLite in WAL mode lets several API
-workers append and the monitoring jobs read at the same time.
+Requests append a record to an in-memory buffer (no I/O on the request path); a
+background writer commits what has accumulated every `log_flush_seconds`, in
+transactions of at most `log_batch_rows` rows, and flushes on shutdown. SQLite in WAL
+mode lets several API workers append and the monitoring jobs read at the same time.
 
 What a hard kill (SIGKILL) can lose: the records still queued, i.e. at most the
 requests answered in the last `log_flush_seconds` (0.2 s by default) plus one batch
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import queue
 import sqlite3
 import threading
 from pathlib import Path
@@ -72,7 +71,11 @@ class PredictionLog:
         self.path = path
         self.flush_seconds = flush_seconds
         self.batch_rows = batch_rows
-        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        # A plain list behind a lock: appending wakes no thread, so the request path
+        # pays for a lock and an append, not a context switch to the writer.
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.written = 0
         self.failed_batches = 0
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,36 +85,34 @@ class PredictionLog:
         self._thread.start()
 
     def append(self, record: dict[str, Any]) -> None:
-        self._queue.put(("predictions", record))
+        with self._lock:
+            self._pending.append(("predictions", record))
 
     def append_shadow(self, record: dict[str, Any]) -> None:
-        self._queue.put(("shadow_scores", record))
+        with self._lock:
+            self._pending.append(("shadow_scores", record))
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending)
 
     def close(self) -> None:
         """Flush everything queued, then stop the writer."""
-        self._queue.put(None)
+        self._stop.set()
         self._thread.join(timeout=30)
+
+    def _take(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            taken, self._pending = self._pending, []
+        return taken
 
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         stopping = False
         while not stopping:
-            batch: list[tuple[str, dict[str, Any]]] = []
-            try:
-                item = self._queue.get(timeout=self.flush_seconds)
-                while item is not None:
-                    batch.append(item)
-                    if len(batch) >= self.batch_rows:
-                        break
-                    item = self._queue.get_nowait()
-                stopping = item is None
-            except queue.Empty:
-                pass
-            if batch:
-                self._write(conn, batch)
+            stopping = self._stop.wait(self.flush_seconds)
+            taken = self._take()
+            for start in range(0, len(taken), self.batch_rows):
+                self._write(conn, taken[start : start + self.batch_rows])
         conn.close()
 
     def _write(self, conn: sqlite3.Connection, batch: list[tuple[str, dict[str, Any]]]) -> None:

@@ -38,7 +38,9 @@ class ScoringService:
             lambda: self.shadow.errors,
             self.log.pending,
         )
-        self.models = ModelManager(settings, on_change=self._models_changed)
+        self.models = ModelManager(
+            settings, on_change=self._models_changed, on_refused=self._count_refusals
+        )
 
     def start(self) -> None:
         self.reload()
@@ -67,10 +69,12 @@ class ScoringService:
             model = loaded.get(alias)
             self.metrics.model_version.labels(alias).set(int(model.version) if model else 0)
 
-    def reload(self) -> ReloadResult:
-        errors = self.models.refresh()
+    def _count_refusals(self, errors: dict[str, str]) -> None:
         for alias in errors:
             self.metrics.reload_failures.labels(alias).inc()
+
+    def reload(self) -> ReloadResult:
+        errors = self.models.refresh()
         current = self.models.current
         return ReloadResult(
             loaded={

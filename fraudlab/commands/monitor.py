@@ -1,0 +1,154 @@
+"""`fraudlab monitor run|status`: the operations plane's jobs, policy and decision log."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from fraudlab.cli import app, console, user_errors
+from fraudlab.errors import ConfigError, MissingInput
+from fraudlab.settings import Settings, get_settings
+from monitoring.decisions import MonitorRun
+from monitoring.window import Window
+
+monitor_app = typer.Typer(
+    help="Drift, skew, delayed-label performance, canary analysis "
+    "and the policy that acts on them.",
+    no_args_is_help=True,
+)
+app.add_typer(monitor_app, name="monitor")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_duration(text: str) -> float:
+    """'10m' -> 600.0 seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ConfigError(f"--every {text!r}: use a number and a unit, like 30s, 10m, 1h")
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def latest_event(settings: Settings) -> pd.Timestamp:
+    path = settings.prediction_log_path
+    if not path.exists():
+        raise MissingInput(f"no prediction log at {path}: serve some traffic first")
+    with sqlite3.connect(path) as conn:
+        latest = conn.execute("SELECT MAX(event_timestamp) FROM predictions").fetchone()[0]
+    if latest is None:
+        raise MissingInput("the prediction log is empty: serve some traffic first")
+    return pd.Timestamp(latest) + pd.Timedelta(microseconds=1)
+
+
+def _window(settings: Settings, since: str | None, until: str | None) -> Window:
+
+    end = pd.Timestamp(until) if until else latest_event(settings)
+    start = (
+        pd.Timestamp(since) if since else end - pd.Timedelta(hours=settings.monitoring.window_hours)
+    )
+    try:
+        return Window.of(start, end)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def decisions_table(run: MonitorRun) -> Table:
+    table = Table(
+        "rule",
+        "action",
+        "condition",
+        "value",
+        "taken",
+        "why / outcome",
+        title=f"decisions at {run.now}",
+    )
+    for d in run.decisions:
+        value = "-" if d.value is None else f"{d.value:.4g}"
+        table.add_row(
+            d.rule,
+            d.action,
+            d.condition,
+            value,
+            "yes" if d.taken else "no",
+            d.outcome or d.held_back or d.why,
+        )
+    if not run.decisions:
+        table.add_row("(none)", "-", "-", "-", "-", "no rule triggered")
+    return table
+
+
+def findings_table(run: MonitorRun) -> Table:
+    table = Table("job", "status", "summary", title=f"findings {run.since} .. {run.until}")
+    for f in run.findings:
+        colour = {"ok": "green", "alert": "red"}.get(f["status"], "yellow")
+        table.add_row(f["job"], f"[{colour}]{f['status']}[/]", f["summary"])
+    return table
+
+
+@monitor_app.command("run")
+@user_errors
+def run(
+    since: str = typer.Option(
+        None,
+        help="Window start, ISO time (default: --until minus settings.monitoring.window_hours).",
+    ),
+    until: str = typer.Option(
+        None,
+        help="Window end and 'now' for labels, ISO time "
+        "(default: just after the latest logged request).",
+    ),
+    every: str = typer.Option(None, help="Repeat on a schedule, e.g. 10m (Ctrl-C stops)."),
+    times: int = typer.Option(None, min=1, help="With --every: stop after this many runs."),
+    policy: Path = typer.Option(None, help="Policy YAML [monitoring/policy.yaml]."),
+    dry_run: bool = typer.Option(False, help="Decide, but take no action."),
+) -> None:
+    """Run drift, skew, performance and canary jobs over a window, then the policy."""
+    from monitoring.policy import load_policy
+    from monitoring.runner import run_monitor
+
+    settings = get_settings()
+    rules = load_policy(policy or settings.monitoring.policy_path)
+    pause = parse_duration(every) if every else None
+    done = 0
+    while True:
+        window = _window(settings, since, until)
+        result = run_monitor(
+            settings, window, rules, execute=not dry_run, progress=lambda msg: console.log(msg)
+        )
+        console.print(findings_table(result))
+        console.print(decisions_table(result))
+        console.print(f"reports: {result.reports_dir}")
+        done += 1
+        if pause is None or (times is not None and done >= times):
+            return
+        time.sleep(pause)
+
+
+@monitor_app.command("status")
+@user_errors
+def status(last: int = typer.Option(5, min=1, help="How many runs to show.")) -> None:
+    """The latest monitor runs: findings and decisions."""
+    from monitoring.decisions import DecisionLog
+
+    settings = get_settings()
+    runs = DecisionLog(settings.monitoring_dir / "decisions.jsonl").runs()[-last:]
+    if not runs:
+        console.print("no monitor runs yet: `fraudlab monitor run`")
+        return
+    table = Table(
+        "now", "drift", "skew", "performance", "canary", "actions taken", title="monitor runs"
+    )
+    for r in runs:
+        status_of = {f["job"]: f["status"] for f in r["findings"]}
+        taken = [f"{d['action']} ({d['rule']})" for d in r["decisions"] if d["taken"]]
+        table.add_row(
+            r["now"][:19],
+            *[status_of.get(j, "-") for j in ("drift", "skew", "performance", "canary")],
+            ", ".join(taken) or "-",
+        )
+    console.print(table)

@@ -1,0 +1,59 @@
+"""`fraudlab replay`: send the simulator's "future" payments to a running scoring API."""
+
+from __future__ import annotations
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from fraudlab.cli import app, console, user_errors
+from fraudlab.settings import get_settings
+
+
+@app.command("replay")
+@user_errors
+def replay_command(
+    from_day: int = typer.Option(
+        None,
+        min=0,
+        help="First day to replay, counted from day 0 of the data (default: the cutoff day).",
+    ),
+    days: int = typer.Option(1, min=1, help="How many days of payments to send."),
+    rate: float = typer.Option(200.0, min=0, help="Requests per second; 0 = as fast as it can."),
+    concurrency: int = typer.Option(8, min=1, max=1_024, help="Requests in flight at most."),
+    url: str = typer.Option(
+        None, help="Scoring API (default: from settings, http://127.0.0.1:8000)."
+    ),
+    limit: int = typer.Option(None, min=1, help="Send at most this many payments."),
+) -> None:
+    """Replay payments against POST /v1/score and summarise; exits 1 if any request failed."""
+    from serving.replay import load_payments, replay_payments
+
+    settings = get_settings()
+    url = url or f"http://{settings.serving.host}:{settings.serving.port}"
+    payments = load_payments(settings, from_day, days, limit)
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(f"replaying to {url}", total=len(payments))
+        summary = replay_payments(url, payments, rate, concurrency, lambda n: bar.advance(task, n))
+
+    table = Table(title=f"replay of {summary.requests:,} payments to {url}", show_header=False)
+    table.add_row("requests", f"{summary.requests:,}")
+    table.add_row("answered (200)", f"{summary.answered:,}")
+    errors = ", ".join(f"{k}: {v:,}" for k, v in sorted(summary.errors.items()))
+    table.add_row("errors", errors or "0")
+    table.add_row("fallbacks", f"{summary.fallbacks:,}")
+    lat = summary.latency_ms
+    table.add_row(
+        "latency p50/p95/p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms"
+    )
+    table.add_row("achieved rate", f"{summary.achieved_rate:,.0f} req/s")
+    for route, decisions in summary.decisions.items():
+        table.add_row(
+            f"decisions ({route})", ", ".join(f"{d}: {n:,}" for d, n in decisions.items())
+        )
+    for version, count in sorted(summary.versions.items()):
+        table.add_row(f"model {version}", f"{count:,}")
+    console.print(table)
+    if summary.error_count:
+        raise typer.Exit(1)

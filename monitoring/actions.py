@@ -1,0 +1,122 @@
+"""What the policy can do: move aliases in the registry and tell the serving API.
+
+Every action returns an ActionOutcome saying what happened, including what failed:
+a rollback whose registry step worked but whose API call did not is recorded as
+partial, because the server's alias watcher will still pick the change up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import pandas as pd
+from mlflow import MlflowClient
+
+from fraudlab.settings import Settings
+from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect, set_alias
+
+HISTORY_TAG = "champion_history"  # registered-model tag: earlier champions, oldest first
+
+
+@dataclass
+class ActionOutcome:
+    executed: bool
+    detail: str
+
+
+class ServingAdmin:
+    """The serving plane's admin API (reload, routing); failures are reported, not raised."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.api_url
+        token = settings.serving.admin_token
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _post(self, path: str, body: dict | None = None) -> str:
+        if not self.headers:
+            return "serving not told (no admin token); its alias watcher will notice"
+        try:
+            response = httpx.post(f"{self.url}{path}", json=body, headers=self.headers, timeout=30)
+            return f"serving {path}: HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            return f"serving {path} unreachable ({type(exc).__name__}); the watcher will notice"
+
+    def set_canary(self, share: float) -> str:
+        return self._post("/admin/routing", {"canary_share": share})
+
+    def reload(self) -> str:
+        return self._post("/admin/reload")
+
+
+def _history(client: MlflowClient, name: str) -> list[str]:
+    raw = client.get_registered_model(name).tags.get(HISTORY_TAG, "")
+    return [v for v in raw.split(",") if v]
+
+
+def promote(settings: Settings, admin: ServingAdmin) -> ActionOutcome:
+    client, name = connect(settings), settings.training.model_name
+    challenger = alias_version(client, name, CHALLENGER)
+    champion = alias_version(client, name, CHAMPION)
+    if challenger is None:
+        return ActionOutcome(False, "no challenger to promote")
+    if champion is not None:
+        history = [*_history(client, name), champion]
+        client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    set_alias(client, name, CHAMPION, challenger)
+    client.delete_registered_model_alias(name, CHALLENGER)
+    told = f"{admin.set_canary(0.0)}; {admin.reload()}"
+    return ActionOutcome(True, f"champion v{champion} -> v{challenger}; {told}")
+
+
+def rollback_canary(settings: Settings, admin: ServingAdmin) -> ActionOutcome:
+    client, name = connect(settings), settings.training.model_name
+    challenger = alias_version(client, name, CHALLENGER)
+    told = admin.set_canary(0.0)
+    if challenger is None:
+        return ActionOutcome(False, f"no challenger alias; canary zeroed anyway ({told})")
+    client.delete_registered_model_alias(name, CHALLENGER)
+    return ActionOutcome(
+        True, f"challenger v{challenger} removed, canary 0; {told}; {admin.reload()}"
+    )
+
+
+def rollback_champion(settings: Settings, admin: ServingAdmin) -> ActionOutcome:
+    client, name = connect(settings), settings.training.model_name
+    history = _history(client, name)
+    if not history:
+        return ActionOutcome(False, "no earlier champion to roll back to")
+    current, previous = alias_version(client, name, CHAMPION), history[-1]
+    set_alias(client, name, CHAMPION, previous)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[:-1]))
+    return ActionOutcome(True, f"champion v{current} -> v{previous}; {admin.reload()}")
+
+
+def retrain(
+    settings: Settings, admin: ServingAdmin, now: pd.Timestamp, canary_share: float
+) -> ActionOutcome:
+    """Train on a fresh window ending now; a version that passes the gate gets a canary."""
+    from pipelines.train import load_inputs, run_training
+
+    day0 = load_inputs(settings)["event_timestamp"].min().floor("D")
+    cutoff_day = int((now - day0) / pd.Timedelta(days=1))
+    (outcome,) = run_training(
+        settings, ["lightgbm"], settings.training.feature_service, cutoff_day=cutoff_day
+    )
+    gate = outcome.gate
+    gate_text = (
+        ""
+        if gate is None
+        else (f" (gate ΔAP {gate.delta_ap:+.3f} [{gate.ci_low:+.3f}, {gate.ci_high:+.3f}])")
+    )
+    if outcome.alias != CHALLENGER:
+        return ActionOutcome(
+            True,
+            f"retrained v{outcome.version} on data to day {cutoff_day}; gate refused it{gate_text}",
+        )
+    told = f"{admin.reload()}; {admin.set_canary(canary_share)}"
+    return ActionOutcome(
+        True,
+        f"retrained v{outcome.version} to day {cutoff_day}; challenger"
+        f"{gate_text}; canary {canary_share:.0%}; {told}",
+    )

@@ -1,0 +1,151 @@
+"""One monitor run: read the log, run the jobs, apply the policy, act, record.
+
+Drift and skew look at the window itself (what serving saw today). Performance and the
+canary need labels, which arrive weeks late, so they look back further
+(`LABEL_LOOKBACK`) and count only the chargebacks that have arrived by now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pandas as pd
+
+from fraudlab.settings import Settings
+from monitoring import actions
+from monitoring.decisions import Decision, DecisionLog, MonitorRun, triggered
+from monitoring.findings import Finding
+from monitoring.policy import Policy
+from monitoring.window import Window, read_predictions, read_shadow_scores
+
+log = logging.getLogger(__name__)
+LABEL_LOOKBACK = pd.Timedelta(days=28)  # most chargebacks arrive within four weeks
+ACTION_ORDER = ("rollback", "promote", "retrain", "alert")  # safety first
+Progress = Callable[[str], None]
+
+
+def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[list[Finding], str]:
+    """Every job over the window; returns the findings and the reports folder."""
+    from features.store import open_store
+    from monitoring.canary import run_canary
+    from monitoring.drift import run_drift
+    from monitoring.performance import run_performance
+    from monitoring.reference import load_reference
+    from monitoring.skew import run_skew
+    from pipelines.train import load_inputs
+
+    out_dir = settings.monitoring_dir / "runs" / window.until.strftime("%Y%m%dT%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    current = read_predictions(settings.prediction_log_path, window)
+    version, reference = load_reference(settings)
+    features = [c for c in reference.columns if c != "score"]
+    champion_rows = current[current["route"] == "champion"]
+    progress(f"drift: {len(champion_rows):,} requests against champion v{version}'s reference")
+    findings = [run_drift(champion_rows, reference, features, out_dir)]
+    progress("skew: recomputing served features offline at the same timestamps")
+    findings.append(
+        run_skew(
+            open_store(settings),
+            current,
+            features,
+            out_dir,
+            sample_rows=settings.monitoring.skew_sample_rows,
+        )
+    )
+    labelled = Window(window.until - LABEL_LOOKBACK, window.until)
+    history = read_predictions(settings.prediction_log_path, labelled)
+    transactions = load_inputs(settings)
+    progress(f"performance: {len(history):,} requests of the last {LABEL_LOOKBACK.days} days")
+    findings.append(
+        run_performance(
+            history, transactions, window.until, review_cost=settings.training.review_cost
+        )
+    )
+    challenger = history["challenger_version"].dropna()
+    if len(challenger):
+        latest = challenger.iloc[-1]
+        trial = history[history["challenger_version"] == latest]
+        shadow = read_shadow_scores(settings.prediction_log_path, trial["request_id"])
+        progress(f"canary: challenger v{latest} against the champion on matured labels")
+        findings.append(run_canary(trial, shadow, transactions, window.until))
+    return findings, str(out_dir)
+
+
+def decide_and_act(
+    settings: Settings,
+    policy: Policy,
+    findings: list[Finding],
+    now: pd.Timestamp,
+    decision_log: DecisionLog,
+    execute: bool,
+) -> list[Decision]:
+    decisions = triggered(policy, findings)
+    admin = actions.ServingAdmin(settings)
+    done: set[str] = set()
+    for decision in sorted(decisions, key=lambda d: ACTION_ORDER.index(d.action)):
+        last = decision_log.last_taken(decision.action)
+        cooldown = pd.Timedelta(hours=policy.cooldown_hours.hours(decision.action))
+        if decision.action in done:
+            decision.held_back = f"a {decision.action} was already taken in this run"
+        elif last is not None and now - last < cooldown:
+            decision.held_back = (
+                f"cool-down: last {decision.action} at {last}, "
+                f"{cooldown.total_seconds() / 3600:g} h not yet passed"
+            )
+        elif {"rollback", "promote"} & done and decision.action == "retrain":
+            decision.held_back = "the model changed in this run; judge it before retraining"
+        elif not execute:
+            decision.held_back = "dry run"
+        else:
+            decision.outcome = _execute(settings, policy, decision, admin, now)
+            decision.taken = True
+            done.add(decision.action)
+    return decisions
+
+
+def _execute(
+    settings: Settings,
+    policy: Policy,
+    decision: Decision,
+    admin: actions.ServingAdmin,
+    now: pd.Timestamp,
+) -> str:
+    try:
+        if decision.action == "alert":
+            log.warning("ALERT %s: %s = %s", decision.rule, decision.condition, decision.value)
+            return "alert recorded"
+        if decision.action == "promote":
+            return actions.promote(settings, admin).detail
+        if decision.action == "rollback":
+            rollback = (
+                actions.rollback_canary if decision.job == "canary" else actions.rollback_champion
+            )
+            return rollback(settings, admin).detail
+        return actions.retrain(settings, admin, now, policy.canary_share_after_retrain).detail
+    except Exception as exc:  # an action that fails is recorded with its reason
+        log.exception("action %s failed", decision.action)
+        return f"FAILED: {type(exc).__name__}: {exc}"
+
+
+def run_monitor(
+    settings: Settings,
+    window: Window,
+    policy: Policy,
+    *,
+    execute: bool = True,
+    progress: Progress = lambda _: None,
+) -> MonitorRun:
+    findings, reports = run_jobs(settings, window, progress)
+    decision_log = DecisionLog(settings.monitoring_dir / "decisions.jsonl")
+    decisions = decide_and_act(settings, policy, findings, window.until, decision_log, execute)
+    run = MonitorRun(
+        now=window.until.isoformat(),
+        since=window.since.isoformat(),
+        until=window.until.isoformat(),
+        findings=[f.to_dict() for f in findings],
+        decisions=decisions,
+        reports_dir=reports,
+    )
+    decision_log.append(run)
+    return run

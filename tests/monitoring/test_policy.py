@@ -1,0 +1,123 @@
+"""The policy file: bad ones refused with the field and reason; rules and cool-downs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fraudlab.errors import ConfigError
+from monitoring.decisions import DecisionLog, MonitorRun
+from monitoring.findings import Finding
+from monitoring.policy import DEFAULT_POLICY, load_policy
+from monitoring.runner import decide_and_act
+from tests.conftest import World
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_policy_is_valid() -> None:
+    policy = load_policy(DEFAULT_POLICY)
+    assert {r.action for r in policy.rules} == {"alert", "rollback", "retrain", "promote"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("rules: []", "rules: List should have at least 1 item"),
+        (
+            "rules:\n - {name: a, job: drift, metric: drift_share, action: alert}",
+            "give exactly one of above, below or equals",
+        ),
+        (
+            "rules:\n - {name: a, job: drift, metric: recall, below: 1, action: alert}",
+            "job drift has no metric 'recall'",
+        ),
+        ("rules:\n - {name: a, job: weather, metric: x, above: 1, action: alert}", "rules.0.job"),
+        (
+            "rules:\n - {name: a, job: skew, metric: max_mismatch_rate, above: 1, action: panic}",
+            "rules.0.action",
+        ),
+        (
+            "cooldown_hours: {alert: -1}\nrules:\n - {name: a, job: skew, "
+            "metric: max_mismatch_rate, above: 1, action: alert}",
+            "cooldown_hours.alert",
+        ),
+        (
+            "colour: blue\nrules:\n - {name: a, job: skew, metric: max_mismatch_rate, "
+            "above: 1, action: alert}",
+            "colour",
+        ),
+        ("rules: [", "is not valid YAML"),
+        ("- just\n- a list", "must hold a mapping"),
+    ],
+)
+def test_bad_policy_is_refused_with_field_and_reason(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_policy(_write(tmp_path, text))
+    assert expected in str(refused.value)
+
+
+def test_missing_policy_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_policy(tmp_path / "nope.yaml")
+
+
+def _skewed() -> list[Finding]:
+    return [
+        Finding(
+            "skew", "alert", "amount differs", {"max_mismatch_rate": 0.9, "skewed_feature_count": 1}
+        )
+    ]
+
+
+def test_cooldown_stops_flapping(world: World, tmp_path: Path) -> None:
+    """The same alert on consecutive runs is taken once per cool-down, then again."""
+    settings = world.settings.model_copy(update={"home": tmp_path})
+    policy = load_policy(DEFAULT_POLICY)  # alert cool-down: 6 hours
+    log = DecisionLog(tmp_path / "decisions.jsonl")
+    start = pd.Timestamp("2026-03-01", tz="UTC")
+    taken = []
+    for hour in range(0, 14, 2):  # a run every 2 hours, the skew never goes away
+        now = start + pd.Timedelta(hours=hour)
+        decisions = decide_and_act(settings, policy, _skewed(), now, log, execute=True)
+        log.append(MonitorRun(now.isoformat(), now.isoformat(), now.isoformat(), [], decisions))
+        (decision,) = decisions
+        taken.append(decision.taken)
+        if not decision.taken:
+            assert decision.held_back.startswith("cool-down")
+    assert taken == [True, False, False, True, False, False, True]
+
+
+def test_insufficient_data_never_triggers_a_rule(world: World, tmp_path: Path) -> None:
+    settings = world.settings.model_copy(update={"home": tmp_path})
+    thin = [Finding("performance", "insufficient_data", "3 frauds", {"recall": 0.0})]
+    decisions = decide_and_act(
+        settings,
+        load_policy(),
+        thin,
+        pd.Timestamp("2026-03-01", tz="UTC"),
+        DecisionLog(tmp_path / "d.jsonl"),
+        execute=True,
+    )
+    assert decisions == []
+
+
+def test_dry_run_decides_but_takes_nothing(world: World, tmp_path: Path) -> None:
+    settings = world.settings.model_copy(update={"home": tmp_path})
+    (decision,) = decide_and_act(
+        settings,
+        load_policy(),
+        _skewed(),
+        pd.Timestamp("2026-03-01", tz="UTC"),
+        DecisionLog(tmp_path / "d.jsonl"),
+        execute=False,
+    )
+    assert not decision.taken and decision.held_back == "dry run"

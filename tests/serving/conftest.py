@@ -1,0 +1,172 @@
+"""The serving plane against real servers: models trained on the shared world's data
+before day SERVING_CUTOFF_DAY and registered in an MLflow store of our own, the online
+store materialized up to that day, and the days after it as the "future" to score.
+
+Starting a server costs seconds of imports, so the four servers the tests need start
+together, once per session; each test module says which one it talks to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.store import apply_definitions, materialize
+from fraudlab.settings import Settings
+from pipelines.registry import CHALLENGER, CHAMPION, connect, set_alias
+from pipelines.train import run_training
+from serving.prediction_log import count_rows
+from serving.replay import payment_body
+from tests.conftest import TEST_SIMULATION, TEST_TRAINING, World
+from tests.serving.live_server import LiveServer, furnish, server_home
+
+SERVING_CUTOFF_DAY = 65  # train before day 65 of the 75 simulated; days 65.. are the future
+ADMIN_TOKEN = "test-admin-token-7f3a"
+POLL_SECONDS = 0.5
+FUTURE = pd.Timedelta(days=2)  # within the snapshot TTL: the cutoff's features are fresh
+CLEAN_EXIT = (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after its graceful shutdown
+
+
+@dataclass(frozen=True)
+class ServingWorld:
+    settings: Settings  # its home holds the MLflow store, Feast registry and online store
+    future: pd.DataFrame  # payments of the 2 days after the cutoff (~4,000), in time order
+    versions: dict[str, str]  # model kind -> registry version
+
+    @property
+    def champion(self) -> str:
+        return self.versions["logreg"]
+
+    @property
+    def challenger(self) -> str:
+        return self.versions["lightgbm"]
+
+    def payments(self, n: int, skip: int = 0) -> list[dict]:
+        return [payment_body(r) for r in self.future.iloc[skip : skip + n].itertuples()]
+
+
+@dataclass
+class Fleet:
+    api: LiveServer  # shadow on, admin token, shared registry (read-only use)
+    faulty: LiveServer  # the challenger's scorer can be made slow or crash (faulty_app)
+    swap: LiveServer  # a registry copy of its own: tests move aliases, then SIGKILL it
+    plain: LiveServer  # no admin token; test_prediction_log stops it cleanly
+
+    @property
+    def servers(self) -> list[LiveServer]:
+        return [self.api, self.faulty, self.swap, self.plain]
+
+
+def _train(settings: Settings, day0: pd.Timestamp) -> dict[str, str]:
+    """Register logreg (champion) and LightGBM (challenger) on fraud_v2; fill the
+    online store with the snapshots of the cutoff day."""
+    saved_env = dict(os.environ)  # open_store exports FRAUDLAB_* for Feast; undo that
+    try:
+        apply_definitions(settings)
+        materialize(settings, end=(day0 + pd.Timedelta(days=SERVING_CUTOFF_DAY)).to_pydatetime())
+        outcomes = run_training(settings, ["logreg", "lightgbm"], "fraud_v2")
+        versions = {o.kind: o.version for o in outcomes}
+        client = connect(settings)
+        set_alias(client, settings.training.model_name, CHAMPION, versions["logreg"])
+        set_alias(client, settings.training.model_name, CHALLENGER, versions["lightgbm"])
+        return versions
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+@pytest.fixture(scope="session")
+def serving_world(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServingWorld, Fleet]]:
+    """Launch the servers (they import while we train), train, then let them start."""
+    root = tmp_path_factory.mktemp("serving")
+    home = root / "registry"
+    home.mkdir()
+    for linked in ("data", "feature_data"):
+        (home / linked).symlink_to(getattr(world.settings, f"{linked}_dir"))
+    base = Settings(
+        home=home,
+        simulation=TEST_SIMULATION,
+        training=TEST_TRAINING.model_copy(update={"cutoff_day": SERVING_CUTOFF_DAY}),
+    )
+
+    def server_settings(name: str, own_registry: bool = False, **serving: object) -> Settings:
+        settings = server_home(base, root / name, own_registry)
+        update = {"alias_poll_seconds": POLL_SECONDS, "admin_token": ADMIN_TOKEN} | serving
+        return settings.model_copy(update={"serving": base.serving.model_copy(update=update)})
+
+    fleet = Fleet(
+        api=LiveServer(server_settings("api")),
+        faulty=LiveServer(
+            server_settings("faulty", shadow_queue_size=20),
+            factory="tests.serving.faulty_app:create_app",
+        ),
+        swap=LiveServer(server_settings("swap", own_registry=True)),
+        plain=LiveServer(server_settings("plain", admin_token=None)),
+    )
+    go_file = root / "go"
+    try:
+        day0 = world.transactions["event_timestamp"].min().floor("D")
+        # The faulty server must know the challenger's version: the next one registered.
+        fleet.faulty.extra_env["FAULTY_VERSION"] = "2"
+        for server in fleet.servers:
+            server.start(go_file)
+        versions = _train(base, day0)
+        assert versions["lightgbm"] == "2", versions
+        for server in fleet.servers:
+            furnish(base, server.settings)
+        go_file.touch()
+        tx = world.transactions
+        cutoff = day0 + pd.Timedelta(days=SERVING_CUTOFF_DAY)
+        future = tx[
+            (tx["event_timestamp"] >= cutoff) & (tx["event_timestamp"] < cutoff + FUTURE)
+        ].sort_values("event_timestamp", kind="stable")
+        yield ServingWorld(base, future.reset_index(drop=True), versions), fleet
+    finally:
+        go_file.touch()
+        running = [server for server in fleet.servers if server.running]
+        for server in running:
+            server.stop()
+        for server in running:  # a clean stop flushes every answered request to the log
+            assert server.process is not None
+            assert server.process.returncode in CLEAN_EXIT, server.tail()
+            assert count_rows(server.log_path) == server.answered, server.settings.home.name
+
+
+@pytest.fixture(scope="session")
+def fleet(serving_world: tuple[ServingWorld, Fleet]) -> Fleet:
+    _, fleet = serving_world
+    for server in fleet.servers:
+        server.wait_ready()
+    return fleet
+
+
+@pytest.fixture(scope="session")
+def live_world(serving_world: tuple[ServingWorld, Fleet]) -> ServingWorld:
+    return serving_world[0]
+
+
+def logged_rows(
+    path: Path, table: str, request_ids: list[str], timeout: float = 10.0
+) -> list[dict]:
+    """The log's rows for these requests, once all are written (or the timeout passed)."""
+    marks = ",".join("?" * len(request_ids))
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(path, timeout=30) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = conn.execute(
+                f"SELECT * FROM {table} WHERE request_id IN ({marks})", request_ids
+            ).fetchall()
+        if len(rows) >= len(request_ids) or time.monotonic() > deadline:
+            return [dict(row) for row in rows]
+        time.sleep(0.05)

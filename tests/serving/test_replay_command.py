@@ -1,0 +1,72 @@
+"""`fraudlab replay` against the live API: numbers that add up, and bad arguments
+refused with one clear line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from fraudlab.cli import app
+from fraudlab.settings import get_settings
+from serving.replay import replay
+from tests.serving.conftest import Fleet, ServingWorld
+from tests.serving.live_server import free_port, settings_env
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, live_world: ServingWorld) -> Iterator[None]:
+    for name, value in settings_env(live_world.settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("FRAUDLAB_CONFIG", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_replay_sends_the_future_and_sums_up(fleet: Fleet, live_world: ServingWorld) -> None:
+    summary = replay(live_world.settings, fleet.api.url, rate=0, concurrency=4, limit=300)
+    fleet.api.answered += summary.answered
+    assert summary.requests == summary.answered == 300 and summary.errors == {}
+    assert sum(sum(d.values()) for d in summary.decisions.values()) == 300
+    assert summary.versions == {f"champion v{live_world.champion}": 300}
+    assert summary.fallbacks < 300 * 0.1  # the future's customers were mostly seen before
+    assert 0 < summary.latency_ms["p50"] <= summary.latency_ms["p95"]
+    assert summary.latency_ms["p95"] <= summary.latency_ms["p99"]
+    print(f"replay: p50 {summary.latency_ms['p50']:.2f} ms, {summary.achieved_rate:.0f} req/s")
+
+
+def test_replay_holds_the_requested_rate(fleet: Fleet, live_world: ServingWorld) -> None:
+    summary = replay(live_world.settings, fleet.api.url, rate=100, concurrency=2, limit=50)
+    fleet.api.answered += summary.answered
+    assert summary.error_count == 0
+    assert 0.45 <= summary.elapsed_seconds <= 2.0  # 50 payments at 100/s: about 0.5 s
+
+
+def test_replay_command_prints_a_summary(fleet: Fleet, cli_env: None) -> None:
+    result = runner.invoke(app, ["replay", "--url", fleet.api.url, "--limit", "40", "--rate", "0"])
+    print(result.output)
+    assert result.exit_code == 0, result.output
+    fleet.api.answered += 40
+    assert "answered (200)" in result.output and "40" in result.output
+    assert "latency p50/p95/p99" in result.output and "decisions (champion)" in result.output
+
+
+def _refused(result, message: str) -> None:
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_replay_to_an_unreachable_url_is_refused(cli_env: None) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    _refused(runner.invoke(app, ["replay", "--url", url, "--limit", "5"]), "unreachable")
+    _refused(runner.invoke(app, ["replay", "--url", "ftp://x", "--limit", "5"]), "not an http")
+
+
+def test_replay_beyond_the_data_is_refused(cli_env: None) -> None:
+    result = runner.invoke(app, ["replay", "--from-day", "500", "--url", "http://127.0.0.1:9"])
+    _refused(result, "from day 500 is outside the data (days 0..74)")

@@ -1,0 +1,77 @@
+"""A slow or crashing shadow model costs shadow coverage, never a caller's answer or
+latency. The faulty server (tests/serving/faulty_app.py) is the real app whose
+challenger scorer can be made slow (50 ms a score) or to raise; shadow queue of 20."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+from tests.serving.conftest import Fleet, ServingWorld
+from tests.serving.live_server import LiveServer
+
+PAYMENTS = 120
+LATENCY_SLACK_MS = 25.0  # half the injected 50 ms: a shadow on the request path would show
+
+
+def _set_fault(server: LiveServer, mode: str) -> None:
+    assert server.client.post("/_test/fault", json={"mode": mode}).json() == {"mode": mode}
+
+
+def _timed_answers(server: LiveServer, payments: list[dict]) -> tuple[list[tuple], float]:
+    answers, latencies = [], []
+    for payment in payments:
+        started = time.perf_counter()
+        response = server.score(payment)
+        latencies.append((time.perf_counter() - started) * 1e3)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        answers.append((body["score"], body["decision"], body["model"], body["route"]))
+    return answers, statistics.median(latencies)
+
+
+def _gauge(server: LiveServer, name: str) -> float:
+    for line in server.metrics().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def _settled(server: LiveServer, name: str, at_least: float, timeout: float = 5.0) -> float:
+    """A gauge once it reached `at_least` (the shadow thread may still be catching up)."""
+    deadline = time.monotonic() + timeout
+    while (value := _gauge(server, name)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+@pytest.fixture
+def faulty(fleet: Fleet):
+    yield fleet.faulty
+    deadline = time.monotonic() + 5  # let queued faulty jobs finish before the next test
+    while _gauge(fleet.faulty, "fraudlab_shadow_queue_depth") > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _set_fault(fleet.faulty, "none")
+
+
+@pytest.mark.parametrize("mode", ["slow", "crash"])
+def test_a_broken_shadow_model_changes_no_answer_and_no_latency(
+    fleet: Fleet, live_world: ServingWorld, faulty: LiveServer, mode: str
+) -> None:
+    payments = live_world.payments(PAYMENTS, skip=1_000)
+    _timed_answers(faulty, payments[:10])  # warm both paths
+    normal, normal_p50 = _timed_answers(fleet.api, payments)
+    _set_fault(faulty, mode)
+    errors_before = _gauge(faulty, "fraudlab_shadow_errors")
+    dropped_before = _gauge(faulty, "fraudlab_shadow_dropped")
+    broken, broken_p50 = _timed_answers(faulty, payments)
+    assert broken == normal  # every request answered, each exactly as a healthy server does
+    print(f"{mode} shadow: p50 {broken_p50:.2f} ms vs healthy {normal_p50:.2f} ms")
+    assert broken_p50 < normal_p50 + LATENCY_SLACK_MS
+    if mode == "crash":
+        errors = _settled(faulty, "fraudlab_shadow_errors", errors_before + PAYMENTS)
+        assert errors - errors_before == PAYMENTS
+    else:  # the queue of 20 fills faster than a 50 ms model drains it
+        assert _gauge(faulty, "fraudlab_shadow_dropped") - dropped_before > 0
