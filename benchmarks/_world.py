@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -99,8 +98,3 @@ def payloads(world: World, count: int) -> list[dict[str, object]]:
         }
         for row in window.itertuples(index=False)
     ]
-
-
-def home_env(home: Path) -> dict[str, str]:
-    """Environment that makes a child process's get_settings() see this world."""
-    return {"FRAUDLAB_HOME": str(home)}

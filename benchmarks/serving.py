@@ -19,40 +19,37 @@ Where the server's time goes (features, model, the rest) is read back from the
 prediction log. Last line:
 `serving p50_ms=X p99_ms=X shadow_p50_overhead_pct=X max_rps=X vs_plain=X`
 (p50 and p99 at 200 requests/s with shadow on; vs_plain = saturated rps over plain's).
+
+The servers inherit this process's environment, so e.g. `OMP_NUM_THREADS=1 python
+benchmarks/serving.py` shows what LightGBM's OpenMP threads cost on a busy machine.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
-
-# This file shares its name with the `serving` package it measures: keep its own folder
-# off the import path, and the repository root on it.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import secrets  # noqa: E402
-import socket  # noqa: E402
-import sqlite3  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from multiprocessing import get_context  # noqa: E402
 
 RATE = 200  # requests/s of the latency targets
 CONCURRENCY = 16  # in-flight requests when saturated: enough to keep one worker busy
 CONNECTIONS = 32  # fixed-rate pool: a slow response never holds the next request back
 WARMUP = 200  # unmeasured requests before each measurement
 OURS, PLAIN = "serving.app:create_app", "benchmarks._plain_app:create_app"
+ROOT = Path(__file__).resolve().parents[1]
 ROUTINGS = {  # fixed-rate scenario -> POST /admin/routing body
     "a champion only": {"shadow": False, "canary_share": 0.0},
     "b champion + shadow": {"shadow": True, "canary_share": 0.0},
@@ -178,7 +175,7 @@ def uvicorn_server(app: str, env: dict[str, str], log_dir: Path):
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
             [*command, "--no-access-log"],
-            cwd=_HERE.parent,
+            cwd=ROOT,
             env=os.environ | env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -266,7 +263,7 @@ def summarize(scenario: str, tag: str, results: list[LoadResult]) -> Row:
     )
 
 
-def stage_breakdown(log_path: Path, tag: str) -> str:
+def stage_breakdown(log_path: Path, tag: str, client_p50_ms: float) -> str:
     """Median server-side stage times of one scenario, from the prediction log."""
     import numpy as np
 
@@ -278,7 +275,10 @@ def stage_breakdown(log_path: Path, tag: str) -> str:
     if not rows:
         return "no prediction log rows"
     features, model, total = np.median(np.array(rows), axis=0)
-    return f"features {features:.3f} ms, model {model:.3f} ms, in service.score {total:.3f} ms"
+    rest = client_p50_ms - total  # HTTP, uvicorn, FastAPI, pydantic, the client's read
+    return (
+        f"features {features:.2f}, model {model:.2f}, score() {total:.2f}, the rest {rest:.2f} ms"
+    )
 
 
 def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None:
@@ -292,6 +292,10 @@ def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None
     env = {"FRAUDLAB_HOME": str(home), "FRAUDLAB_SERVING__ADMIN_TOKEN": token}
     run_id = secrets.token_hex(3)
     n, rounds = args.requests, args.rounds
+    print(
+        f"{n} requests per scenario, one uvicorn worker, {os.cpu_count()} cores; "
+        f"saturated = {CONCURRENCY} in flight"
+    )
     rows: list[Row] = []
 
     def measure(port: int, tag: str, count: int, rate: float | None) -> LoadResult:
@@ -326,7 +330,7 @@ def report(rows: list[Row], log_path: Path, run_id: str) -> None:
         )
     print("\nwhere the server's time goes (medians, prediction log):")
     for r in rows[:-1]:
-        print(f"  {r.scenario:<36}{stage_breakdown(log_path, run_id + r.tag)}")
+        print(f"  {r.scenario:<34}{stage_breakdown(log_path, run_id + r.tag, r.p50_ms)}")
     champion, shadow, plain, ours = rows[0], rows[1], rows[-1], rows[3]
     overhead = 100 * (shadow.p50_ms - champion.p50_ms) / champion.p50_ms
     vs_plain = ours.rps / plain.rps
@@ -346,7 +350,15 @@ def report(rows: list[Row], log_path: Path, run_id: str) -> None:
     )
 
 
+def _fix_import_path() -> None:
+    """This file shares its name with the `serving` package it measures: keep its own
+    folder off the import path, and put the repository root on it."""
+    here = str(ROOT / "benchmarks")
+    sys.path[:] = [str(ROOT), *(p for p in sys.path if os.path.abspath(p or ".") != here)]
+
+
 def main() -> None:
+    _fix_import_path()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=4_000, help="measured per scenario")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved fixed-rate rounds")
