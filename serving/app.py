@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fraudlab.errors import ModelUnavailable
@@ -59,8 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=ScoreResponse,
         responses={422: {"model": ValidationErrorBody}, 413: {}, 503: {}},
     )
-    async def score(payment: ScoreRequest, request: Request) -> ScoreResponse:
-        return request.app.state.service.score(payment)
+    async def score(payment: ScoreRequest, request: Request) -> Response:
+        # The service builds a validated ScoreResponse; serialising it here directly
+        # skips FastAPI's second validation pass of the same object (~0.1 ms a request).
+        answer: ScoreResponse = request.app.state.service.score(payment)
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

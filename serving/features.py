@@ -13,12 +13,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 
 from features.repo.definitions import SNAPSHOT_TTL
 from features.transforms import request_features
 
 if TYPE_CHECKING:
-    from feast import FeatureStore
+    from feast import FeatureStore, FeatureView
 
 log = logging.getLogger(__name__)
 STORE_ERROR = "feature_store_unavailable"
@@ -42,6 +44,19 @@ class OnlineFeatures:
         self.refs = refs
         self.names = [ref.split(":", 1)[1] for ref in refs]
         self.ttl_seconds = SNAPSHOT_TTL.total_seconds()
+        # Read through the provider's `online_read`, the call Feast's own
+        # get_online_features makes per view, minus its response assembly: 0.08 ms
+        # instead of 0.34 ms p50 per lookup (benchmarks/serving.py, SQLite store).
+        self._provider = store._get_provider()
+        self._views: list[tuple[FeatureView, str, list[str]]] = []
+        by_view: dict[str, list[str]] = {}
+        for ref in refs:
+            view, name = ref.split(":", 1)
+            by_view.setdefault(view, []).append(name)
+        for view_name, names in by_view.items():
+            view = store.get_feature_view(view_name)
+            join_key = store.get_entity(view.entities[0]).join_key
+            self._views.append((view, join_key, names))
 
     def lookup(
         self, customer_id: int, terminal_id: int, amount: float, event_time: datetime
@@ -58,24 +73,29 @@ class OnlineFeatures:
     def _entity_values(
         self, customer_id: int, terminal_id: int, event_time: datetime
     ) -> tuple[dict[str, float], list[str]]:
-        try:
-            response = self.store.get_online_features(
-                features=self.refs,
-                entity_rows=[{"customer_id": customer_id, "terminal_id": terminal_id}],
-            ).to_dict(include_event_timestamps=True)
-        except Exception as exc:  # any store failure degrades to an explicit fallback
-            log.warning("feature store lookup failed: %s", exc)
-            return dict.fromkeys(self.names, np.nan), [STORE_ERROR]
+        ids = {"customer_id": customer_id, "terminal_id": terminal_id}
         oldest_fresh = event_time.timestamp() - self.ttl_seconds
         values: dict[str, float] = {}
         fallback: list[str] = []
-        for name in self.names:
-            value, stamp = response[name][0], _seconds(response[f"{name}__ts"][0])
-            if stamp <= 0 or stamp < oldest_fresh:  # entity unknown, or snapshot too old
-                values[name] = np.nan
-                fallback.append(name)
-            else:  # a present snapshot may still hold a by-design missing value (a mean of 0 rows)
-                values[name] = np.nan if value is None else float(value)
+        for view, join_key, names in self._views:
+            key = EntityKey(join_keys=[join_key], entity_values=[Value(int64_val=ids[join_key])])
+            try:
+                ((stamp, row),) = self._provider.online_read(
+                    config=self.store.config,
+                    table=view,
+                    entity_keys=[key],
+                    requested_features=names,
+                )
+            except Exception as exc:  # any store failure degrades to an explicit fallback
+                log.warning("feature store lookup failed: %s", exc)
+                return dict.fromkeys(self.names, np.nan), [STORE_ERROR]
+            fresh = stamp is not None and stamp.timestamp() >= oldest_fresh
+            for name in names:
+                if not fresh:  # entity unknown, or its snapshot is older than the TTL
+                    values[name] = np.nan
+                    fallback.append(name)
+                else:  # a present snapshot may hold a by-design missing value (mean of 0 rows)
+                    values[name] = _number(row.get(name) if row else None)
         return values, fallback
 
     def ping(self) -> bool:
@@ -89,8 +109,9 @@ class OnlineFeatures:
             return False
 
 
-def _seconds(stamp: object) -> float:
-    """Feast returns event timestamps as datetimes, or 0 when the entity is absent."""
-    if isinstance(stamp, datetime):
-        return stamp.timestamp()
-    return float(stamp or 0)
+def _number(value: Value | None) -> float:
+    """A Feast Value proto as a float; an unset value is missing (NaN), not zero."""
+    if value is None:
+        return np.nan
+    kind = value.WhichOneof("val")
+    return np.nan if kind is None or kind == "null_val" else float(getattr(value, kind))

@@ -1,0 +1,164 @@
+"""Canary analysis reaches each of its outcomes: wait while frauds are few, promote a
+clearly better challenger, roll back a clearly worse one or one that breaches a
+guardrail.
+
+On this fixture world the LightGBM challenger is clearly *worse* than the logistic
+regression champion (paired AP difference about -0.11), so the promote story uses a
+weakened champion: the same logistic regression blind to the payment amount.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.canary import frauds_to_decide, run_canary
+from monitoring.window import Window, read_predictions, read_shadow_scores
+from pipelines.evaluate import GateComparison
+from serving.scoring import ServingModel
+from tests.conftest import World
+from tests.monitoring.conftest import MonitorWorld, served_features, write_log
+from tests.monitoring.test_performance import single_threaded
+
+Log = tuple[pd.DataFrame, pd.DataFrame]
+
+
+def amount_blind(model: ServingModel) -> ServingModel:
+    """A weaker model: amount features are missing, so imputed with training medians."""
+    blind = [i for i, name in enumerate(model.features) if "amount" in name]
+
+    def score(row: np.ndarray) -> float:
+        masked = row.copy()
+        masked[blind] = np.nan
+        return model.score(masked)
+
+    return dataclasses.replace(model, score=score)
+
+
+def inverted(model: ServingModel) -> ServingModel:
+    """A bad model: the riskiest payments score lowest. It never declines, so only the
+    labels can catch it."""
+    return dataclasses.replace(
+        model, score=lambda row: 1.0 - model.score(row), decline_threshold=2.0
+    )
+
+
+def serve(
+    path: Path,
+    world: World,
+    mw: MonitorWorld,
+    champion: ServingModel,
+    challenger: ServingModel,
+    last_day: int = 70,
+) -> Path:
+    frame = served_features(world, mw.day(55), mw.day(last_day))
+    write_log(path, frame, champion, challenger, canary_share=0.3, shadow=True)
+    return path
+
+
+def read(path: Path, since: pd.Timestamp, until: pd.Timestamp) -> Log:
+    predictions = read_predictions(path, Window.of(since, until))
+    return predictions, read_shadow_scores(path, predictions["request_id"])
+
+
+@pytest.fixture(scope="module")
+def better_challenger_log(world, monitor_world, tmp_path_factory) -> Path:
+    """Days 55..70: amount-blind champion, LightGBM challenger on 30% and in shadow."""
+    path = tmp_path_factory.mktemp("canary") / "better.sqlite"
+    champion = amount_blind(monitor_world.champion)
+    return serve(path, world, monitor_world, champion, single_threaded(monitor_world.challenger))
+
+
+def test_canary_waits_while_few_frauds_have_matured(world, monitor_world, better_challenger_log):
+    mw = monitor_world
+    predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(58))
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(58))
+
+    assert finding.details["outcome"] == "wait"
+    assert finding.status == "insufficient_data"
+    assert finding.metrics["outcome_code"] == 0
+    assert finding.metrics["known_frauds"] < 30
+    assert finding.metrics["frauds_needed"] == 30 - finding.metrics["known_frauds"]
+    assert f"{finding.metrics['frauds_needed']:.0f} more needed" in finding.summary
+    assert np.isnan(finding.metrics["delta_ap"])
+
+
+def test_canary_promotes_a_clearly_better_challenger(world, monitor_world, better_challenger_log):
+    mw = monitor_world
+    predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(70))
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(75))
+
+    assert finding.details["outcome"] == "promote", finding.summary
+    assert finding.status == "ok"
+    assert finding.metrics["outcome_code"] == 1
+    assert finding.details["basis"] == "paired"
+    assert finding.metrics["known_frauds"] >= 30
+    assert finding.metrics["ci_low"] > 0 < finding.metrics["delta_ap"]
+    assert finding.metrics["decline_ratio"] <= 2 and finding.metrics["latency_ratio"] <= 1.5
+    assert finding.details["arm_comparison"] is not None  # the unpaired view is reported too
+
+
+def test_canary_rolls_back_a_clearly_worse_challenger(world, monitor_world, tmp_path):
+    mw = monitor_world
+    bad = inverted(single_threaded(mw.challenger))
+    path = serve(tmp_path / "worse.sqlite", world, mw, mw.champion, bad, last_day=65)
+    finding = run_canary(*read(path, mw.day(55), mw.day(65)), world.transactions, mw.day(75))
+
+    assert finding.details["outcome"] == "rollback", finding.summary
+    assert finding.status == "alert"
+    assert finding.metrics["outcome_code"] == -1
+    assert finding.details["breaches"] == []  # the labels caught it, not a guardrail
+    assert finding.metrics["ci_high"] < 0
+
+
+def test_canary_rolls_back_a_challenger_that_declines_far_more(world, monitor_world, tmp_path):
+    """Same scores as the champion (AP difference exactly 0), but a decline threshold
+    at its review threshold: every flagged payment is declined."""
+    mw = monitor_world
+    strict = dataclasses.replace(
+        mw.champion, version="strict", decline_threshold=mw.champion.review_threshold
+    )
+    path = serve(tmp_path / "strict.sqlite", world, mw, mw.champion, strict, last_day=65)
+    predictions, shadow = read(path, mw.day(55), mw.day(65))
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), rounds=50)
+
+    assert finding.details["outcome"] == "rollback", finding.summary
+    assert finding.metrics["decline_ratio"] > 2
+    assert finding.metrics["delta_ap"] == 0  # scores alone would not have stopped it
+    assert "decline rate" in finding.details["breaches"][0]
+    lenient = run_canary(
+        predictions, shadow, world.transactions, mw.day(75), max_decline_ratio=50, rounds=50
+    )
+    assert lenient.details["outcome"] == "promote"
+
+
+@pytest.mark.parametrize("fault", ["latency", "shadow_errors"])
+def test_canary_rolls_back_on_latency_and_error_guardrails(
+    world, monitor_world, better_challenger_log, fault
+):
+    mw = monitor_world
+    predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(65))
+    if fault == "latency":
+        slow = predictions["route"] == "canary"
+        predictions = predictions.assign(total_ms=predictions["total_ms"].where(~slow, 3.0))
+    else:
+        failed = shadow.index % 20 == 0  # 5% of shadow calls crash
+        shadow = shadow.assign(
+            score=shadow["score"].mask(failed), error=shadow["error"].mask(failed, "Timeout")
+        )
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), rounds=50)
+
+    assert finding.details["outcome"] == "rollback", finding.summary
+    assert len(finding.details["breaches"]) == 1
+    assert ("latency" if fault == "latency" else "error") in finding.details["breaches"][0]
+
+
+def test_inconclusive_interval_estimates_the_frauds_still_needed():
+    # Observed +0.02 with a 90% interval of -0.03..+0.07 over 50 frauds: the lower bound
+    # must rise above -0.01, i.e. the half-width shrink from 0.05 to 0.03.
+    comparison = GateComparison(delta_ap=0.02, ci_low=-0.03, ci_high=0.07, rounds=200)
+    assert frauds_to_decide(comparison, frauds=50, margin=0.01) == 89  # 50 * (5/3)^2 - 50
