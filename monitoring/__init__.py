@@ -1,2 +1,3 @@
-"""Operations plane (drift, skew, performance, policy). Not built yet: see the
-monitoring issue. Its inputs are the prediction log and each version's reference sample."""
+"""Evaluation and operations planes: jobs over the prediction log (drift, skew,
+delayed-label performance, canary analysis), the policy that turns their findings into
+actions, and the decision log that records both."""

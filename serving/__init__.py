@@ -1,2 +1,3 @@
-"""Serving plane (FastAPI scoring service). Not built yet: see the serving-plane issue.
-The registry contract it will read is pipelines/registry.py (aliases and version tags)."""
+"""Serving plane: the FastAPI scoring service (app.py routes, service.py the request
+path), online features, model loading and hot swap, canary routing, shadow scoring and
+the prediction log that the monitoring plane reads."""

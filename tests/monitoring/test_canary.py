@@ -22,7 +22,6 @@ from pipelines.evaluate import GateComparison
 from serving.scoring import ServingModel
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
-from tests.monitoring.test_performance import single_threaded
 
 Log = tuple[pd.DataFrame, pd.DataFrame]
 
@@ -70,7 +69,7 @@ def better_challenger_log(world, monitor_world, tmp_path_factory) -> Path:
     """Days 55..70: amount-blind champion, LightGBM challenger on 30% and in shadow."""
     path = tmp_path_factory.mktemp("canary") / "better.sqlite"
     champion = amount_blind(monitor_world.champion)
-    return serve(path, world, monitor_world, champion, single_threaded(monitor_world.challenger))
+    return serve(path, world, monitor_world, champion, monitor_world.challenger)
 
 
 def test_canary_waits_while_few_frauds_have_matured(world, monitor_world, better_challenger_log):
@@ -104,7 +103,7 @@ def test_canary_promotes_a_clearly_better_challenger(world, monitor_world, bette
 
 def test_canary_rolls_back_a_clearly_worse_challenger(world, monitor_world, tmp_path):
     mw = monitor_world
-    bad = inverted(single_threaded(mw.challenger))
+    bad = inverted(mw.challenger)
     path = serve(tmp_path / "worse.sqlite", world, mw, mw.champion, bad, last_day=65)
     finding = run_canary(*read(path, mw.day(55), mw.day(65)), world.transactions, mw.day(75))
 

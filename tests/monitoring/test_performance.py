@@ -3,32 +3,17 @@ maturity next to every figure, and no label used before it arrives."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from monitoring.performance import join_labels, run_performance
 from monitoring.window import Window, read_predictions
-from serving.scoring import ServingModel
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
 REVIEW_COST = 2.0
-
-
-def single_threaded(model: ServingModel) -> ServingModel:
-    """The same LightGBM scores, one thread per row: the booster keeps training's
-    num_threads, which makes one-row predictions ~40x slower on a small machine."""
-    booster, iteration = model.score.booster, model.score.iteration  # type: ignore[attr-defined]
-
-    def score(row: np.ndarray) -> float:
-        one = row.reshape(1, -1)
-        return float(booster.predict(one, num_iteration=iteration, num_threads=1)[0])
-
-    return dataclasses.replace(model, score=score)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +24,7 @@ def served(
     mw = monitor_world
     path = tmp_path_factory.mktemp("performance") / "prediction_log.sqlite"
     frame = served_features(world, mw.day(55), mw.day(65))
-    write_log(path, frame, mw.champion, single_threaded(mw.challenger), 0.3, shadow=False)
+    write_log(path, frame, mw.champion, mw.challenger, 0.3, shadow=False)
     return read_predictions(path, Window.of(mw.day(55), mw.day(65))), path
 
 
