@@ -31,9 +31,9 @@ def join_labels(
 ) -> pd.DataFrame:
     """The predictions with `label` (1 = fraud reported by `now`) and `label_final`
     (the payment's label can no longer change: chargeback arrived or window closed)."""
-    # read_predictions also expands the feature vector, whose `amount` repeats the
-    # request's: keep the logged columns only (the first `amount` is the request's).
-    logged = predictions.loc[:, ~predictions.columns.duplicated()][LOG_COLUMNS]
+    # The logged request, not its feature vector; losses are the request's amount.
+    request = predictions.drop(columns="amount", errors="ignore")  # `amount` is the feature
+    logged = request.rename(columns={"request_amount": "amount"})[LOG_COLUMNS]
     tx = transactions[["transaction_id", "is_fraud", "label_available_at"]]
     tx = tx.assign(transaction_id=tx["transaction_id"].astype(str))  # the log keeps ids as text
     joined = logged.merge(tx, on="transaction_id", how="left", validate="many_to_one")

@@ -37,7 +37,10 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
 
     out_dir = settings.monitoring_dir / "runs" / window.until.strftime("%Y%m%dT%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    current = read_predictions(settings.prediction_log_path, window)
+    transactions = load_inputs(settings)  # the system of record, and the chargeback feed
+    current = with_recorded_amount(
+        read_predictions(settings.prediction_log_path, window), transactions
+    )
     version, reference = load_reference(settings)
     features = [c for c in reference.columns if c != "score"]
     champion_rows = current[current["route"] == "champion"]
@@ -55,7 +58,6 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
     )
     labelled = Window(window.until - LABEL_LOOKBACK, window.until)
     history = read_predictions(settings.prediction_log_path, labelled)
-    transactions = load_inputs(settings)
     progress(f"performance: {len(history):,} requests of the last {LABEL_LOOKBACK.days} days")
     findings.append(
         run_performance(
@@ -70,6 +72,12 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
         progress(f"canary: challenger v{latest} against the champion on matured labels")
         findings.append(run_canary(trial, shadow, transactions, window.until))
     return findings, str(out_dir)
+
+
+def with_recorded_amount(requests: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
+    """Each request's amount as the transactions table recorded it (for the skew job)."""
+    recorded = transactions.set_index(transactions["transaction_id"].astype(str))["amount"]
+    return requests.assign(recorded_amount=requests["transaction_id"].map(recorded))
 
 
 def decide_and_act(

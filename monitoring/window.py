@@ -35,7 +35,11 @@ class Window:
 
 def read_predictions(log_path: Path, window: Window) -> pd.DataFrame:
     """Answered requests in the window, one row each, with the logged feature vector
-    expanded into one float column per feature (NaN = missing at serving time)."""
+    expanded into one float column per feature (NaN = missing at serving time).
+
+    The request's own amount is `request_amount`, so that the column `amount` is the
+    feature serving computed and scored (they differ when serving converts it wrongly).
+    """
     if not log_path.exists():
         raise MissingInput(f"no prediction log at {log_path}: serve some traffic first")
     with sqlite3.connect(log_path, timeout=30) as conn:
@@ -44,7 +48,12 @@ def read_predictions(log_path: Path, window: Window) -> pd.DataFrame:
             conn,
             params=(window.since.isoformat(), window.until.isoformat()),
         )
-    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True, format="ISO8601")
+    frame["event_timestamp"] = pd.to_datetime(
+        frame["event_timestamp"], utc=True, format="ISO8601"
+    ).dt.as_unit("us")
+    frame = frame.rename(columns={"amount": "request_amount"})
+    if frame.empty:
+        return frame.drop(columns="features")
     features = pd.DataFrame.from_records(
         [json.loads(text) for text in frame["features"]], index=frame.index
     )

@@ -101,7 +101,7 @@ def labels_known_at(tx: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Series:
 
 def with_request_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the request-time features with the one shared function serving also uses."""
-    seconds = frame["event_timestamp"].astype("int64") // 1_000_000  # us -> s
+    seconds = frame["event_timestamp"].dt.as_unit("us").astype("int64") // 1_000_000
     mean_30d = frame.get("customer_mean_amount_30d")
     computed = request_features(
         frame["amount"].to_numpy(),

@@ -44,6 +44,7 @@ def demo(
     replay_rate: float = typer.Option(
         400.0, min=0.0, help="Requests per second in the replay (0 = as fast as possible)."
     ),
+    days: int = typer.Option(2, min=1, max=20, help="Days of traffic to replay after the cutoff."),
 ) -> None:
     """Run the system end to end: data, features, training and gate, then serve a day."""
     from fraudlab.commands import data, features, replay, train
@@ -53,22 +54,24 @@ def demo(
         _fresh_start(settings)
     console.print(f"working folder: {settings.home} (profile: {settings.profile})")
     _step(
-        "1/6 simulate payments with delayed chargebacks",
+        "1/7 simulate payments with delayed chargebacks",
         lambda: data.generate_command(None, None, None, None, None, None, None),
     )
-    _step("2/6 batch feature pipeline: daily snapshots", features.build)
-    _step("3/6 feast apply: register entities, views, services", features.apply)
+    _step("2/7 batch feature pipeline: daily snapshots", features.build)
+    _step("3/7 feast apply: register entities, views, services", features.apply)
     cutoff = cutoff_time(settings)
     _step(
-        f"4/6 feast materialize: the online store as of the cutoff ({cutoff:%Y-%m-%d})",
+        f"4/7 feast materialize: the online store as of the cutoff ({cutoff:%Y-%m-%d})",
         lambda: features.materialize(cutoff.isoformat(), None),
     )
     _step(
-        "5/6 train baseline and LightGBM, register, gate",
+        "5/7 train baseline and LightGBM, register, gate",
         lambda: train.train(None, train.ModelChoice.both, train.JoinChoice.pit, None),
     )
 
-    def serve_a_day() -> None:
+    def serve_days() -> None:
+        from features.store import materialize
+
         env = {"FRAUDLAB_SERVING__CANARY_SHARE": str(canary_share)}
         log_file = settings.home / "serve.log"
         with running_server(env=env, log_file=log_file) as url:
@@ -76,10 +79,26 @@ def demo(
                 f"scoring API up at {url} (log: {log_file}); canary share "
                 f"{canary_share:.0%}, shadow on"
             )
-            replay.replay_command(None, 1, replay_rate, 8, url, None)
+            for day in range(days):
+                # The daily batch cadence: each midnight's snapshot goes online first.
+                materialize(settings, end=cutoff + timedelta(days=day))
+                replay.replay_command(
+                    settings.training.cutoff_day + day, 1, replay_rate, 8, url, None
+                )
         console.print(f"every answer is in the prediction log: {settings.prediction_log_path}")
 
-    _step("6/6 serve: replay the first day after the cutoff through the API", serve_a_day)
+    _step(f"6/7 serve: replay {days} day(s) after the cutoff through the API", serve_days)
+
+    def monitor_last_day() -> None:
+        from fraudlab.commands import monitor
+
+        last = cutoff + timedelta(days=days)
+        monitor.run(
+            (last - timedelta(days=1)).isoformat(), last.isoformat(), None, None, None, False
+        )
+        console.print("decision log: `fraudlab monitor status`")
+
+    _step("7/7 monitor: drift, skew, delayed-label performance, canary, policy", monitor_last_day)
     console.print(f"\nMLflow UI: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/]")
 
 

@@ -3,9 +3,9 @@ trained on the shared world, and prediction logs of the "future" days written th
 serving writes them (same schema, same feature vector, same scorers), so a month of
 traffic takes seconds instead of a month of HTTP.
 
-Faults are injected where serving would make them: `corrupt` changes the feature
-values serving *logged and scored*, e.g. a unit change or a different default.
-tests/serving checks that the real server logs exactly these rows.
+Faults are injected where serving would make them: a test changes the feature columns
+of the frame before `write_log`, i.e. the values serving logged and scored (a unit
+change, a different default). tests/serving checks the real server logs such rows.
 """
 
 from __future__ import annotations

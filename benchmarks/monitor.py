@@ -1,0 +1,183 @@
+"""How long does one monitor run take over ~100k logged requests, and in how much memory?
+
+Builds (or reuses, with `--home`) the benchmark world of benchmarks/_world.py (~475k
+simulated payments, Feast tables, a LightGBM champion with its 5,000-row reference
+sample in MLflow), then a prediction log of the most recent `--rows` payments written
+as the server writes it: the features serving computes (each payment's own midnight
+snapshot and the shared request-time function), the champion's score and decision, one
+row per request through serving's PredictionLog. The log is kept in the home and reused.
+
+The jobs then run in a fresh process, so its peak memory is the monitor's alone:
+read the log, load the champion's reference, drift (Evidently), skew (Feast offline
+recomputation of a 2,000-request sample), performance (labels as known at the end of
+the window; skipped with performance_s=nan if monitoring/performance.py is absent).
+Last line:
+`monitor rows=N drift_s=X skew_s=X performance_s=X total_s=X peak_mb=X`
+(total_s: the whole run, reading the log and the inputs included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+LOG_NAME = "monitor_bench_log.sqlite"  # under the home, next to the world it was built from
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_log(home: Path, rows: int, say=print) -> Path:
+    """A prediction log of the last `rows` payments, as the server would have written it."""
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks._world import build_world
+    from features.store import open_store
+    from fraudlab.settings import Settings
+    from pipelines.registry import CHAMPION, connect, load_version
+    from pipelines.training_set import TimeSplit, build_training_frame
+    from serving.prediction_log import PredictionLog, count_rows, features_json
+    from serving.scoring import ServingModel
+
+    path = home / LOG_NAME
+    if path.exists() and count_rows(path) == rows:
+        say(f"reusing the prediction log {path}")
+        return path
+    path.unlink(missing_ok=True)
+    world = build_world(Settings(home=home), say)
+    settings = world.settings
+    started = time.perf_counter()
+    tx = pd.read_parquet(settings.transactions_path).sort_values("event_timestamp").tail(rows)
+    since = tx["event_timestamp"].iloc[0]
+    until = tx["event_timestamp"].iloc[-1] + pd.Timedelta(microseconds=1)
+    split = TimeSplit(since, since, since, until, until, pd.Timedelta(0))  # all of it "test"
+    frame = build_training_frame(open_store(settings), tx, split, "pit")
+    client = connect(settings)
+    name = settings.training.model_name
+    registered = load_version(client, name, world.champion)
+    champion = ServingModel.from_registered(name, registered)
+    from pipelines.models import score
+
+    matrix = frame[champion.features].to_numpy(np.float64, na_value=np.nan)
+    frame["score"] = score(registered.model, matrix)  # the same numbers serving computes
+    log = PredictionLog(path, flush_seconds=0.2, batch_rows=5_000)
+    for record, vector in zip(frame.to_dict("records"), matrix.tolist(), strict=True):
+        features = dict(zip(champion.features, vector, strict=True))
+        log.append(
+            {
+                "request_id": f"bench-{record['transaction_id']}",
+                "transaction_id": str(record["transaction_id"]),
+                "event_timestamp": record["event_timestamp"].isoformat(),
+                "logged_at": 0.0,
+                "customer_id": int(record["customer_id"]),
+                "terminal_id": int(record["terminal_id"]),
+                "amount": float(record["amount"]),
+                "route": "champion",
+                "model_alias": CHAMPION,
+                "model_version": champion.version,
+                "score": float(record["score"]),
+                "decision": champion.decide(float(record["score"])),
+                "champion_version": champion.version,
+                "challenger_version": None,
+                "fallback": 0,
+                "fallback_features": "",
+                "features": features_json(features),
+                "features_ms": 0.3,
+                "model_ms": 0.05,
+                "total_ms": 1.0,
+            }
+        )
+    log.close()
+    say(f"logged {count_rows(path):,} requests in {time.perf_counter() - started:.0f} s")
+    return path
+
+
+def run_jobs(home: str, log_name: str) -> dict[str, float]:
+    """One monitor run over the whole log; runs in a fresh process."""
+    os.environ["FRAUDLAB_HOME"] = home
+    import pandas as pd
+
+    from features.store import open_store
+    from fraudlab.settings import Settings
+    from monitoring.drift import run_drift
+    from monitoring.reference import load_reference
+    from monitoring.skew import run_skew
+    from monitoring.window import Window, read_predictions
+
+    settings = Settings(home=Path(home))
+    out_dir = Path(home) / "monitor_bench_reports"
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    window = Window.of("2000-01-01", "2100-01-01")  # the whole log
+    predictions = read_predictions(Path(home) / log_name, window)
+    timings["read_s"] = time.perf_counter() - started
+    t = time.perf_counter()
+    version, reference = load_reference(settings)
+    features = [c for c in reference.columns if c != "score"]
+    timings["reference_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    drift = run_drift(predictions, reference, features, out_dir)
+    timings["drift_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    skew = run_skew(open_store(settings), predictions, features, out_dir)
+    timings["skew_s"] = time.perf_counter() - t
+    timings["performance_s"] = float("nan")
+    if importlib.util.find_spec("monitoring.performance") is not None:
+        from monitoring.performance import run_performance
+        from pipelines.train import load_inputs
+
+        t = time.perf_counter()
+        transactions = load_inputs(settings)
+        timings["inputs_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        now = predictions["event_timestamp"].max() + pd.Timedelta(microseconds=1)
+        performance = run_performance(
+            predictions, transactions, now, review_cost=settings.training.review_cost
+        )
+        timings["performance_s"] = time.perf_counter() - t
+        print(f"  performance: {performance.status}: {performance.summary[:160]}")
+    timings["total_s"] = time.perf_counter() - started
+    timings["rows"] = float(len(predictions))
+    timings["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
+    print(f"  champion v{version}; drift: {drift.status}: {drift.summary}")
+    print(f"  drift compared {drift.details['compared_rows']:,} of {len(predictions):,} rows")
+    print(f"  skew: {skew.status}: {skew.summary}")
+    return timings
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))  # `benchmarks._world`; spawned children inherit the path
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="logged requests")
+    parser.add_argument("--home", type=Path, help="build or reuse the world here (kept)")
+    args = parser.parse_args()
+    home = args.home.resolve() if args.home else Path(tempfile.mkdtemp(prefix="monitor_bench_"))
+    os.environ["FRAUDLAB_HOME"] = str(home)  # before fraudlab imports: definitions read it
+    try:
+        log = build_log(home, args.rows)
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            t = pool.submit(run_jobs, str(home), log.name).result()
+    finally:
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)
+    if t["performance_s"] != t["performance_s"]:
+        print("  performance_s=nan: monitoring/performance.py (run_performance) is absent")
+    parts = ("read_s", "reference_s", "inputs_s")
+    print("  " + " ".join(f"{k}={t[k]:.2f}" for k in parts if k in t))
+    print(
+        f"monitor rows={t['rows']:.0f} drift_s={t['drift_s']:.2f} skew_s={t['skew_s']:.2f} "
+        f"performance_s={t['performance_s']:.2f} total_s={t['total_s']:.2f} "
+        f"peak_mb={t['peak_mb']:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

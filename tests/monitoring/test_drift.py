@@ -1,0 +1,110 @@
+"""The drift job stays quiet on healthy traffic and alerts on a real shift.
+
+The healthy-traffic checks compare against a steady-state reference (the champion's
+scores on days 41..55, after every 30-day window has filled), sized like production's
+5,000 rows so Evidently picks the same tests it picks in production. The champion's own
+reference sample from MLflow is used as well: in this small test world the model
+trained on days 10..20, before the 30-day windows had filled, and the drift job must
+say so.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from fraudlab.errors import MissingInput
+from monitoring.drift import run_drift
+from monitoring.reference import load_reference
+from monitoring.window import Window, read_predictions
+from pipelines.training_set import with_request_features
+from tests.conftest import World
+from tests.monitoring.conftest import MonitorWorld, served_features, write_log
+
+HEALTHY_DAYS = (55, 58, 61, 64, 67)  # five one-day windows, weekdays and weekends
+SHIFTED_DAY = 70
+
+
+def with_scores(frame: pd.DataFrame, mw: MonitorWorld) -> pd.DataFrame:
+    rows = frame[mw.champion.features].to_numpy("float64")
+    return frame.assign(score=[mw.champion.score(row) for row in rows])
+
+
+@pytest.fixture(scope="module")
+def steady_reference(world: World, monitor_world: MonitorWorld) -> pd.DataFrame:
+    mw = monitor_world
+    frame = served_features(world, mw.day(41), mw.day(55)).sample(n=5_000, random_state=0)
+    return with_scores(frame, mw)[[*mw.champion.features, "score"]].reset_index(drop=True)
+
+
+def day_of_traffic(world, mw, log_path, day, corrupt=lambda frame: frame) -> pd.DataFrame:
+    write_log(log_path, corrupt(served_features(world, mw.day(day), mw.day(day + 1))), mw.champion)
+    return read_predictions(log_path, Window.of(mw.day(day), mw.day(day + 1)))
+
+
+def test_healthy_traffic_rarely_alerts(world, monitor_world, steady_reference, tmp_path):
+    mw = monitor_world
+    statuses = []
+    for day in HEALTHY_DAYS:
+        window = day_of_traffic(world, mw, tmp_path / f"log_{day}.sqlite", day)
+        finding = run_drift(window, steady_reference, mw.champion.features, tmp_path / str(day))
+        statuses.append(finding.status)
+        assert finding.details["seconds"] < 10
+    assert statuses.count("alert") <= 1, statuses
+
+
+def test_tripled_amounts_alert_with_the_drifted_columns_named(
+    world, monitor_world, steady_reference, log_path, tmp_path
+):
+    mw = monitor_world
+
+    def tripled(frame: pd.DataFrame) -> pd.DataFrame:
+        return with_request_features(frame.assign(amount=frame["amount"] * 3))
+
+    window = day_of_traffic(world, mw, log_path, SHIFTED_DAY, tripled)
+    finding = run_drift(window, steady_reference, mw.champion.features, tmp_path, max_rows=1_000)
+    assert finding.status == "alert"
+    assert {"amount", "log_amount"} <= set(finding.details["drifted_features"])
+    assert "customer_tx_count_7d" not in finding.details["drifted_features"]
+    assert finding.metrics["score_drift"] == 1.0
+    assert finding.metrics["drifted_features"] == len(finding.details["drifted_features"])
+    columns = {row["column"]: row for row in finding.details["columns"]}
+    assert set(columns) == {*mw.champion.features, "score"}
+    amount = columns["amount"]
+    assert amount["drifted"] and amount["statistic"] >= amount["threshold"]
+    assert amount["method"].startswith("Wasserstein") and amount["statistic_kind"] == "distance"
+    assert finding.details["compared_rows"] == 1_000 < finding.details["current_rows"]
+    assert "seed" in finding.details["subsample"]
+    assert (tmp_path / "drift.html").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "drift.json").read_text())
+    assert saved["metrics"] == finding.metrics
+
+
+def test_too_few_requests_is_insufficient_data(monitor_world, steady_reference, tmp_path):
+    few = steady_reference.head(50)
+    finding = run_drift(few, steady_reference, monitor_world.champion.features, tmp_path)
+    assert finding.status == "insufficient_data"
+    assert (tmp_path / "drift.json").exists()
+
+
+def test_champion_reference_from_mlflow(world, monitor_world, log_path, tmp_path):
+    mw = monitor_world
+    version, reference = load_reference(mw.settings)
+    assert version == mw.champion.version
+    assert list(reference.columns) == [*mw.champion.features, "score"]
+    assert len(reference) == mw.settings.training.reference_sample_rows
+    window = day_of_traffic(world, mw, log_path, SHIFTED_DAY)
+    finding = run_drift(window, reference, mw.champion.features, tmp_path)
+    columns = {row["column"]: row for row in finding.details["columns"]}
+    assert columns["amount"]["statistic_kind"] == "p_value"  # 500 rows: Evidently picks K-S
+    if mw.settings.training.warmup_days < 30:  # trained before 30-day windows filled
+        assert {"customer_tx_count_30d", "terminal_tx_count_30d"} <= set(
+            finding.details["drifted_features"]
+        )
+
+
+def test_missing_reference_is_a_clear_error(monitor_world):
+    with pytest.raises(MissingInput, match="alias 'retired'"):
+        load_reference(monitor_world.settings, alias="retired")
