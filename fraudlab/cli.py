@@ -62,9 +62,11 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
 
 def quiet_libraries() -> None:
     """Library chatter (deprecations, MLflow's info lines) hides what our commands say."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.simplefilter("ignore")
+    # Some libraries re-enable their own warnings on import; drop them at display time.
+    warnings.showwarning = lambda *args, **kwargs: None
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for child processes (the API)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "feast", "py4j"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

@@ -29,6 +29,7 @@ import pandas as pd
 from fraudlab.errors import MissingInput
 from monitoring.findings import Finding
 
+WEEKEND = "is_weekend"  # weekly seasonality: matched, not tested for drift
 SCORE = "score"
 MAX_CURRENT_ROWS = 20_000  # Evidently's cost grows with rows; 20k pins a share to +-0.7%
 SUBSAMPLE_SEED = 0  # fixed, so a rerun over the same window gives the same report
@@ -70,13 +71,15 @@ def run_drift(
     compared = current
     if len(current) > max_rows:
         compared = current.sample(n=max_rows, random_state=SUBSAMPLE_SEED)
-    table, snapshot = _compare(compared, reference[columns])
+    reference, seasonality = matched_to_week(reference[columns], compared)
+    table, snapshot = _compare(compared, reference)
     out_dir.mkdir(parents=True, exist_ok=True)
     if snapshot is not None:
         snapshot.save_html(str(out_dir / "drift.html"))
     finding = _finding(table, features, drift_share_alert)
     finding.details |= {
         "reference_rows": len(reference),
+        "seasonality": seasonality,
         "current_rows": len(current),
         "compared_rows": len(compared),
         "subsample": (
@@ -90,6 +93,34 @@ def run_drift(
     if snapshot is not None:
         finding.reports.append(str(out_dir / "drift.html"))
     return _write(out_dir, finding)
+
+
+def matched_to_week(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The reference resampled to the window's share of weekend payments.
+
+    Payments (and so scores) differ between weekdays and weekends; the reference spans
+    weeks, a one-day window does not. Without this, every Saturday is "score drift".
+    Weekly seasonality is known structure, not drift, so it is matched, not tested.
+    """
+    if WEEKEND not in reference.columns or WEEKEND not in current.columns:
+        return reference, "not matched (no is_weekend column)"
+    share = float(current[WEEKEND].mean())
+    weekend, weekday = reference[reference[WEEKEND] == 1], reference[reference[WEEKEND] == 0]
+    if (share > 0 and weekend.empty) or (share < 1 and weekday.empty):
+        return reference, "not matched (the reference lacks weekend or weekday rows)"
+    n_weekend = round(len(reference) * share)
+    parts = [
+        weekend.sample(n=n_weekend, replace=n_weekend > len(weekend), random_state=0)
+        if n_weekend
+        else weekend.head(0),
+        weekday.sample(
+            n=len(reference) - n_weekend,
+            replace=len(reference) - n_weekend > len(weekday),
+            random_state=0,
+        ),
+    ]
+    matched = pd.concat(parts, ignore_index=True)
+    return matched, f"reference resampled to the window's weekend share ({share:.0%})"
 
 
 def logged_values(predictions: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

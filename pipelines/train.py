@@ -243,7 +243,8 @@ def _train_one(
         metrics = classification_metrics(test, test_scores, thresholds, t.review_cost)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         _log_figures(kind, test, test_scores, model, features)
-        _log_reference_sample(model, parts["train"], features, t.reference_sample_rows)
+        held_out = pd.concat([parts["validation"], parts["test"]])
+        _log_reference_sample(model, held_out, features, t.reference_sample_rows)
         tags = {
             "flavor": "lightgbm" if kind == "lightgbm" else "sklearn",
             "features": ",".join(features),
@@ -283,9 +284,14 @@ def _train_one(
     return outcome
 
 
-def _log_reference_sample(model, train: pd.DataFrame, features: list[str], rows: int) -> None:
-    """The training features (and scores) the drift jobs compare live traffic against."""
-    sample = train.sample(n=min(rows, len(train)), random_state=0)[features].copy()
+def _log_reference_sample(model, held_out: pd.DataFrame, features: list[str], rows: int) -> None:
+    """The features and scores the drift jobs compare live traffic against.
+
+    Taken from the held-out periods (validation and test), not the training rows: a
+    model's scores on the rows it was fitted to are not what it will produce on new
+    traffic, and the most recent period is the closest to what serving sees next.
+    """
+    sample = held_out.sample(n=min(rows, len(held_out)), random_state=0)[features].copy()
     sample["score"] = score(model, _matrix(sample, features))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / REFERENCE_SAMPLE

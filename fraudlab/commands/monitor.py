@@ -86,7 +86,8 @@ def findings_table(run: MonitorRun) -> Table:
     table = Table("job", "status", "summary", title=f"findings {run.since} .. {run.until}")
     for f in run.findings:
         colour = {"ok": "green", "alert": "red"}.get(f["status"], "yellow")
-        table.add_row(f["job"], f"[{colour}]{f['status']}[/]", f["summary"])
+        summary = f["summary"] if len(f["summary"]) <= 240 else f["summary"][:239] + "…"
+        table.add_row(f["job"], f"[{colour}]{f['status']}[/]", summary)
     return table
 
 
