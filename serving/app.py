@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +20,20 @@ from serving.schemas import ScoreRequest, ScoreResponse, ValidationErrorBody
 from serving.service import ScoringService
 
 
+def tune_for_latency() -> None:
+    """Two interpreter settings that cut the request path's tail, set once at startup.
+
+    gc.freeze(): the hundreds of thousands of objects MLflow, Feast and LightGBM leave
+    behind at startup never die; frozen, a full collection no longer walks them (a
+    multi-millisecond pause otherwise). A 1 ms switch interval: the shadow scorer and the
+    log writer are background threads; with Python's default 5 ms, a request that needs
+    the GIL back can wait that long behind them.
+    """
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(0.001)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -26,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service = ScoringService(settings)
         service.start()
         app.state.service = service
+        tune_for_latency()
         try:
             yield
         finally:
