@@ -31,13 +31,12 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -159,53 +158,14 @@ def drive(
 # ---- servers: uvicorn child processes ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
-def uvicorn_server(app: str, env: dict[str, str], log_dir: Path):
+def uvicorn_server(app: str, env: dict[str, str], log_dir: Path) -> Iterator[int]:
     """One uvicorn worker serving `app`; yields its port once /readyz answers 200."""
-    port = _free_port()
-    log_path = log_dir / f"{app.split(':')[0]}.log"
-    command = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--log-level", "warning"]
-    with open(log_path, "ab") as log:
-        child = subprocess.Popen(
-            [*command, "--no-access-log"],
-            cwd=ROOT,
-            env=os.environ | env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_ready(child, port, log_path)
-        yield port
-    finally:
-        child.terminate()  # uvicorn shuts down gracefully: the prediction log is flushed
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    from serving.process import running_server  # after _fix_import_path: see main()
 
-
-def _wait_ready(child: subprocess.Popen, port: int, log_path: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"server exited with {child.returncode}:\n{tail}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"server not ready after {timeout:.0f} s; see {log_path}")
+    log_file = log_dir / f"{app.split(':')[0]}.log"
+    with running_server(env, app=app, log_file=log_file, ready_timeout=180, cwd=ROOT) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def set_routing(port: int, token: str, routing: dict[str, object]) -> None:

@@ -30,16 +30,18 @@ def running_server(
     workers: int = 1,
     ready_timeout: float = 90.0,
     log_file: Path | None = None,
+    app: str = "serving.app:create_app",
+    cwd: Path | None = None,
 ) -> Iterator[str]:
-    """Start `uvicorn serving.app:create_app` on loopback; yield its URL; stop it (SIGTERM,
-    so the prediction log flushes) on exit."""
+    """Start uvicorn with the app factory `app` on loopback; yield its URL once /readyz
+    answers 200; stop it with SIGTERM (so the prediction log flushes) on exit."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         sys.executable,
         "-m",
         "uvicorn",
-        "serving.app:create_app",
+        app,
         "--factory",
         "--host",
         "127.0.0.1",
@@ -53,7 +55,7 @@ def running_server(
     ]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
-        command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+        command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
     )
     try:
         _wait_ready(url, process, ready_timeout)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from typing import Any
 import httpx
 
 from fraudlab.settings import Settings
+from serving.process import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 120  # imports of MLflow, Feast and LightGBM dominate on a busy machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
