@@ -9,9 +9,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.schemas import ReloadResult, RoutingState, RoutingUpdate
+from serving.schemas import ReloadResult, RoutingState, RoutingUpdate, ValidationErrorBody
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    responses={
+        401: {"description": "no bearer token"},
+        403: {"description": "wrong token"},
+        404: {"description": "admin endpoints are off (no token configured)"},
+        422: {"model": ValidationErrorBody},
+    },
+)
 _bearer = HTTPBearer(auto_error=False)
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraudlab.errors import ModelUnavailable
 from fraudlab.settings import Settings, get_settings
@@ -66,6 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for err in exc.errors()
         ]
         return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body it cannot decode at all (not UTF-8, not JSON) with a
+        # 400; ours is one convention for every bad payload: 422 naming the field.
+        if exc.status_code == 400 and request.url.path == "/v1/score":
+            problem = {"field": "body", "message": "the body is not valid JSON"}
+            return JSONResponse({"detail": [problem]}, status_code=422)
+        return JSONResponse(
+            {"detail": exc.detail},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(ModelUnavailable)
     async def _no_model(_: Request, exc: ModelUnavailable) -> JSONResponse:

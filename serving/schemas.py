@@ -9,7 +9,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from data.schema import MAX_AMOUNT
 
-EntityId = Annotated[int, Field(ge=0, le=2**63 - 1)]  # Feast int64 join keys
+# Strict: JSON `true` is not customer 1. At most 2**53 - 1, the largest integer that
+# every JSON parser keeps exact (Feast's join keys are int64, so they fit).
+EntityId = Annotated[int, Field(ge=0, le=2**53 - 1, strict=True)]
+MIN_AMOUNT = 0.01  # one cent: a smaller positive number is not a payment
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -25,8 +28,15 @@ class ScoreRequest(BaseModel):
     transaction_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
     customer_id: EntityId
     terminal_id: EntityId
-    amount: float = Field(gt=0, lt=MAX_AMOUNT, allow_inf_nan=False)
+    amount: float = Field(ge=MIN_AMOUNT, lt=MAX_AMOUNT, allow_inf_nan=False)
     timestamp: AwareDatetime
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _number_not_boolean(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("amount must be a number, not true or false")
+        return value
 
     @field_validator("timestamp")
     @classmethod
@@ -63,7 +73,7 @@ class ValidationErrorBody(BaseModel):
 
 
 class RoutingUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `0.0` is not `false`
 
     canary_share: float | None = Field(None, ge=0.0, le=1.0)
     shadow: bool | None = None
