@@ -13,12 +13,14 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 ModelKind = Literal["logreg", "lightgbm"]
+Model = Pipeline | lgb.Booster
 Matrix = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int8]
 
@@ -80,14 +82,19 @@ def train_lightgbm(
     )
 
 
-def score(model: Pipeline | lgb.Booster, x: Matrix) -> npt.NDArray[np.float64]:
+def feature_matrix(frame: pd.DataFrame, features: list[str]) -> Matrix:
+    """The model input: `features` in order as float64, NaN for missing."""
+    return frame[features].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def score(model: Model, x: Matrix) -> npt.NDArray[np.float64]:
     """Fraud probability per row, for either kind of model."""
     if isinstance(model, lgb.Booster):
         return np.asarray(model.predict(x, num_iteration=model.best_iteration or None))
     return np.asarray(model.predict_proba(x)[:, 1])
 
 
-def feature_importance(model: Pipeline | lgb.Booster, names: list[str]) -> dict[str, float]:
+def feature_importance(model: Model, names: list[str]) -> dict[str, float]:
     """Gain for LightGBM; absolute standardized coefficient for the baseline."""
     if isinstance(model, lgb.Booster):
         gains = model.feature_importance(importance_type="gain")

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 
 from features.store import feature_service, open_store
 from fraudlab.errors import ConfigError, MissingInput
@@ -23,22 +24,21 @@ from pipelines import plots
 from pipelines.evaluate import (
     GateComparison,
     Thresholds,
-    bootstrap_ap_difference,
     classification_metrics,
     cost_optimal_threshold,
     precision_threshold,
 )
-from pipelines.models import ModelKind, feature_importance, score, train_lightgbm, train_logreg
-from pipelines.registry import (
-    CHALLENGER,
-    CHAMPION,
-    alias_version,
-    code_version,
-    connect,
-    load_version,
-    log_model_version,
-    set_alias,
+from pipelines.gate import offline_gate
+from pipelines.models import (
+    Model,
+    ModelKind,
+    feature_importance,
+    feature_matrix,
+    score,
+    train_lightgbm,
+    train_logreg,
 )
+from pipelines.registry import code_version, connect, log_model_version
 from pipelines.training_set import JoinKind, TimeSplit, build_training_frame, service_features
 
 REFERENCE_SAMPLE = "reference_sample.parquet"  # under the run's reference/ artifacts
@@ -91,25 +91,23 @@ def make_split(settings: Settings, tx: pd.DataFrame, cutoff_day: int) -> TimeSpl
         raise ConfigError(str(exc)) from exc
 
 
-def _matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
-    return frame[features].to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _fit(kind: ModelKind, parts: dict[str, pd.DataFrame], features: list[str], seed: int):
+def _fit(kind: ModelKind, parts: dict[str, pd.DataFrame], features: list[str], seed: int) -> Model:
     train, valid = parts["train"], parts["validation"]
     if kind == "logreg":
-        return train_logreg(_matrix(train, features), train["label"].to_numpy(), seed)
+        return train_logreg(feature_matrix(train, features), train["label"].to_numpy(), seed)
     return train_lightgbm(
-        _matrix(train, features),
+        feature_matrix(train, features),
         train["label"].to_numpy(),
-        _matrix(valid, features),
+        feature_matrix(valid, features),
         valid["label"].to_numpy(),
         features,
         seed,
     )
 
 
-def _log_figures(kind: str, test: pd.DataFrame, scores: np.ndarray, model, features) -> None:
+def _log_figures(
+    kind: str, test: pd.DataFrame, scores: np.ndarray, model: Model, features: list[str]
+) -> None:
     figures = {
         "pr_curve.png": plots.pr_curve(test["label"], scores, f"{kind}: test PR curve"),
         "calibration.png": plots.calibration(test["label"], scores, f"{kind}: calibration"),
@@ -120,36 +118,6 @@ def _log_figures(kind: str, test: pd.DataFrame, scores: np.ndarray, model, featu
     for name, fig in figures.items():
         mlflow.log_figure(fig, f"plots/{name}")
         plt.close(fig)
-
-
-def _gate(
-    client, settings: Settings, test: pd.DataFrame, scores: np.ndarray, outcome: TrainingOutcome
-) -> None:
-    """First version becomes champion; later ones become challenger only if they win."""
-    name = settings.training.model_name
-    champion = alias_version(client, name, CHAMPION)
-    if champion is None:
-        set_alias(client, name, CHAMPION, outcome.version)
-        outcome.alias = CHAMPION
-        outcome.notes.append("no champion yet: this version becomes champion")
-        return
-    incumbent = load_version(client, name, champion)
-    missing = sorted(set(incumbent.features) - set(test.columns))
-    if missing:
-        raise MissingInput(f"champion v{champion} needs features this run lacks: {missing}")
-    champion_scores = score(incumbent.model, _matrix(test, incumbent.features))
-    outcome.gate = bootstrap_ap_difference(
-        test["label"].to_numpy(),
-        scores,
-        champion_scores,
-        settings.training.bootstrap_rounds,
-        seed=settings.simulation.seed,
-    )
-    verdict = "passes" if outcome.gate.candidate_wins else "fails"
-    outcome.notes.append(f"gate {verdict} against champion v{champion}")
-    if outcome.gate.candidate_wins:
-        set_alias(client, name, CHALLENGER, outcome.version)
-        outcome.alias = CHALLENGER
 
 
 def run_training(
@@ -177,39 +145,42 @@ def run_training(
     if join == "naive":  # what the leaky model will really meet: point-in-time features
         pit = build_training_frame(store, tx, split, "pit")
         honest_test = pit[pit["period"] == "test"]
-    client = connect(settings)
+    job = TrainingJob(
+        settings,
+        connect(settings),
+        parts,
+        features,
+        service_name,
+        join,
+        split,
+        fingerprint,
+        honest_test,
+    )
     outcomes = []
     for kind in kinds:
         progress(f"training {kind} on {len(parts['train']):,} payments")
-        outcomes.append(
-            _train_one(
-                client,
-                settings,
-                kind,
-                parts,
-                features,
-                service_name,
-                join,
-                split,
-                fingerprint,
-                honest_test,
-            )
-        )
+        outcomes.append(_train_one(job, kind))
     return outcomes
 
 
-def _train_one(
-    client,
-    settings: Settings,
-    kind: ModelKind,
-    parts,
-    features,
-    service_name,
-    join: JoinKind,
-    split: TimeSplit,
-    fingerprint: str,
-    honest_test: pd.DataFrame | None = None,
-) -> TrainingOutcome:
+@dataclass(frozen=True)
+class TrainingJob:
+    """What every model of one `run_training` call shares."""
+
+    settings: Settings
+    client: MlflowClient
+    parts: dict[str, pd.DataFrame]  # train, validation, test
+    features: list[str]  # the feature service's order: the model's column order
+    service_name: str
+    join: JoinKind
+    split: TimeSplit
+    fingerprint: str
+    honest_test: pd.DataFrame | None  # naive runs: the test period on PIT features
+
+
+def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
+    settings, parts, features, split = job.settings, job.parts, job.features, job.split
+    service_name, join = job.service_name, job.join
     t = settings.training
     with mlflow.start_run(run_name=f"{kind}-{service_name}-{join}") as run:
         mlflow.set_tags(
@@ -231,7 +202,7 @@ def _train_one(
         )
         model = _fit(kind, parts, features, settings.simulation.seed)
         valid, test = parts["validation"], parts["test"]
-        valid_scores = score(model, _matrix(valid, features))
+        valid_scores = score(model, feature_matrix(valid, features))
         review = cost_optimal_threshold(
             valid["label"], valid_scores, valid["amount"], t.review_cost
         )
@@ -239,7 +210,7 @@ def _train_one(
             review,
             precision_threshold(valid["label"], valid_scores, DECLINE_PRECISION, floor=review),
         )
-        test_scores = score(model, _matrix(test, features))
+        test_scores = score(model, feature_matrix(test, features))
         metrics = classification_metrics(test, test_scores, thresholds, t.review_cost)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         _log_figures(kind, test, test_scores, model, features)
@@ -252,7 +223,7 @@ def _train_one(
             "threshold_review": f"{thresholds.review:.6g}",
             "threshold_decline": f"{thresholds.decline:.6g}",
             "training_window": f"{split.train_start:%Y-%m-%d}..{split.cutoff:%Y-%m-%d}",
-            "data_fingerprint": fingerprint,
+            "data_fingerprint": job.fingerprint,
             "join": join,
             "leaky": str(join == "naive").lower(),
             "code_version": code_version(),
@@ -260,9 +231,12 @@ def _train_one(
         example = test[features].head(5).astype("float64")  # serving sends floats, NaN = missing
         version = log_model_version(model, example, t.model_name, tags)
         outcome = TrainingOutcome(kind, version, run.info.run_id, metrics, thresholds)
-        if honest_test is not None:
+        if job.honest_test is not None:
             honest = classification_metrics(
-                honest_test, score(model, _matrix(honest_test, features)), thresholds, t.review_cost
+                job.honest_test,
+                score(model, feature_matrix(job.honest_test, features)),
+                thresholds,
+                t.review_cost,
             )
             outcome.point_in_time_metrics = honest
             mlflow.log_metrics({f"pit_test_{k}": v for k, v in honest.items() if np.isfinite(v)})
@@ -271,7 +245,7 @@ def _train_one(
                 f"{honest['average_precision']:.3f} (leaky test set: "
                 f"{metrics['average_precision']:.3f})"
             )
-        _gate(client, settings, test, test_scores, outcome)
+        _gate(job, test, test_scores, outcome)
         if outcome.gate is not None:
             mlflow.log_metrics(
                 {
@@ -284,7 +258,17 @@ def _train_one(
     return outcome
 
 
-def _log_reference_sample(model, held_out: pd.DataFrame, features: list[str], rows: int) -> None:
+def _gate(
+    job: TrainingJob, test: pd.DataFrame, scores: np.ndarray, outcome: TrainingOutcome
+) -> None:
+    decision = offline_gate(job.client, job.settings, test, scores, outcome.version)
+    outcome.alias, outcome.gate = decision.alias, decision.comparison
+    outcome.notes.append(decision.note)
+
+
+def _log_reference_sample(
+    model: Model, held_out: pd.DataFrame, features: list[str], rows: int
+) -> None:
     """The features and scores the drift jobs compare live traffic against.
 
     Taken from the held-out periods (validation and test), not the training rows: a
@@ -292,7 +276,7 @@ def _log_reference_sample(model, held_out: pd.DataFrame, features: list[str], ro
     traffic, and the most recent period is the closest to what serving sees next.
     """
     sample = held_out.sample(n=min(rows, len(held_out)), random_state=0)[features].copy()
-    sample["score"] = score(model, _matrix(sample, features))
+    sample["score"] = score(model, feature_matrix(sample, features))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / REFERENCE_SAMPLE
         sample.reset_index(drop=True).to_parquet(path, index=False)
