@@ -24,5 +24,7 @@ test: $(STAMP)  ## Run the test suite (production-mode tests use PostgreSQL and 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: $(STAMP)  ## Run the benchmarks (minutes)
+bench: $(STAMP)  ## Run the benchmarks (several minutes; pit_join's file store needs ~16 GB)
 	$(BIN)/python benchmarks/pit_join.py
+	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/monitor.py

@@ -46,7 +46,7 @@ def demo(
     ),
     days: int = typer.Option(2, min=1, max=20, help="Days of traffic to replay after the cutoff."),
 ) -> None:
-    """Run the system end to end: data, features, training and gate, then serve a day."""
+    """Run the system end to end: data, features, training and gate, serving, monitoring."""
     from fraudlab.commands import data, features, replay, train
 
     settings = get_settings()
