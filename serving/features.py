@@ -48,6 +48,7 @@ class OnlineFeatures:
         # get_online_features makes per view, minus its response assembly: 0.08 ms
         # instead of 0.34 ms p50 per lookup (benchmarks/serving.py, SQLite store).
         self._provider = store._get_provider()
+        _fail_fast(self._provider.online_store, store.config.online_store)
         self._views: list[tuple[FeatureView, str, list[str]]] = []
         by_view: dict[str, list[str]] = {}
         for ref in refs:
@@ -107,6 +108,18 @@ class OnlineFeatures:
             return True
         except Exception:
             return False
+
+
+def _fail_fast(online_store: object, config: object) -> None:
+    """redis-py retries a failed command 3 times with 1-10 s backoff: seconds of a blocked
+    request per lookup while Redis is down. One immediate retry (for a connection a
+    restarted server closed), then the explicit fallback."""
+    if getattr(config, "type", None) != "redis":
+        return
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    online_store._get_client(config).set_retry(Retry(NoBackoff(), 1))  # type: ignore[attr-defined]
 
 
 def _number(value: Value | None) -> float:

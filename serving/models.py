@@ -10,6 +10,7 @@ and the old one keeps serving.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -53,6 +54,11 @@ class ModelManager:
         self._thread: threading.Thread | None = None
         self._client: MlflowClient | None = None
         self.load_version: Loader = self._load_from_registry
+        # MLflow's HTTP client retries a dead tracking server for ~4 minutes (7 retries,
+        # backoff x2, 120 s timeout) while refresh() holds the lock: fail the poll fast
+        # instead; the watcher's next poll is the retry. An operator's value wins.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
     def _load_from_registry(self, version: str) -> ServingModel:
         client = connect(self.settings)

@@ -1,0 +1,171 @@
+"""The scoring API while its dependencies fail: Redis (the online store) stops under
+load and comes back; the MLflow tracking server dies and comes back. Every answer
+must stay a 200, degraded answers must say so, and recovery must need no restart.
+
+Run with `pytest -s` to see the measured numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from serving.features import STORE_ERROR
+from tests.reliability.conftest import ProductionWorld
+
+RATE = 50.0  # requests per second the load thread aims at
+OUTAGE_SECONDS = 3.0
+AFTER_SECONDS = 3.0
+RECOVERY_BOUND_SECONDS = 5.0  # restart -> first clean answer, re-materialization included
+MAX_REQUESTS = 2_000  # the load loop's hard bound
+
+
+@dataclass(frozen=True)
+class Answer:
+    sent: float  # time.monotonic() when the request left
+    seconds: float  # how long the answer took
+    status: int  # -1: no HTTP answer at all
+    fallback_features: tuple[str, ...] = ()
+
+    @property
+    def fallback(self) -> bool:
+        return bool(self.fallback_features)
+
+
+@dataclass
+class Load:
+    """Payments sent one after another at about RATE per second from a thread."""
+
+    world: ProductionWorld
+    answers: list[Answer] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="load", daemon=True)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the load thread did not stop"
+
+    def _run(self) -> None:
+        payments = self.world.payments(MAX_REQUESTS)
+        for body in payments:
+            if self.stop.is_set():
+                return
+            sent = time.monotonic()
+            try:
+                response = self.world.api.post("/v1/score", json=body)
+                status = response.status_code
+                features = tuple(response.json()["fallback_features"]) if status == 200 else ()
+            except httpx.HTTPError:
+                status, features = -1, ()
+            self.answers.append(Answer(sent, time.monotonic() - sent, status, features))
+            self.stop.wait(max(0.0, 1 / RATE - (time.monotonic() - sent)))
+
+    def between(self, start: float, end: float) -> list[Answer]:
+        return [a for a in self.answers if start <= a.sent < end]
+
+
+def metric(world: ProductionWorld, name: str, **labels: str) -> float:
+    """One sample of the API's /metrics (0 when it was never incremented)."""
+    text = world.api.get("/metrics").text
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}\{{{re.escape(want)}\}} (\S+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_redis_down_mid_load_gives_fallbacks_not_errors_and_recovers(
+    production_world: ProductionWorld,
+) -> None:
+    world = production_world
+    fallbacks_before = metric(world, "fraudlab_feature_fallbacks_total", reason=STORE_ERROR)
+    with Load(world) as load:
+        time.sleep(2.0)
+        world.redis.stop(signal.SIGKILL)
+        down = time.monotonic()
+        time.sleep(OUTAGE_SECONDS)
+        up = time.monotonic()  # restart begins: from here, answers may be clean again
+        world.redis.start()
+        started = time.monotonic()
+        world.rematerialize()
+        materialized = time.monotonic()
+        time.sleep(AFTER_SECONDS)
+    end = time.monotonic()
+
+    answers = load.answers
+    failures = [a for a in answers if a.status != 200]
+    before, during = load.between(0.0, down), load.between(down, up)
+    after = load.between(up, end)
+    store_errors = [a for a in answers if STORE_ERROR in a.fallback_features]
+    clean_after = [a for a in after if not a.fallback]
+    recovery = clean_after[0].sent - up if clean_after else float("inf")
+    counted = (
+        metric(world, "fraudlab_feature_fallbacks_total", reason=STORE_ERROR) - fallbacks_before
+    )
+    print(
+        f"\n[redis outage] sent={len(answers)} failures={len(failures)} "
+        f"before={len(before)} during={len(during)} after={len(after)} "
+        f"store_error_fallbacks={len(store_errors)} counted_in_metrics={counted:.0f} "
+        f"all_fallbacks={sum(a.fallback for a in answers)} "
+        f"redis_start_s={started - up:.2f} rematerialize_s={materialized - started:.2f} "
+        f"recovery_s={recovery:.2f} "
+        f"max_latency_during_s={max((a.seconds for a in during), default=0):.3f}"
+    )
+    assert not failures, failures[:5]
+    assert before and not any(a.fallback for a in before)
+    assert len(during) >= 5, "too few requests reached the API while Redis was down"
+    assert all(STORE_ERROR in a.fallback_features for a in during), during[:5]
+    assert recovery <= RECOVERY_BOUND_SECONDS
+    last_second = load.between(end - 1.0, end)
+    assert last_second and not any(a.fallback for a in last_second)
+    assert counted == len(store_errors)
+
+
+def test_mlflow_down_keeps_models_and_reload_fails_safe(
+    production_world: ProductionWorld,
+) -> None:
+    world = production_world
+    failures_before = metric(world, "fraudlab_model_reload_failures_total", alias="registry")
+    world.mlflow.stop(signal.SIGKILL)
+    down = time.monotonic()
+
+    statuses = [world.api.post("/v1/score", json=b).status_code for b in world.payments(50)]
+    started = time.monotonic()
+    reload = world.admin("/admin/reload")
+    reload_seconds = time.monotonic() - started
+    failures = metric(world, "fraudlab_model_reload_failures_total", alias="registry")
+    ready = world.api.get("/readyz")
+    print(
+        f"\n[mlflow outage] scored={len(statuses)} non_200={sum(s != 200 for s in statuses)} "
+        f"reload_status={reload.status_code} reload_s={reload_seconds:.2f} "
+        f"reload_failures_delta={failures - failures_before:.0f} readyz={ready.status_code} "
+        f"outage_s={time.monotonic() - down:.2f}"
+    )
+    assert statuses == [200] * len(statuses)
+    assert reload.status_code == 200, reload.text
+    assert reload.json()["loaded"]["champion"] == world.champion
+    assert "registry" in reload.json()["errors"]
+    assert failures > failures_before
+    assert ready.status_code == 200, ready.text
+
+    world.mlflow.start()
+    restarted = time.monotonic()
+    reload = world.admin("/admin/reload")
+    back_seconds = time.monotonic() - restarted
+    print(f"[mlflow back] reload_status={reload.status_code} reload_s={back_seconds:.2f}")
+    assert reload.status_code == 200, reload.text
+    assert reload.json() == {
+        "loaded": {"champion": world.champion, "challenger": None},
+        "errors": {},
+    }
