@@ -44,7 +44,7 @@ def build_log(home: Path, rows: int, say=print) -> Path:
     from fraudlab.settings import Settings
     from pipelines.registry import CHAMPION, connect, load_version
     from pipelines.training_set import TimeSplit, build_training_frame
-    from serving.prediction_log import PredictionLog, count_rows, features_json
+    from serving.prediction_log import PredictionLog, count_rows, prediction_record
     from serving.scoring import ServingModel
 
     path = home / LOG_NAME
@@ -72,28 +72,25 @@ def build_log(home: Path, rows: int, say=print) -> Path:
     for record, vector in zip(frame.to_dict("records"), matrix.tolist(), strict=True):
         features = dict(zip(champion.features, vector, strict=True))
         log.append(
-            {
-                "request_id": f"bench-{record['transaction_id']}",
-                "transaction_id": str(record["transaction_id"]),
-                "event_timestamp": record["event_timestamp"].isoformat(),
-                "logged_at": 0.0,
-                "customer_id": int(record["customer_id"]),
-                "terminal_id": int(record["terminal_id"]),
-                "amount": float(record["amount"]),
-                "route": "champion",
-                "model_alias": CHAMPION,
-                "model_version": champion.version,
-                "score": float(record["score"]),
-                "decision": champion.decide(float(record["score"])),
-                "champion_version": champion.version,
-                "challenger_version": None,
-                "fallback": 0,
-                "fallback_features": "",
-                "features": features_json(features),
-                "features_ms": 0.3,
-                "model_ms": 0.05,
-                "total_ms": 1.0,
-            }
+            prediction_record(
+                request_id=f"bench-{record['transaction_id']}",
+                transaction_id=str(record["transaction_id"]),
+                event_timestamp=record["event_timestamp"],
+                customer_id=int(record["customer_id"]),
+                terminal_id=int(record["terminal_id"]),
+                amount=float(record["amount"]),
+                route="champion",
+                model_alias=CHAMPION,
+                model_version=champion.version,
+                score=float(record["score"]),
+                decision=champion.decide(float(record["score"])),
+                champion_version=champion.version,
+                challenger_version=None,
+                fallback_features=[],
+                features=features,
+                stage_ms=(0.3, 0.05, 1.0),
+                logged_at=0.0,
+            )
         )
     log.close()
     say(f"logged {count_rows(path):,} requests in {time.perf_counter() - started:.0f} s")

@@ -17,6 +17,8 @@ import logging
 import math
 import sqlite3
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,52 @@ def _create(conn: sqlite3.Connection) -> None:
 
 def features_json(values: dict[str, float]) -> str:
     return json.dumps({k: (None if math.isnan(v) else v) for k, v in values.items()})
+
+
+def prediction_record(
+    *,
+    request_id: str,
+    transaction_id: str,
+    event_timestamp: datetime,
+    customer_id: int,
+    terminal_id: int,
+    amount: float,
+    route: str,
+    model_alias: str,
+    model_version: str,
+    score: float,
+    decision: str,
+    champion_version: str | None,
+    challenger_version: str | None,
+    fallback_features: list[str],
+    features: dict[str, float],
+    stage_ms: tuple[float, float, float],  # features, model, total
+    logged_at: float | None = None,
+) -> dict[str, Any]:
+    """One `predictions` row: the one definition the server, the tests' log builders
+    and the monitor benchmark all write."""
+    return {
+        "request_id": request_id,
+        "transaction_id": transaction_id,
+        "event_timestamp": event_timestamp.isoformat(),
+        "logged_at": time.time() if logged_at is None else logged_at,
+        "customer_id": customer_id,
+        "terminal_id": terminal_id,
+        "amount": amount,
+        "route": route,
+        "model_alias": model_alias,
+        "model_version": model_version,
+        "score": score,
+        "decision": decision,
+        "champion_version": champion_version,
+        "challenger_version": challenger_version,
+        "fallback": int(bool(fallback_features)),
+        "fallback_features": ",".join(fallback_features),
+        "features": features_json(features),
+        "features_ms": stage_ms[0],
+        "model_ms": stage_ms[1],
+        "total_ms": stage_ms[2],
+    }
 
 
 class PredictionLog:

@@ -11,7 +11,7 @@ from pipelines.registry import CHALLENGER, CHAMPION
 from serving.features import STORE_ERROR, OnlineFeatures
 from serving.metrics import ServingMetrics
 from serving.models import LoadedModels, ModelManager
-from serving.prediction_log import PredictionLog, features_json
+from serving.prediction_log import PredictionLog, prediction_record
 from serving.routing import RoutingPolicy
 from serving.schemas import ModelRef, ReloadResult, ScoreRequest, ScoreResponse
 from serving.shadow import ShadowJob, ShadowScorer
@@ -159,26 +159,26 @@ class ScoringService:
             reason = STORE_ERROR if STORE_ERROR in vector.fallback else "missing_or_stale"
             m.fallbacks.labels(reason).inc()
         self.log.append(
-            {
-                "request_id": request_id,
-                "transaction_id": request.transaction_id,
-                "event_timestamp": request.timestamp.isoformat(),
-                "logged_at": time.time(),
-                "customer_id": request.customer_id,
-                "terminal_id": request.terminal_id,
-                "amount": request.amount,
-                "route": route,
-                "model_alias": alias,
-                "model_version": version,
-                "score": score,
-                "decision": decision,
-                "champion_version": loaded.champion.version if loaded.champion else None,
-                "challenger_version": loaded.challenger.version if loaded.challenger else None,
-                "fallback": int(bool(vector.fallback)),
-                "fallback_features": ",".join(vector.fallback),
-                "features": features_json(vector.values),
-                "features_ms": (features_done - started) * 1e3,
-                "model_ms": (model_done - features_done) * 1e3,
-                "total_ms": total * 1e3,
-            }
+            prediction_record(
+                request_id=request_id,
+                transaction_id=request.transaction_id,
+                event_timestamp=request.timestamp,
+                customer_id=request.customer_id,
+                terminal_id=request.terminal_id,
+                amount=request.amount,
+                route=route,
+                model_alias=alias,
+                model_version=version,
+                score=score,
+                decision=decision,
+                champion_version=loaded.champion.version if loaded.champion else None,
+                challenger_version=loaded.challenger.version if loaded.challenger else None,
+                fallback_features=vector.fallback,
+                features=vector.values,
+                stage_ms=(
+                    (features_done - started) * 1e3,
+                    (model_done - features_done) * 1e3,
+                    total * 1e3,
+                ),
+            )
         )

@@ -25,7 +25,7 @@ from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION, connect, load_version, set_alias
 from pipelines.train import run_training
 from pipelines.training_set import TimeSplit, build_training_frame
-from serving.prediction_log import COLUMNS, _create, features_json
+from serving.prediction_log import COLUMNS, _create, prediction_record
 from serving.routing import RoutingPolicy
 from serving.scoring import ServingModel
 from tests.conftest import World
@@ -126,28 +126,25 @@ def _log_row(
     challenger: ServingModel | None,
     vector: dict[str, float],
 ) -> tuple:
-    values = {
-        "request_id": request_id,
-        "transaction_id": str(record["transaction_id"]),
-        "event_timestamp": record["event_timestamp"].isoformat(),
-        "logged_at": 0.0,
-        "customer_id": int(record["customer_id"]),
-        "terminal_id": int(record["terminal_id"]),
-        "amount": float(record["amount"]),
-        "route": route,
-        "model_alias": CHALLENGER if route == "canary" else CHAMPION,
-        "model_version": model.version,
-        "score": score,
-        "decision": model.decide(score),
-        "champion_version": champion.version,
-        "challenger_version": challenger.version if challenger else None,
-        "fallback": 0,
-        "fallback_features": "",
-        "features": features_json(vector),
-        "features_ms": 0.3,
-        "model_ms": 0.05,
-        "total_ms": 1.0,
-    }
+    values = prediction_record(
+        request_id=request_id,
+        transaction_id=str(record["transaction_id"]),
+        event_timestamp=record["event_timestamp"],
+        customer_id=int(record["customer_id"]),
+        terminal_id=int(record["terminal_id"]),
+        amount=float(record["amount"]),
+        route=route,
+        model_alias=CHALLENGER if route == "canary" else CHAMPION,
+        model_version=model.version,
+        score=score,
+        decision=model.decide(score),
+        champion_version=champion.version,
+        challenger_version=challenger.version if challenger else None,
+        fallback_features=[],
+        features=vector,
+        stage_ms=(0.3, 0.05, 1.0),
+        logged_at=0.0,
+    )
     return tuple(values[c] for c in COLUMNS)
 
 
