@@ -4,6 +4,7 @@ MLflow store, in temporary folders. Built once per session; tests must not mutat
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from dataclasses import dataclass
 from datetime import date
@@ -70,6 +71,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 @pytest.fixture(scope="session")
 def store(world: World):
     return open_store(world.settings)
+
+
+def reachable(address: tuple[str, int]) -> bool:
+    """Does something accept TCP connections there (a local PostgreSQL, Redis)?"""
+    try:
+        with socket.create_connection(address, timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def services_required() -> bool:

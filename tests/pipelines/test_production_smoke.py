@@ -4,7 +4,6 @@ FRAUDLAB_REQUIRE_SERVICES=1 (CI), where absence is a failure."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -16,25 +15,17 @@ from features.store import apply_definitions, feature_service, materialize, open
 from fraudlab.settings import Settings
 from pipelines.registry import CHAMPION, alias_version, connect
 from pipelines.train import run_training
-from tests.conftest import World, services_required
+from tests.conftest import World, reachable, services_required
 
 POSTGRES = ("127.0.0.1", 5432)
 REDIS = ("127.0.0.1", 6379)
 REDIS_TEST_DB = 7  # keeps test keys away from a demo's online store in db 0
 
 
-def _reachable(address: tuple[str, int]) -> bool:
-    try:
-        with socket.create_connection(address, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def production(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     missing = [
-        name for name, addr in (("PostgreSQL", POSTGRES), ("Redis", REDIS)) if not _reachable(addr)
+        name for name, addr in (("PostgreSQL", POSTGRES), ("Redis", REDIS)) if not reachable(addr)
     ]
     if missing:
         message = f"{' and '.join(missing)} not reachable on localhost"

@@ -9,7 +9,6 @@ per session, so both modules share one training run.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,12 +19,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.store import apply_definitions, materialize
 from fraudlab.settings import Settings
-from pipelines.registry import CHALLENGER, CHAMPION, connect, set_alias
-from pipelines.train import run_training
 from serving.replay import payment_body
 from tests.conftest import TEST_SIMULATION, TEST_TRAINING, World
+from tests.serving.conftest import train_champion_and_challenger
 from tests.serving.live_server import LiveServer, furnish, server_home
 
 CUTOFF_DAY = 65  # train before day 65 of the 75 simulated; the 2 days after it are scored
@@ -58,22 +55,6 @@ class ReliabilityWorld:
         return settings
 
 
-def _train(settings: Settings, day0: pd.Timestamp) -> dict[str, str]:
-    saved_env = dict(os.environ)  # open_store exports FRAUDLAB_* for Feast; undo that
-    try:
-        apply_definitions(settings)
-        materialize(settings, end=(day0 + pd.Timedelta(days=CUTOFF_DAY)).to_pydatetime())
-        outcomes = run_training(settings, ["logreg", "lightgbm"], "fraud_v2")
-        versions = {o.kind: o.version for o in outcomes}
-        client = connect(settings)
-        set_alias(client, settings.training.model_name, CHAMPION, versions["logreg"])
-        set_alias(client, settings.training.model_name, CHALLENGER, versions["lightgbm"])
-        return versions
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
-
-
 _CACHE: dict[str, ReliabilityWorld] = {}  # one training run per session, whichever module asks
 
 
@@ -92,7 +73,7 @@ def reliability_world(world: World, tmp_path_factory: pytest.TempPathFactory) ->
         )
         tx = world.transactions
         day0 = tx["event_timestamp"].min().floor("D")
-        versions = _train(base, day0)
+        versions = train_champion_and_challenger(base, day0, CUTOFF_DAY)
         cutoff = day0 + pd.Timedelta(days=CUTOFF_DAY)
         future = tx[
             (tx["event_timestamp"] >= cutoff) & (tx["event_timestamp"] < cutoff + FUTURE)

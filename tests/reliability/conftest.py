@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from fraudlab.settings import Settings
 from pipelines.train import run_training
 from serving.process import free_port, running_server
 from serving.replay import payment_body
-from tests.conftest import TEST_TRAINING, World, services_required
+from tests.conftest import TEST_TRAINING, World, reachable, services_required
 from tests.serving.live_server import REPO_ROOT, settings_env
 
 POSTGRES = ("127.0.0.1", 5432)
@@ -40,14 +39,6 @@ FUTURE = pd.Timedelta(days=2)  # within the snapshot TTL: the cutoff's features 
 ADMIN_TOKEN = "reliability-admin-token-51c9"
 POLL_SECONDS = 0.5
 START_SECONDS = 60.0  # an MLflow server imports for several seconds on a busy machine
-
-
-def _reachable(address: tuple[str, int]) -> bool:
-    try:
-        with socket.create_connection(address, timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _wait_until(
@@ -174,7 +165,7 @@ def _database(database: str, create: bool) -> None:
 def production_world(
     world: World, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProductionWorld]:
-    if not _reachable(POSTGRES):
+    if not reachable(POSTGRES):
         message = "PostgreSQL not reachable on 127.0.0.1:5432"
         if services_required():
             pytest.fail(f"{message}, and FRAUDLAB_REQUIRE_SERVICES=1")

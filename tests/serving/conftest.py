@@ -65,13 +65,15 @@ class Fleet:
         return [self.api, self.faulty, self.swap, self.plain]
 
 
-def _train(settings: Settings, day0: pd.Timestamp) -> dict[str, str]:
+def train_champion_and_challenger(
+    settings: Settings, day0: pd.Timestamp, cutoff_day: int = SERVING_CUTOFF_DAY
+) -> dict[str, str]:
     """Register logreg (champion) and LightGBM (challenger) on fraud_v2; fill the
     online store with the snapshots of the cutoff day."""
     saved_env = dict(os.environ)  # open_store exports FRAUDLAB_* for Feast; undo that
     try:
         apply_definitions(settings)
-        materialize(settings, end=(day0 + pd.Timedelta(days=SERVING_CUTOFF_DAY)).to_pydatetime())
+        materialize(settings, end=(day0 + pd.Timedelta(days=cutoff_day)).to_pydatetime())
         outcomes = run_training(settings, ["logreg", "lightgbm"], "fraud_v2")
         versions = {o.kind: o.version for o in outcomes}
         client = connect(settings)
@@ -120,7 +122,7 @@ def serving_world(
         fleet.faulty.extra_env["FAULTY_VERSION"] = "2"
         for server in fleet.servers:
             server.start(go_file)
-        versions = _train(base, day0)
+        versions = train_champion_and_challenger(base, day0)
         assert versions["lightgbm"] == "2", versions
         for server in fleet.servers:
             furnish(base, server.settings)
