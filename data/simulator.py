@@ -67,6 +67,7 @@ class SimulationConfig:
     seed: int
     start_date: date
     new_pattern_start_day: int | None = None  # card testing starts here; None = never
+    new_pattern_daily_share: float = CARD_TESTING_DAILY_SHARE  # cards tested per customer-day
 
     def __post_init__(self) -> None:
         for name in ("customers", "terminals", "days"):
@@ -76,6 +77,11 @@ class SimulationConfig:
                 )
         if self.seed < 0:
             raise ConfigError(f"simulation seed must be >= 0, got {self.seed}")
+        if not 0 < self.new_pattern_daily_share <= 1:
+            raise ConfigError(
+                "new pattern daily share must be in (0, 1], got "
+                f"{self.new_pattern_daily_share}"
+            )
         start = self.new_pattern_start_day
         if start is not None and not 0 <= start < self.days:
             raise ConfigError(
@@ -150,7 +156,7 @@ def build_patterns(config: SimulationConfig) -> list[FraudPattern]:
     if config.new_pattern_start_day is not None:
         testing_rng = _rng(config, _SCHEDULE, 1)  # own stream: switching it on changes nothing else
         testing_schedule = Schedule.draw(
-            testing_rng, config.customers, CARD_TESTING_DAILY_SHARE, config.days
+            testing_rng, config.customers, config.new_pattern_daily_share, config.days
         )
         patterns.append(
             CardTesting(testing_schedule, config.terminals, config.new_pattern_start_day)

@@ -30,8 +30,13 @@ data_app = typer.Typer(help="Generate and validate transaction data.", no_args_i
 features_app = typer.Typer(
     help="Build, register and materialize Feast features.", no_args_is_help=True
 )
+scenario_app = typer.Typer(
+    help="Failure stories: inject skew, drift or a bad model and watch the system react.",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
+app.add_typer(scenario_app, name="scenario")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -68,6 +68,9 @@ class ServingSettings(BaseModel):
     log_batch_rows: int = Field(500, ge=1)
     admin_token: str | None = None  # admin endpoints are off when unset
     max_body_bytes: int = Field(4_096, ge=256)  # a payment is ~200 bytes
+    # None (right): a missing feature reaches the model as NaN, as in training. A number
+    # reproduces the classic `fillna(0)` serving bug (scenario skew-missing-default).
+    fill_missing_with: float | None = None
 
 
 class MonitoringSettings(BaseModel):

@@ -39,8 +39,11 @@ class FeatureVector:
 class OnlineFeatures:
     """Looks up the entity features named by `refs` ("view:feature") for one payment."""
 
-    def __init__(self, store: FeatureStore, refs: list[str]) -> None:
+    def __init__(
+        self, store: FeatureStore, refs: list[str], fill_missing_with: float | None = None
+    ) -> None:
         self.store = store
+        self.fill_missing_with = fill_missing_with
         self.refs = refs
         self.names = [ref.split(":", 1)[1] for ref in refs]
         self.ttl_seconds = SNAPSHOT_TTL.total_seconds()
@@ -63,6 +66,11 @@ class OnlineFeatures:
         self, customer_id: int, terminal_id: int, amount: float, event_time: datetime
     ) -> FeatureVector:
         values, fallback = self._entity_values(customer_id, terminal_id, event_time)
+        if self.fill_missing_with is not None:  # the deliberate defect, see settings
+            values = {
+                name: self.fill_missing_with if np.isnan(value) else value
+                for name, value in values.items()
+            }
         computed = request_features(
             np.array([amount]),
             np.array([int(event_time.timestamp())]),

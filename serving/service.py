@@ -64,7 +64,9 @@ class ScoringService:
                 refs += [f"{projection.name}:{f.name}" for f in projection.features]
         if not any(ref.endswith(":customer_mean_amount_30d") for ref in refs):
             refs.append("customer_spending:customer_mean_amount_30d")  # request-time ratio
-        self.online = OnlineFeatures(self.store, sorted(set(refs)))
+        self.online = OnlineFeatures(
+            self.store, sorted(set(refs)), self.settings.serving.fill_missing_with
+        )
         for alias in (CHAMPION, CHALLENGER):
             model = loaded.get(alias)
             self.metrics.model_version.labels(alias).set(int(model.version) if model else 0)

@@ -6,6 +6,7 @@ import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import typer
 from rich.rule import Rule
@@ -45,27 +46,35 @@ def demo(
         400.0, min=0.0, help="Requests per second in the replay (0 = as fast as possible)."
     ),
     days: int = typer.Option(2, min=1, max=20, help="Days of traffic to replay after the cutoff."),
+    scenario: str = typer.Option(
+        "skew-amount-units", help="The failure story the tour ends with (`scenario list`)."
+    ),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where the scenario's report goes."),
 ) -> None:
-    """Run the system end to end: data, features, training and gate, serving, monitoring."""
+    """The full tour: data, features, training and gate, serving, monitoring, then one
+    failure story (a scenario) with its report."""
     from fraudlab.commands import data, features, replay, train
+    from scenarios.catalog import get_scenario
+
+    get_scenario(scenario)  # an unknown name fails now, not after the first seven steps
 
     settings = get_settings()
     if fresh and settings.profile == "embedded":
         _fresh_start(settings)
     console.print(f"working folder: {settings.home} (profile: {settings.profile})")
     _step(
-        "1/7 simulate payments with delayed chargebacks",
+        "1/8 simulate payments with delayed chargebacks",
         lambda: data.generate_command(None, None, None, None, None, None, None),
     )
-    _step("2/7 batch feature pipeline: daily snapshots", features.build)
-    _step("3/7 feast apply: register entities, views, services", features.apply)
+    _step("2/8 batch feature pipeline: daily snapshots", features.build)
+    _step("3/8 feast apply: register entities, views, services", features.apply)
     cutoff = cutoff_time(settings)
     _step(
-        f"4/7 feast materialize: the online store as of the cutoff ({cutoff:%Y-%m-%d})",
+        f"4/8 feast materialize: the online store as of the cutoff ({cutoff:%Y-%m-%d})",
         lambda: features.materialize(cutoff.isoformat(), None),
     )
     _step(
-        "5/7 train baseline and LightGBM, register, gate",
+        "5/8 train baseline and LightGBM, register, gate",
         lambda: train.train(None, train.ModelChoice.both, train.JoinChoice.pit, None),
     )
 
@@ -87,7 +96,7 @@ def demo(
                 )
         console.print(f"every answer is in the prediction log: {settings.prediction_log_path}")
 
-    _step(f"6/7 serve: replay {days} day(s) after the cutoff through the API", serve_days)
+    _step(f"6/8 serve: replay {days} day(s) after the cutoff through the API", serve_days)
 
     def monitor_last_day() -> None:
         from fraudlab.commands import monitor
@@ -98,8 +107,26 @@ def demo(
         )
         console.print("decision log: `fraudlab monitor status`")
 
-    _step("7/7 monitor: drift, skew, delayed-label performance, canary, policy", monitor_last_day)
-    console.print(f"\nMLflow UI: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/]")
+    _step("7/8 monitor: drift, skew, delayed-label performance, canary, policy", monitor_last_day)
+
+    reports: list[Path] = []
+
+    def break_it() -> None:
+        from fraudlab.commands.scenario import run_and_report
+
+        _, report = run_and_report(scenario, "small", 11, runs_dir)
+        reports.append(report)
+
+    _step(f"8/8 break it on purpose: scenario {scenario}", break_it)
+    console.print(Rule("[bold]where to look next"))
+    console.print(
+        f"scenario report (plots, timeline, what to say in a design round): [bold]{reports[0]}[/]"
+    )
+    console.print(f"MLflow UI: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/]")
+    console.print(
+        "decision log: [bold]fraudlab monitor status[/]; other stories: "
+        "[bold]fraudlab scenario list[/]"
+    )
 
 
 def cutoff_time(settings: Settings) -> datetime:

@@ -1,0 +1,84 @@
+"""`fraudlab scenario list|run`: one failure story end to end, with a timeline report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fraudlab.cli import console, scenario_app, user_errors
+
+
+@scenario_app.command("list")
+@user_errors
+def list_command() -> None:
+    """The failure stories, what each breaks and who should catch it."""
+    from scenarios.catalog import SCENARIOS
+
+    table = Table("name", "what it shows", "caught by", "policy", "days (small/full)")
+    for s in SCENARIOS.values():
+        table.add_row(
+            s.name,
+            s.title,
+            s.detector or "(nothing to catch)",
+            " then ".join(s.expected_actions) or "-",
+            f"{s.days}/{s.full_days or s.days}",
+        )
+    console.print(table)
+    console.print("run one: [bold]fraudlab scenario run NAME[/] (see --help)")
+
+
+@scenario_app.command("run")
+@user_errors
+def run_command(
+    name: str = typer.Argument(..., help="A scenario from `fraudlab scenario list`."),
+    scale: str = typer.Option(
+        "small", help="small: 600 customers (~1.2k payments a day); full: 2,000 (~4k a day)."
+    ),
+    seed: int = typer.Option(11, min=0, help="Seed of the simulated world."),
+    runs_dir: Path = typer.Option(
+        Path("runs"), help="Where runs/<scenario>/<timestamp>/ are written."
+    ),
+) -> None:
+    """Run one scenario through the real API and monitor; write report.md, plots and
+    summary.json under runs/<scenario>/<timestamp>/. Exits 1 if the story did not hold."""
+    from fraudlab.errors import ConfigError
+    from scenarios.catalog import get_scenario
+    from scenarios.world import SCALES
+
+    scenario = get_scenario(name)
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    summary, report = run_and_report(scenario.name, scale, seed, runs_dir)  # type: ignore[arg-type]
+    console.print(f"\nreport: [bold]{report}[/]")
+    if not all(summary["checks"].values()):
+        raise typer.Exit(1)
+
+
+def run_and_report(name: str, scale: str, seed: int, runs_dir: Path) -> tuple[dict, Path]:
+    """Run, write the report, print the verdict; shared with `fraudlab demo`."""
+    from scenarios.catalog import get_scenario
+    from scenarios.engine import run_scenario
+    from scenarios.report import write_run
+
+    scenario = get_scenario(name)
+    console.print(f"[bold]{scenario.name}[/]: {scenario.title}")
+    result = run_scenario(
+        scenario,
+        scale,
+        seed,
+        runs_dir.resolve(),
+        say=lambda line: console.print(line, highlight=False),  # type: ignore[arg-type]
+    )
+    summary = write_run(result, runs_dir.resolve())
+    table = Table("check", "result", title=f"{scenario.name}: did the story hold?")
+    for check, ok in summary["checks"].items():
+        table.add_row(check.replace("_", " "), "[green]yes[/]" if ok else "[red]no[/]")
+    console.print(table)
+    if summary.get("time_to_detect_hours") is not None:
+        console.print(
+            f"time to detect: {summary['time_to_detect_hours']:g} h of simulated time; "
+            f"actions: {', '.join(a['action'] for a in summary['actions']) or 'none'}"
+        )
+    return summary, result.run_dir / "report.md"

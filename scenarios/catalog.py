@@ -1,0 +1,242 @@
+"""The failure stories: what each breaks, when, who should notice, what should happen.
+
+The expectations here (detector, bound, actions) are what the scenario's test asserts
+and what its report checks the run against, so a story that stops holding fails loudly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from scenarios.faults import (
+    AmountInCents,
+    Fault,
+    LeakyChallenger,
+    MissingAsZero,
+    NewFraudPattern,
+    StaleFeatures,
+    WindowMismatch,
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    days: int  # simulated days of traffic after the champion's training cutoff
+    fault: Fault
+    full_days: int | None = None  # at --scale full, when the story wants longer
+    inject_day: int | None = None  # scenario day the fault starts (at midnight)
+    detector: str | None = None  # the monitor job that should catch it
+    detect_within_hours: float = 0.0  # bound on simulated time from injection to detection
+    expected_actions: tuple[str, ...] = ()  # policy actions that must be taken, in order
+    recovery: str = ""  # what "recovered" means for this story, in words
+    what_broke: str = ""
+    how_it_shows: str = ""
+    design_answer: str = ""
+    tags: tuple[str, ...] = field(default=())
+
+
+_SKEW_ANSWER_TAIL = (
+    "Skew is a code or pipeline defect, not a model problem: no retraining fixes it, so the "
+    "policy pages a human with the feature named, and the fix is a revert. The detector is "
+    "recomputing logged features offline at the same timestamps (monitoring/skew.py); "
+    "drift can hint at it, but cannot tell a broken pipeline from a changed world."
+)
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            name="baseline",
+            title="Healthy traffic: how often does the monitor cry wolf?",
+            days=7,
+            full_days=21,
+            fault=Fault(),
+            recovery="nothing to recover from",
+            what_broke="Nothing. Two weeks of ordinary traffic through the champion.",
+            how_it_shows=(
+                "It should not show at all: every monitor run should find drift, skew, "
+                "performance and the canary within policy. The run records the normal range "
+                "of every monitored figure, the yardstick the incident runs are read against."
+            ),
+            design_answer=(
+                "Before trusting any alert, measure its false-alarm rate on healthy traffic "
+                "and know the normal range of each metric (weekly seasonality, label "
+                "maturity). A monitor that pages every weekend gets muted, and then it "
+                "misses the real incident."
+            ),
+        ),
+        Scenario(
+            name="skew-amount-units",
+            title="Training/serving skew: the gateway starts sending amounts in cents",
+            days=5,
+            fault=AmountInCents(),
+            inject_day=2,
+            detector="skew",
+            detect_within_hours=24,
+            expected_actions=("alert",),
+            recovery="the on-call reverts the gateway change; skew is back within policy",
+            what_broke=(
+                "An upstream release of the payment gateway sends `amount` in cents. The "
+                "API accepts it (a valid positive number) and the model, trained on currency "
+                "units, sees every payment as 100 times larger."
+            ),
+            how_it_shows=(
+                "`amount`, `log_amount` and the ratio to the customer's usual amount differ "
+                "from their offline recomputation on every request (the system of record "
+                "still says units); declines and reviews jump, and input drift fires too."
+            ),
+            design_answer=(
+                "Validate units and ranges at the edge, log the exact feature vector served, "
+                "and compare it with the offline recomputation. " + _SKEW_ANSWER_TAIL
+            ),
+        ),
+        Scenario(
+            name="skew-stale-features",
+            title="Training/serving skew: the materialization job stops",
+            days=5,
+            fault=StaleFeatures(),
+            inject_day=2,
+            detector="skew",
+            detect_within_hours=24,
+            expected_actions=("alert",),
+            recovery="the job is restarted and catches up; skew is back within policy",
+            what_broke=(
+                "The daily job that copies the midnight feature snapshot to the online "
+                "store stops. Nothing errors: the online store keeps answering with "
+                "yesterday's values, and after the TTL (2 days) with none at all."
+            ),
+            how_it_shows=(
+                "The aggregates served (counts and means over 1, 7 and 30 days) disagree "
+                "with their point-in-time values for most customers and terminals; later, "
+                "explicit stale-feature fallbacks."
+            ),
+            design_answer=(
+                "Freshness is a feature property: give every view a TTL, serve staleness "
+                "as an explicit, counted fallback, and alert on the age of the newest "
+                "online row as well as on skew. " + _SKEW_ANSWER_TAIL
+            ),
+        ),
+        Scenario(
+            name="skew-missing-default",
+            title="Training/serving skew: a deploy fills missing features with 0",
+            days=5,
+            fault=MissingAsZero(),
+            inject_day=2,
+            detector="skew",
+            detect_within_hours=24,
+            expected_actions=("alert",),
+            recovery="the deploy is rolled back; skew is back within policy",
+            what_broke=(
+                "A serving release adds `fillna(0)` to the feature vector. Training left "
+                "missing values missing (a customer with no payment yesterday has no "
+                "1-day mean), and the model learned what missing means."
+            ),
+            how_it_shows=(
+                "The features that are legitimately missing for many customers (means over "
+                "short windows) are 0 online and missing offline: only-one-side-missing "
+                "mismatches on the affected features, and nothing else."
+            ),
+            design_answer=(
+                "One definition of the feature vector, including its missing-value "
+                "convention, shared by training and serving (here the model gets NaN both "
+                "ways); parity tests that score the same rows through both paths. "
+                + _SKEW_ANSWER_TAIL
+            ),
+        ),
+        Scenario(
+            name="skew-window-mismatch",
+            title="Training/serving skew: an aggregate computed over another window online",
+            days=5,
+            fault=WindowMismatch(),
+            inject_day=2,
+            detector="skew",
+            detect_within_hours=24,
+            expected_actions=("alert",),
+            recovery="the online job is fixed; skew is back within policy",
+            what_broke=(
+                "A separate online job (think: a streaming rewrite) computes "
+                "`customer_mean_amount_7d` over the last 3 days, while the offline table "
+                "the model trained on uses 7. Both look like plausible means."
+            ),
+            how_it_shows=(
+                "Only `customer_mean_amount_7d` mismatches its offline value, on most "
+                "customers; its drift test may stay quiet, because the two windows have "
+                "similar distributions: only a row-by-row comparison sees it."
+            ),
+            design_answer=(
+                "Define each aggregate once (Feast view + one batch job feeding both stores) "
+                "instead of two implementations; if a streaming path is unavoidable, "
+                "backfill the offline store from it. " + _SKEW_ANSWER_TAIL
+            ),
+        ),
+        Scenario(
+            name="drift-new-fraud-pattern",
+            title="Concept drift: a card-testing attack the champion has never seen",
+            days=34,
+            fault=NewFraudPattern(),
+            inject_day=1,
+            detector="performance",
+            detect_within_hours=24 * 21,
+            expected_actions=("retrain", "promote"),
+            recovery="a retrained challenger wins its canary and is promoted",
+            what_broke=(
+                "Fraudsters start testing stolen cards with bursts of tiny payments at "
+                "random terminals. No pipeline is broken: the world changed, and the "
+                "champion approves the new fraud because tiny amounts look safe."
+            ),
+            how_it_shows=(
+                "First in the inputs (more tiny payments, bursts in the counts), then, as "
+                "chargebacks arrive days to weeks later, in matured-label recall. The first "
+                "retrains are refused by the gate while the new pattern's labels have not "
+                "yet matured into a training window; a later one passes, goes to canary and "
+                "is promoted on the paired shadow comparison."
+            ),
+            design_answer=(
+                "Drift alone is a warning: labels decide. With delayed labels, the time to "
+                "recover is bounded by label maturity plus the training calendar, not by "
+                "how fast you can retrain; retrain on a schedule and on matured-label decay, "
+                "gate offline, then canary, and count fraud losses meanwhile (rules or "
+                "velocity features cover the gap)."
+            ),
+        ),
+        Scenario(
+            name="bad-challenger-leaky",
+            title="A bad model: trained with a leaky join, great offline, worse live",
+            days=12,
+            fault=LeakyChallenger(),
+            inject_day=1,
+            detector="canary",
+            detect_within_hours=24 * 10,
+            expected_actions=("rollback",),
+            recovery="the canary is rolled back; the champion decides for everyone again",
+            what_broke=(
+                "A model is trained on a naive join: each payment gets the feature row "
+                "with the terminal's fraud rate as finally known, labels from the future "
+                "included. Its offline test set has the same leak, so it beats the champion "
+                "by a mile and passes the offline gate."
+            ),
+            how_it_shows=(
+                "Live, it sees point-in-time features only. The canary analysis compares "
+                "it with the champion on the same payments (shadow scores) as chargebacks "
+                "arrive, and the interval of the difference in average precision, or a "
+                "guardrail, says roll back."
+            ),
+            design_answer=(
+                "Offline evaluation is only as honest as the join: build training sets "
+                "point-in-time (labels as known at the time), and never promote on offline "
+                "numbers alone: shadow, then a small canary with guardrails and a "
+                "statistical decision on matured labels, with rollback one alias move away."
+            ),
+        ),
+    ]
+}
+
+
+def get_scenario(name: str) -> Scenario:
+    from fraudlab.errors import ConfigError
+
+    if name not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    return SCENARIOS[name]

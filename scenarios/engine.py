@@ -1,0 +1,295 @@
+"""The one runner every scenario shares.
+
+A run builds its own world (data, features, champion) in the run folder, starts the
+real scoring API, and then, day by simulated day: the batch job fills the online store,
+the day's payments go through the API, and at midnight the monitor runs over the day
+and the policy acts (through the registry and the API's admin endpoints). The fault is
+switched on at its injection day; a fault an engineer would revert is reverted the
+morning after the policy's alert. Time is simulated, so a month takes minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from fraudlab.settings import Settings
+from monitoring.actions import ServingAdmin
+from scenarios.catalog import Scenario
+from scenarios.faults import NewFraudPattern
+from scenarios.timeline import DayRecord, Event, monitor_figures, traffic_figures
+from scenarios.world import Scale, WorldSpec, day_start, prepare_world
+from serving.process import running_server
+
+Say = Callable[[str], None]
+REPLAY_CONCURRENCY = 8
+
+
+@dataclass
+class RunContext:
+    """What a fault may touch: the world's settings, stores and the serving admin API."""
+
+    settings: Settings
+    spec: WorldSpec
+    transactions: pd.DataFrame
+    admin: ServingAdmin
+
+    def materialize(self, day: int) -> None:
+        from features.store import materialize
+
+        with quiet_output():
+            materialize(self.settings, end=day_start(self.settings, day, self.spec).to_pydatetime())
+
+    def offline_snapshot(self, view: str, day: int) -> pd.DataFrame:
+        table = pd.read_parquet(self.settings.feature_data_dir / f"{view}.parquet")
+        return table[table["event_timestamp"] == day_start(self.settings, day, self.spec)].copy()
+
+    def write_online(self, view: str, rows: pd.DataFrame) -> None:
+        from features.store import open_store
+
+        with quiet_output():
+            open_store(self.settings).write_to_online_store(view, rows)
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    run_dir: Path
+    settings: Settings
+    spec: WorldSpec
+    records: list[DayRecord]
+    events: list[Event] = field(default_factory=list)
+    world_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def quiet_output() -> Iterator[None]:
+    """Feast prints progress bars and tables; inside a scenario they bury the story."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+class ScoringAPI:
+    """The real API as a child process; a changed configuration is a redeploy."""
+
+    def __init__(self, config_path: Path, settings: Settings) -> None:
+        self.base_env = {
+            "FRAUDLAB_CONFIG": str(config_path),
+            "FRAUDLAB_HOME": str(settings.home),
+            "FRAUDLAB_PROFILE": "embedded",
+        }
+        self.port = settings.serving.port
+        self.log_file = config_path.parent / "serve.log"
+        self.env: dict[str, str] | None = None
+        self._stack = contextlib.ExitStack()
+        self.url = ""
+
+    def deploy(self, fault_env: dict[str, str]) -> bool:
+        """Run with these extra settings; restarts only when they changed."""
+        env = self.base_env | fault_env
+        if env == self.env:
+            return False
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        server = running_server(env=env, port=self.port, log_file=self.log_file)
+        self.url = self._stack.enter_context(server)
+        self.env = env
+        return True
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def run_scenario(
+    scenario: Scenario,
+    scale: Scale,
+    seed: int,
+    runs_root: Path,
+    say: Say = print,
+    world_cache: Path | None = None,
+) -> RunResult:
+    started = time.perf_counter()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = runs_root / scenario.name / stamp
+    run_dir.mkdir(parents=True, exist_ok=False)
+    fault = scenario.fault
+    spec = WorldSpec(
+        scale,
+        seed,
+        new_pattern_day=scenario.inject_day if isinstance(fault, NewFraudPattern) else None,
+        new_pattern_daily_share=fault.daily_share if isinstance(fault, NewFraudPattern) else 1e-3,
+    )
+    cache = world_cache or runs_root / ".worlds"
+    if not (cache / spec.key / "world.yaml").exists():
+        say(f"building the {spec.key} world once: data, features, champion (cached in {cache})")
+    with quiet_output():
+        config_path, settings = prepare_world(spec, run_dir, cache)
+    from pipelines.train import load_inputs
+
+    transactions = load_inputs(settings)
+    result = RunResult(scenario, run_dir, settings, spec, [])
+    result.world_seconds = time.perf_counter() - started
+    ctx = RunContext(settings, spec, transactions, ServingAdmin(settings))
+    api = ScoringAPI(config_path, settings)
+    try:
+        _run_days(scenario, ctx, api, result, say)
+    finally:
+        api.close()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@dataclass
+class _Story:
+    """Where the run is in its story, and the events so far."""
+
+    result: RunResult
+    fixed_day: int | None = None
+    detected: bool = False
+    today: list[Event] = field(default_factory=list)
+
+    def note(self, day: int, at: pd.Timestamp, kind: str, text: str) -> None:
+        event = Event(day, at.isoformat(), kind, text)
+        self.today.append(event)
+        self.result.events.append(event)
+
+
+def _run_days(
+    scenario: Scenario, ctx: RunContext, api: ScoringAPI, result: RunResult, say: Say
+) -> None:
+    from monitoring.policy import load_policy
+
+    policy = load_policy(ctx.settings.monitoring.policy_path)
+    fault, inject = scenario.fault, scenario.inject_day
+    story = _Story(result)
+    days = scenario.full_days if ctx.spec.scale == "full" and scenario.full_days else scenario.days
+    for day in range(days):
+        opens = day_start(ctx.settings, day, ctx.spec)
+        closes = opens + pd.Timedelta(days=1)
+        story.today = []
+        fixed = story.fixed_day is not None and day >= story.fixed_day
+        active = inject is not None and day >= inject and not fixed
+        if day == inject:
+            story.note(day, opens, "injection", scenario.what_broke.split(". ")[0] + ".")
+        if day == story.fixed_day:
+            story.note(day, opens, "fix", "the on-call engineer reverts the change")
+        env = fault.serving_env(active)
+        if api.deploy(env) and day > 0:
+            story.note(day, opens, "deploy", f"scoring API redeployed with {env or 'defaults'}")
+        if text := fault.feed_online_store(ctx, day, active):
+            story.note(day, opens, "note", text)
+        if day == inject and (text := fault.on_inject(ctx, day)):
+            story.note(day, opens, "note", text)
+        clock = time.perf_counter()
+        summary = _replay_day(ctx, api, day, fault.amount_scale(active))
+        replay_s = time.perf_counter() - clock
+        record = _monitor_day(ctx, policy, day, opens, summary)
+        record.seconds = {"replay": replay_s, "monitor": time.perf_counter() - clock - replay_s}
+        for d in record.decisions:
+            if d["taken"] and d["action"] != "alert":
+                story.note(day, closes, "action", f"{d['action']} ({d['rule']}): {d['outcome']}")
+        caught = [d for d in record.decisions if d["job"] == scenario.detector]
+        if caught and not story.detected and inject is not None and day >= inject:
+            story.detected = True
+            story.note(
+                day, closes, "detection", f"{scenario.detector} job, rule {caught[0]['rule']}"
+            )
+            if fault.operator_fix:
+                story.fixed_day = day + 1  # the revert ships the morning after the alert
+        record.events = story.today
+        result.records.append(record)
+        say(_day_line(record))
+
+
+def _replay_day(ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float):
+    from serving.replay import load_payments, replay_payments
+
+    payments = load_payments(ctx.settings, ctx.spec.cutoff_day + day, 1)
+    if amount_scale != 1.0:
+        for body in payments:
+            body["amount"] = round(body["amount"] * amount_scale, 2)
+    summary = replay_payments(api.url, payments, rate=0, concurrency=REPLAY_CONCURRENCY)
+    _wait_for_log(ctx.settings.prediction_log_path, summary.answered, day, ctx)
+    return summary
+
+
+def _wait_for_log(
+    path: Path, answered: int, day: int, ctx: RunContext, timeout: float = 30
+) -> None:
+    """The API writes its log in batches: wait until the day's answers are all in it."""
+    since = day_start(ctx.settings, day, ctx.spec).isoformat()
+    until = day_start(ctx.settings, day + 1, ctx.spec).isoformat()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(path, timeout=30) as conn:
+            (rows,) = conn.execute(
+                "SELECT COUNT(*) FROM predictions "
+                "WHERE event_timestamp >= ? AND event_timestamp < ?",
+                (since, until),
+            ).fetchone()
+        if rows >= answered:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the prediction log holds {rows} of {answered} answers of day {day}")
+
+
+def _monitor_day(ctx, policy, day, opens, summary, events) -> DayRecord:
+    from monitoring.runner import run_monitor
+    from monitoring.window import Window, read_predictions
+
+    window = Window(opens, opens + pd.Timedelta(days=1))
+    requests = read_predictions(ctx.settings.prediction_log_path, window)
+    with quiet_output():
+        run = run_monitor(ctx.settings, window, policy)
+    findings, decisions = monitor_figures(run)
+    last = requests.iloc[-1] if len(requests) else None  # the versions deciding at day's end
+    return DayRecord(
+        day=day,
+        date=opens.isoformat(),
+        requests=summary.requests,
+        errors=summary.error_count,
+        fallbacks=summary.fallbacks,
+        p99_ms=summary.latency_ms["p99"],
+        **traffic_figures(requests, ctx.transactions),
+        champion_version="" if last is None else str(last["champion_version"]),
+        challenger_version="" if last is None else str(last["challenger_version"] or ""),
+        findings=findings,
+        decisions=decisions,
+        events=events,
+    )
+
+
+def _day_line(record: DayRecord) -> str:
+    def job(name: str, metric: str, fmt: str) -> str:
+        status = record.status(name)
+        value = record.metric(name, metric)
+        shown = "-" if value != value else format(value, fmt)
+        flag = "!" if status == "alert" else ""
+        return f"{name} {shown}{flag}"
+
+    actions = [f"{d['action']}{'' if d['taken'] else ' (held)'}" for d in record.decisions]
+    marks = [e.kind for e in record.events if e.kind in ("injection", "fix", "deploy", "detection")]
+    took = "+".join(f"{v:.1f}" for v in record.seconds.values())
+    return (
+        f"({took} s) day {record.day:>2} {record.date[:10]}: {record.requests:,} req, "
+        f"{record.errors} err, {record.fallbacks} fallbacks, "
+        f"review {record.review_rate:.1%}, losses {record.fraud_losses:,.0f} | "
+        + " | ".join(
+            [
+                job("drift", "drift_share", ".0%"),
+                job("skew", "max_mismatch_rate", ".0%"),
+                job("performance", "recall", ".2f"),
+            ]
+        )
+        + (f" | policy: {', '.join(actions)}" if actions else "")
+        + (f" [{', '.join(marks)}]" if marks else "")
+    )

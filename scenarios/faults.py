@@ -1,0 +1,146 @@
+"""What each scenario breaks, and how. A fault is active from its injection day until it
+is fixed (by the on-call engineer after an alert, or never: the system must cope).
+
+Each fault breaks a real part the way it breaks in production: the caller's payload
+(amounts in cents), the batch job that fills the online store (stopped, or computing
+a window its own way), the serving code (a `fillna(0)` deploy), the world (a new attack),
+or the training code (a leaky join). Nothing is simulated inside the monitor: it has to
+find the fault from the prediction log, the feature store and the labels, as it would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from scenarios.engine import RunContext
+
+
+@dataclass(frozen=True)
+class Fault:
+    """No fault: healthy traffic (the baseline)."""
+
+    operator_fix: bool = False  # an on-call engineer reverts it the morning after an alert
+
+    def serving_env(self, active: bool) -> dict[str, str]:
+        """Settings the scoring API runs with (a change restarts it: a deploy)."""
+        return {}
+
+    def amount_scale(self, active: bool) -> float:
+        """What the caller multiplies each amount by before sending it."""
+        return 1.0
+
+    def feed_online_store(self, ctx: RunContext, day: int, active: bool) -> str:
+        """The daily batch job: the midnight snapshot goes to the online store."""
+        ctx.materialize(day)
+        return ""
+
+    def on_inject(self, ctx: RunContext, day: int) -> str:
+        """A one-off action at the injection (e.g. a model goes out); returns a note."""
+        return ""
+
+
+@dataclass(frozen=True)
+class AmountInCents(Fault):
+    """The payment gateway starts sending amounts in cents; the model was trained on units."""
+
+    operator_fix: bool = True
+
+    def amount_scale(self, active: bool) -> float:
+        return 100.0 if active else 1.0
+
+
+@dataclass(frozen=True)
+class StaleFeatures(Fault):
+    """The materialization job stops; the online store keeps serving its last snapshot."""
+
+    operator_fix: bool = True
+
+    def feed_online_store(self, ctx: RunContext, day: int, active: bool) -> str:
+        if active:
+            return "materialization job did not run"
+        return super().feed_online_store(ctx, day, active)
+
+
+@dataclass(frozen=True)
+class MissingAsZero(Fault):
+    """A serving deploy fills missing features with 0; training left them missing (NaN)."""
+
+    operator_fix: bool = True
+
+    def serving_env(self, active: bool) -> dict[str, str]:
+        return {"FRAUDLAB_SERVING__FILL_MISSING_WITH": "0"} if active else {}
+
+
+@dataclass(frozen=True)
+class WindowMismatch(Fault):
+    """The online pipeline computes `customer_mean_amount_7d` over the last 3 days; the
+    offline feature table (what training used) over 7."""
+
+    feature: str = "customer_mean_amount_7d"
+    online_days: int = 3
+    operator_fix: bool = True
+
+    def feed_online_store(self, ctx: RunContext, day: int, active: bool) -> str:
+        ctx.materialize(day)
+        if not active:
+            return ""
+        snapshot = ctx.offline_snapshot("customer_spending", day)
+        recent = recent_mean_amount(
+            ctx.transactions, snapshot["event_timestamp"].iloc[0], self.online_days
+        )
+        snapshot[self.feature] = snapshot["customer_id"].map(recent).astype("float64")
+        ctx.write_online("customer_spending", snapshot)
+        return f"online job wrote {self.feature} over {self.online_days} days"
+
+
+def recent_mean_amount(tx: pd.DataFrame, until: pd.Timestamp, days: int) -> pd.Series:
+    """Mean amount per customer over the payments of [until - days, until)."""
+    since = until - pd.Timedelta(days=days)
+    window = tx[(tx["event_timestamp"] >= since) & (tx["event_timestamp"] < until)]
+    return window.groupby("customer_id")["amount"].mean()
+
+
+@dataclass(frozen=True)
+class NewFraudPattern(Fault):
+    """Card testing starts: bursts of tiny payments on stolen cards, never seen in training.
+    The attack is in the simulated world itself (WorldSpec.new_pattern_day); nobody fixes
+    it, the system has to learn it."""
+
+    daily_share: float = 6e-3  # cards tested per customer and day: ~3.6 bursts a day
+
+
+@dataclass(frozen=True)
+class LeakyChallenger(Fault):
+    """A model trained with the naive join (labels from the future) passes the offline
+    gate on its own leaky test set and goes out as a canary."""
+
+    canary_share: float = 0.3
+
+    def on_inject(self, ctx: RunContext, day: int) -> str:
+        from pipelines.train import run_training
+
+        (outcome,) = run_training(
+            ctx.settings,
+            ["lightgbm"],
+            ctx.settings.training.feature_service,
+            join="naive",
+            cutoff_day=ctx.spec.cutoff_day + day,
+        )
+        if outcome.alias != "challenger":
+            return f"leaky v{outcome.version} was refused by the gate ({outcome.alias})"
+        told = f"{ctx.admin.reload()}; {ctx.admin.set_canary(self.canary_share)}"
+        gate = outcome.gate
+        offline = outcome.metrics["average_precision"]
+        honest = (outcome.point_in_time_metrics or {}).get("average_precision", np.nan)
+        return (
+            f"leaky v{outcome.version} passed the gate (ΔAP {gate.delta_ap:+.3f}, "
+            f"offline AP {offline:.3f}, {honest:.3f} on point-in-time features) "
+            f"and went to a {self.canary_share:.0%} canary; {told}"
+            if gate
+            else f"leaky v{outcome.version} is challenger; {told}"
+        )

@@ -1,0 +1,172 @@
+"""What a run showed, in numbers: time to detect, false alarms, actions, recovery, losses,
+and whether the story held (the checks the scenario's test asserts)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scenarios.engine import RunResult
+from scenarios.timeline import DayRecord, frame
+
+RANGE_COLUMNS = (
+    "drift_share",
+    "skew_max_mismatch",
+    "recall",
+    "precision",
+    "review_rate",
+    "decline_rate",
+    "fraud_losses",
+    "fallback_rate",
+)
+
+
+def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+    scenario, records = result.scenario, result.records
+    inject = scenario.inject_day
+    before = [r for r in records if inject is None or r.day < inject]
+    detection = next((e for e in result.events if e.kind == "detection"), None)
+    injected_at = (
+        None if inject is None else pd.Timestamp(records[0].date) + pd.Timedelta(days=inject)
+    )
+    hours = (
+        (pd.Timestamp(detection.at) - injected_at) / pd.Timedelta(hours=1)
+        if detection and injected_at is not None
+        else None
+    )
+    actions = [
+        {"day": r.day, "at": _monitor_time(r), **d}
+        for r in records
+        for d in r.decisions
+        if d["taken"]
+    ]
+    recovery_day = _recovery_day(result)
+    summary = {
+        "scenario": scenario.name,
+        "scale": result.spec.scale,
+        "seed": result.spec.seed,
+        "days": len(records),
+        "injected_at": injected_at.isoformat() if injected_at is not None else None,
+        "detector_expected": scenario.detector,
+        "detected_at": detection.at if detection else None,
+        "detected_by": detection.text if detection else None,
+        "time_to_detect_hours": hours,
+        "detect_within_hours": scenario.detect_within_hours if scenario.detector else None,
+        "false_alarms": _alarms(before),
+        "actions": actions,
+        "recovered_at": _monitor_time(records[recovery_day]) if recovery_day is not None else None,
+        "recovery": scenario.recovery,
+        "losses": _losses(records, inject, recovery_day, baseline),
+        "normal_ranges": _ranges(before),
+        "wall_clock_seconds": round(result.seconds, 1),
+        "requests": sum(r.requests for r in records),
+        "errors": sum(r.errors for r in records),
+    }
+    summary["checks"] = checks(result, summary)
+    return summary
+
+
+def checks(result: RunResult, summary: dict[str, Any]) -> dict[str, bool]:
+    """The story's own claims, each true or false for this run."""
+    scenario = result.scenario
+    out = {"no_failed_requests": summary["errors"] == 0}
+    if scenario.detector is None:
+        out["no_alarm"] = summary["false_alarms"]["count"] == 0
+        return out
+    hours = summary["time_to_detect_hours"]
+    out["no_false_alarm_before_injection"] = summary["false_alarms"]["count"] == 0
+    out["detected_by_expected_job"] = summary["detected_by"] is not None
+    out["detected_within_bound"] = hours is not None and hours <= scenario.detect_within_hours
+    taken = [a["action"] for a in summary["actions"] if a["action"] != "alert"]
+    alerts = any(
+        a["action"] == "alert" and a["job"] == scenario.detector for a in summary["actions"]
+    )
+    wanted = [a for a in scenario.expected_actions if a != "alert"]
+    out["expected_actions_taken"] = _in_order(wanted, taken) and (
+        "alert" not in scenario.expected_actions or alerts
+    )
+    out["recovered"] = summary["recovered_at"] is not None
+    return out
+
+
+def _in_order(wanted: list[str], taken: list[str]) -> bool:
+    remaining = iter(taken)
+    return all(any(t == w for t in remaining) for w in wanted)
+
+
+def _monitor_time(record: DayRecord) -> str:
+    """A day's monitor runs at the following midnight."""
+    return (pd.Timestamp(record.date) + pd.Timedelta(days=1)).isoformat()
+
+
+def _recovery_day(result: RunResult) -> int | None:
+    scenario, records = result.scenario, result.records
+    if scenario.inject_day is None:
+        return None
+    if scenario.fault.operator_fix:
+        fix = next((e.day for e in result.events if e.kind == "fix"), None)
+        if fix is None:
+            return None
+        ok = [r.day for r in records if r.day >= fix and r.status(scenario.detector or "") == "ok"]
+        return ok[0] if ok else None
+    final = scenario.expected_actions[-1]
+    done = [r.day for r in records for d in r.decisions if d["taken"] and d["action"] == final]
+    return done[0] if done else None
+
+
+def _alarms(records: list[DayRecord]) -> dict[str, Any]:
+    runs = [
+        {"day": r.day, "rules": sorted({d["rule"] for d in r.decisions})}
+        for r in records
+        if r.decisions
+    ]
+    return {"count": len(runs), "monitor_runs": len(records), "runs": runs}
+
+
+def _losses(
+    records: list[DayRecord],
+    inject: int | None,
+    recovery_day: int | None,
+    baseline: dict[str, Any] | None,
+) -> dict[str, Any]:
+    daily = [r.fraud_losses for r in records]
+    if inject is None:
+        return {"total": sum(daily), "per_day": daily}
+    end = recovery_day if recovery_day is not None else len(records) - 1
+    incident = list(range(inject, end + 1))
+    during = sum(daily[d] for d in incident)
+    before = daily[:inject]
+    out: dict[str, Any] = {
+        "per_day": daily,
+        "incident_days": [incident[0], incident[-1]],
+        "during_incident": during,
+        "pre_incident_daily_mean": sum(before) / len(before) if before else math.nan,
+    }
+    base_daily = (baseline or {}).get("losses", {}).get("per_day")
+    if base_daily and len(base_daily) > incident[-1]:
+        base = sum(base_daily[d] for d in incident)
+        out |= {"baseline_same_days": base, "excess_over_baseline": during - base}
+    return out
+
+
+def _ranges(records: list[DayRecord]) -> dict[str, list[float]]:
+    table = frame(records)
+    ranges = {}
+    for column in RANGE_COLUMNS:
+        values = table[column].dropna() if column in table else pd.Series(dtype=float)
+        if len(values):
+            ranges[column] = [round(float(values.min()), 4), round(float(values.max()), 4)]
+    return ranges
+
+
+def latest_baseline(runs_root: Path, scale: str, seed: int) -> dict[str, Any] | None:
+    """The newest baseline run's summary at this scale and seed (same payments)."""
+    for path in sorted((runs_root / "baseline").glob("*/summary.json"), reverse=True):
+        summary = json.loads(path.read_text())
+        if summary.get("scale") == scale and summary.get("seed") == seed:
+            return summary
+    return None

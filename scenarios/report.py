@@ -1,0 +1,165 @@
+"""report.md and summary.json of a run: what broke, how it showed, what caught it,
+what the policy did, what it cost, and what a design-round answer should say."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from scenarios.engine import RunResult
+from scenarios.outcome import latest_baseline, summarize
+from scenarios.plots import plot_skew_features, plot_timeline
+
+
+def write_run(result: RunResult, runs_root: Path) -> dict[str, Any]:
+    """Summary, plots and report into the run folder; returns the summary."""
+    baseline = None
+    if result.scenario.name != "baseline":
+        baseline = latest_baseline(runs_root, result.spec.scale, result.spec.seed)
+    summary = summarize(result, baseline)
+    out = result.run_dir
+    (out / "timeline.json").write_text(
+        json.dumps([r.to_dict() for r in result.records], indent=1, default=str)
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    plot_timeline(result, summary, out / "timeline.png")
+    skew_plot = plot_skew_features(result, out / "skew_features.png")
+    (out / "report.md").write_text(render(result, summary, skew_plot is not None))
+    return summary
+
+
+def _fmt(value: float | None, spec: str = ".1f", missing: str = "-") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return format(value, spec)
+
+
+def render(result: RunResult, summary: dict[str, Any], skew_plot: bool) -> str:
+    s = result.scenario
+    checks = summary["checks"]
+    verdict = "the story held" if all(checks.values()) else "THE STORY DID NOT HOLD"
+    command = f"fraudlab scenario run {s.name} --scale {summary['scale']} --seed {summary['seed']}"
+    lines = [
+        f"# Scenario `{s.name}`: {s.title}",
+        "",
+        f"Reproduce: `{command}` ({summary['days']} simulated days, "
+        f"{summary['requests']:,} requests through the real API, "
+        f"{summary['wall_clock_seconds']:.0f} s wall clock). Verdict: **{verdict}**.",
+        "",
+        "| check | result |",
+        "|---|---|",
+        *[
+            f"| {name.replace('_', ' ')} | {'yes' if ok else '**no**'} |"
+            for name, ok in checks.items()
+        ],
+        "",
+        "## What broke",
+        s.what_broke,
+        "",
+        "## How it showed",
+        s.how_it_shows,
+        "",
+        "## What caught it and what the policy did",
+        *_caught(summary),
+        "",
+        "![timeline](timeline.png)",
+        "",
+        *(["![skew per feature](skew_features.png)", ""] if skew_plot else []),
+        "## What it cost",
+        *_cost(summary),
+        "",
+        "## What a design-round answer should say",
+        s.design_answer,
+        "",
+        "## Day by day",
+        *_table(result),
+        "",
+        "## Events",
+        *[f"- {e.at[:16].replace('T', ' ')} **{e.kind}**: {e.text}" for e in result.events],
+        "",
+        "## Files",
+        "- `summary.json`: the figures above; `timeline.json`: every day's findings and decisions",
+        f"- decision log: `{result.settings.monitoring_dir / 'decisions.jsonl'}`",
+        f"- monitor reports (Evidently HTML, skew, performance, canary JSON): "
+        f"`{result.settings.monitoring_dir / 'runs'}`",
+        f"- the scoring API's log: `{result.run_dir / 'serve.log'}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _caught(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    if summary["detector_expected"] is None:
+        alarms = summary["false_alarms"]
+        lines.append(
+            f"Nothing should be caught: {alarms['count']} of {alarms['monitor_runs']} monitor "
+            "runs raised an alarm."
+        )
+        for run in alarms["runs"]:
+            lines.append(f"- day {run['day']}: {', '.join(run['rules'])}")
+    else:
+        lines.append(
+            f"- injected at {summary['injected_at'][:16]}; detected at "
+            f"{(summary['detected_at'] or 'never')[:16]} by the {summary['detected_by'] or '-'} "
+            f"(expected: the {summary['detector_expected']} job within "
+            f"{summary['detect_within_hours']:g} h; took "
+            f"{_fmt(summary['time_to_detect_hours'], 'g')} h of simulated time)"
+        )
+        lines.append(f"- false alarms before the injection: {summary['false_alarms']['count']}")
+        lines.append(
+            f"- recovered at {(summary['recovered_at'] or 'never')[:16]} ({summary['recovery']})"
+        )
+    for action in summary["actions"]:
+        lines.append(
+            f"- day {action['day']} ({action['at'][:10]}): **{action['action']}** by rule "
+            f"`{action['rule']}`: {action['outcome']}"
+        )
+    return lines
+
+
+def _cost(summary: dict[str, Any]) -> list[str]:
+    losses = summary["losses"]
+    if "during_incident" not in losses:
+        return [f"Approved fraud over the run: {losses['total']:,.0f} (amount)."]
+    first, last = losses["incident_days"]
+    lines = [
+        f"Approved fraud during the incident (days {first}-{last}): "
+        f"{losses['during_incident']:,.0f}; before the injection the run lost "
+        f"{_fmt(losses['pre_incident_daily_mean'], ',.0f')} a day."
+    ]
+    if "baseline_same_days" in losses:
+        lines.append(
+            f"The baseline run (same scale and seed, no fault) lost "
+            f"{losses['baseline_same_days']:,.0f} on the same days: the incident cost "
+            f"{losses['excess_over_baseline']:+,.0f}."
+        )
+    else:
+        lines.append(
+            "No baseline run of this scale and seed was found under the runs folder; run "
+            "`fraudlab scenario run baseline` with the same options to compare day for day."
+        )
+    return lines
+
+
+def _table(result: RunResult) -> list[str]:
+    lines = [
+        "| day | date | requests | reviewed | declined | fraud losses | drift share | "
+        "skew worst | recall | precision | policy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.records:
+        policy = ", ".join(
+            f"{d['action']}{'' if d['taken'] else ' (held)'} ({d['rule']})" for d in r.decisions
+        )
+        lines.append(
+            f"| {r.day} | {r.date[:10]} | {r.requests:,} | {r.review_rate:.1%} | "
+            f"{r.decline_rate:.1%} | {r.fraud_losses:,.0f} | "
+            f"{_fmt(r.metric('drift', 'drift_share'), '.0%')} | "
+            f"{_fmt(r.metric('skew', 'max_mismatch_rate'), '.0%')} | "
+            f"{_fmt(r.metric('performance', 'recall'), '.2f')} | "
+            f"{_fmt(r.metric('performance', 'precision'), '.2f')} | {policy or '-'} |"
+        )
+    return lines

@@ -1,0 +1,137 @@
+"""One row per simulated day: what the traffic did, what the monitor measured, what the
+policy decided. The report, the plots and summary.json are all read off this table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitoring.decisions import MonitorRun
+
+
+@dataclass
+class Event:
+    day: int
+    at: str  # ISO time in simulated time
+    kind: str  # injection, detection, action, fix, recovery, deploy, note
+    text: str
+
+
+@dataclass
+class DayRecord:
+    day: int
+    date: str
+    requests: int
+    errors: int
+    fallbacks: int
+    p99_ms: float
+    score_p50: float
+    score_p90: float
+    score_p99: float
+    review_rate: float
+    decline_rate: float
+    frauds: int  # payments of the day that are fraud (ground truth, known to the simulator)
+    frauds_missed: int  # ... that the system approved
+    fraud_losses: float  # amount of the approved frauds, as the system of record has it
+    canary_requests: int
+    champion_version: str
+    challenger_version: str
+    findings: dict[str, dict[str, Any]]  # job -> {status, metrics}
+    decisions: list[dict[str, Any]]  # triggered rules, taken or held back
+    events: list[Event] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall-clock per phase
+
+    def metric(self, job: str, name: str) -> float:
+        value = self.findings.get(job, {}).get("metrics", {}).get(name)
+        return float(value) if value is not None else math.nan
+
+    def status(self, job: str) -> str:
+        return str(self.findings.get(job, {}).get("status", "-"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def traffic_figures(requests: pd.DataFrame, transactions: pd.DataFrame) -> dict[str, Any]:
+    """The day's answers joined to the simulator's truth: scores, decisions, losses."""
+    if requests.empty:
+        nan = math.nan
+        return dict.fromkeys(["score_p50", "score_p90", "score_p99"], nan) | {
+            "review_rate": nan,
+            "decline_rate": nan,
+            "frauds": 0,
+            "frauds_missed": 0,
+            "fraud_losses": 0.0,
+            "canary_requests": 0,
+        }
+    truth = transactions.assign(transaction_id=transactions["transaction_id"].astype(str))
+    truth = truth.set_index("transaction_id")[["is_fraud", "amount"]]
+    joined = requests.join(truth, on="transaction_id", rsuffix="_recorded")
+    fraud = joined["is_fraud"].fillna(0).astype(bool)
+    missed = fraud & (joined["decision"] == "approve")
+    champion_scores = joined.loc[joined["route"] == "champion", "score"].to_numpy()
+    p50, p90, p99 = (
+        np.percentile(champion_scores, [50, 90, 99]) if len(champion_scores) else [math.nan] * 3
+    )
+    return {
+        "score_p50": float(p50),
+        "score_p90": float(p90),
+        "score_p99": float(p99),
+        "review_rate": float((joined["decision"] != "approve").mean()),
+        "decline_rate": float((joined["decision"] == "decline").mean()),
+        "frauds": int(fraud.sum()),
+        "frauds_missed": int(missed.sum()),
+        "fraud_losses": float(joined.loc[missed, "amount_recorded"].sum()),
+        "canary_requests": int((joined["route"] == "canary").sum()),
+    }
+
+
+def monitor_figures(run: MonitorRun) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    findings = {
+        f["job"]: {"status": f["status"], "metrics": f["metrics"], "summary": f["summary"]}
+        for f in run.findings
+    }
+    decisions = [
+        {
+            "rule": d.rule,
+            "job": d.job,
+            "action": d.action,
+            "value": d.value,
+            "taken": d.taken,
+            "held_back": d.held_back,
+            "outcome": d.outcome,
+        }
+        for d in run.decisions
+    ]
+    return findings, decisions
+
+
+def frame(records: list[DayRecord]) -> pd.DataFrame:
+    """The timeline as a table with the monitored figures as columns, for plots."""
+    rows = []
+    for r in records:
+        rows.append(
+            {
+                "day": r.day,
+                "date": pd.Timestamp(r.date),
+                "score_p50": r.score_p50,
+                "score_p90": r.score_p90,
+                "score_p99": r.score_p99,
+                "review_rate": r.review_rate,
+                "decline_rate": r.decline_rate,
+                "fraud_losses": r.fraud_losses,
+                "fallback_rate": r.fallbacks / r.requests if r.requests else math.nan,
+                "drift_share": r.metric("drift", "drift_share"),
+                "score_drift": r.metric("drift", "score_drift"),
+                "skew_max_mismatch": r.metric("skew", "max_mismatch_rate"),
+                "precision": r.metric("performance", "precision"),
+                "recall": r.metric("performance", "recall"),
+                "label_maturity": r.metric("performance", "label_maturity"),
+                "canary_delta_ap": r.metric("canary", "delta_ap"),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,188 @@
+"""The world a scenario runs in: its own simulated history, Feast repository, MLflow
+store and trained champion, all inside the run folder, so a run never touches the
+demo's working folder or another run.
+
+Two scales. `small` is what the test suite runs (every scenario in about a minute);
+`full` is the demo's population, for the committed runs in docs/scenarios/.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+
+from fraudlab.settings import Settings
+
+Scale = Literal["small", "full"]
+SCALES: tuple[Scale, ...] = ("small", "full")
+
+# Population and training calendar per scale. The champion is trained on the days
+# before `cutoff_day`; the scenario's own days follow it.
+_POPULATION: dict[Scale, dict[str, int]] = {
+    "small": {"customers": 600, "terminals": 1_200},
+    "full": {"customers": 2_000, "terminals": 4_000},
+}
+_TRAINING: dict[str, Any] = {
+    "cutoff_day": 80,
+    "warmup_days": 30,  # full 30-day windows everywhere, so the drift reference is too
+    "validation_days": 7,
+    "test_days": 7,
+    "gap_days": 1,
+    "label_maturity_days": 5,
+    "bootstrap_rounds": 100,
+    "reference_sample_rows": 2_000,
+}
+# Every scenario at a scale shares one calendar, so that all but the drift story run
+# on the very same payments (and their losses compare day for day with the baseline's).
+SIMULATED_SCENARIO_DAYS = 40
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything that decides a world: same spec, same data, same champion."""
+
+    scale: Scale
+    seed: int
+    new_pattern_day: int | None = None  # scenario day the card-testing attack starts
+    new_pattern_daily_share: float = 1e-3  # its intensity: cards tested per customer-day
+
+    @property
+    def cutoff_day(self) -> int:
+        return int(_TRAINING["cutoff_day"])
+
+    @property
+    def simulation_days(self) -> int:
+        return self.cutoff_day + SIMULATED_SCENARIO_DAYS
+
+    @property
+    def key(self) -> str:
+        """Folder name of this world in the cache: one per distinct spec."""
+        attack = (
+            ""
+            if self.new_pattern_day is None
+            else (f"-attack{self.new_pattern_day}x{self.new_pattern_daily_share:g}")
+        )
+        return f"{self.scale}-seed{self.seed}{attack}"
+
+    def config(self, home: Path) -> dict[str, Any]:
+        """The settings of this world, as a fraudlab config file holds them."""
+        return {
+            "profile": "embedded",  # a run is self-contained: SQLite MLflow, SQLite online
+            "home": str(home),
+            "simulation": {
+                **_POPULATION[self.scale],
+                "days": self.simulation_days,
+                "seed": self.seed,
+                "start_date": "2026-01-01",
+            },
+            "training": dict(_TRAINING),
+            "serving": {
+                "alias_poll_seconds": 0.5,
+                "admin_token": secrets.token_hex(16),  # the monitor acts through the admin API
+            },
+            "monitoring": {"skew_sample_rows": 1_000},
+        }
+
+
+def prepare_world(spec: WorldSpec, run_dir: Path, cache: Path) -> tuple[Path, Settings]:
+    """The run's own copy of the world (built once per spec into `cache`), with its
+    config file; returns the config path (the API child reads it too) and Settings."""
+    built = cache / spec.key
+    if not (built / "world.yaml").exists():
+        _build_into_cache(spec, built)
+    home = run_dir / "world"
+    shutil.copytree(built / "world", home)
+    _rehome_registry(home / "mlflow.db", str(built / "world"), str(home))
+    config_path, settings = write_config(spec, run_dir)
+    from features.store import apply_definitions
+
+    apply_definitions(settings)  # Feast's registry names the table paths of this copy
+    return config_path, settings
+
+
+def _build_into_cache(spec: WorldSpec, built: Path) -> None:
+    """Build at the final path (MLflow stores absolute artifact URIs); the marker file
+    `world.yaml` is written last, so a half-built world is never used, only rebuilt."""
+    shutil.rmtree(built, ignore_errors=True)
+    try:
+        _, settings = write_config(spec, built)
+        build_world(spec, settings)
+        (built / "world.yaml").write_text(yaml.safe_dump(asdict(spec)))
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+
+
+def _rehome_registry(db: Path, old: str, new: str) -> None:
+    """Point the copied MLflow store's artifact locations at the copy's own folder."""
+    with sqlite3.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            columns = [
+                r[1]
+                for r in conn.execute(f'PRAGMA table_info("{table}")')
+                if "CHAR" in r[2].upper() or r[2].upper() == "TEXT"
+            ]
+            for column in columns:
+                conn.execute(
+                    f'UPDATE "{table}" SET "{column}" = REPLACE("{column}", ?, ?) '
+                    f'WHERE "{column}" LIKE ?',
+                    (old, new, f"%{old}%"),
+                )
+
+
+def write_config(spec: WorldSpec, run_dir: Path) -> tuple[Path, Settings]:
+    """The run's fraudlab.yaml (the server child reads it too) and its Settings."""
+    from serving.process import free_port
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    values = spec.config(run_dir / "world")
+    port = free_port()  # the run's own API, beside any other server on this machine
+    values["serving"]["port"] = port
+    values["monitoring"]["api_url"] = f"http://127.0.0.1:{port}"
+    path = run_dir / "fraudlab.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path, Settings(**values)
+
+
+def build_world(spec: WorldSpec, settings: Settings) -> pd.DataFrame:
+    """Simulate, build features, register them, fill the online store as of the cutoff,
+    and train the champion (LightGBM on point-in-time features). Returns the payments."""
+    from data.simulator import SimulationConfig, generate
+    from data.validate import read_transactions
+    from features.build import build_feature_tables
+    from features.store import apply_definitions, materialize
+    from pipelines.train import run_training
+
+    sim = settings.simulation
+    new_pattern = None if spec.new_pattern_day is None else spec.cutoff_day + spec.new_pattern_day
+    config = SimulationConfig(
+        customers=sim.customers,
+        terminals=sim.terminals,
+        days=sim.days,
+        seed=sim.seed,
+        start_date=date.fromisoformat(sim.start_date),
+        new_pattern_start_day=new_pattern,
+        new_pattern_daily_share=spec.new_pattern_daily_share,
+    )
+    generate(config, settings.transactions_path)
+    transactions = read_transactions(settings.transactions_path)
+    build_feature_tables(transactions, settings.feature_data_dir)
+    apply_definitions(settings)
+    materialize(settings, end=day_start(settings, 0, spec).to_pydatetime())
+    run_training(settings, ["lightgbm"], settings.training.feature_service)
+    return transactions
+
+
+def day_start(settings: Settings, scenario_day: int, spec: WorldSpec) -> pd.Timestamp:
+    """Midnight (UTC) that opens scenario day `scenario_day` (0 = the cutoff day)."""
+    start = pd.Timestamp(settings.simulation.start_date, tz="UTC")
+    return start + pd.Timedelta(days=spec.cutoff_day + scenario_day)

@@ -1,0 +1,123 @@
+"""Every failure story at small scale, end to end: a real world, the real API as a child
+process, the real monitor and policy. Each test asserts the story itself: the fault is
+caught by the job that should catch it, within its bound of simulated time, the policy
+takes the expected action, and the system recovers. A story that stops holding fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scenarios.catalog import get_scenario
+from scenarios.engine import RunResult, run_scenario
+from scenarios.report import write_run
+
+SEED = 11
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One runs folder for the session: its world cache builds each world once."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def run(name: str, runs_root: Path) -> tuple[RunResult, dict[str, Any]]:
+    result = run_scenario(get_scenario(name), "small", SEED, runs_root, say=print)
+    summary = write_run(result, runs_root)
+    for artefact in ("report.md", "summary.json", "timeline.png", "timeline.json"):
+        assert (result.run_dir / artefact).stat().st_size > 0, artefact
+    assert json.loads((result.run_dir / "summary.json").read_text()) == json.loads(
+        json.dumps(summary, default=str)
+    )
+    return result, summary
+
+
+def skew_on_detection_day(result: RunResult) -> list[str]:
+    """The features the skew job named on the day the fault was caught."""
+    day = next(r for r in result.records if any(d["job"] == "skew" for d in r.decisions))
+    stamp = (result.records[day.day].date[:10]).replace("-", "")
+    runs = sorted((result.settings.monitoring_dir / "runs").glob("*/skew.json"))
+    (skew,) = [p for p in runs if p.parent.name.startswith(_next_day(stamp))]
+    return json.loads(skew.read_text())["details"]["skewed_features"]
+
+
+def _next_day(yyyymmdd: str) -> str:
+    import pandas as pd
+
+    return (pd.Timestamp(yyyymmdd) + pd.Timedelta(days=1)).strftime("%Y%m%d")
+
+
+def assert_story_held(summary: dict[str, Any]) -> None:
+    failed = [name for name, ok in summary["checks"].items() if not ok]
+    assert not failed, f"story did not hold: {failed}; see the report"
+
+
+def test_baseline_raises_no_alarm_and_records_normal_ranges(runs_root: Path) -> None:
+    result, summary = run("baseline", runs_root)
+    assert_story_held(summary)
+    assert summary["false_alarms"]["count"] == 0
+    assert summary["actions"] == []
+    assert summary["requests"] == sum(r.requests for r in result.records) > 5_000
+    ranges = summary["normal_ranges"]
+    assert ranges["skew_max_mismatch"][1] <= 0.05  # served features equal their offline values
+    assert ranges["drift_share"][1] < 0.3
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_skewed"),
+    [
+        ("skew-amount-units", {"amount", "log_amount", "amount_to_customer_mean_30d"}),
+        ("skew-missing-default", {"customer_mean_amount_1d"}),
+        ("skew-window-mismatch", {"customer_mean_amount_7d"}),
+        ("skew-stale-features", {"customer_tx_count_1d", "terminal_tx_count_1d"}),
+    ],
+)
+def test_skew_is_caught_by_the_skew_job_within_a_day_and_reverted(
+    name: str, expected_skewed: set[str], runs_root: Path
+) -> None:
+    result, summary = run(name, runs_root)
+    assert_story_held(summary)
+    assert summary["time_to_detect_hours"] <= 24
+    assert "feature-skew" in summary["detected_by"]
+    assert any(a["rule"] == "feature-skew" for a in summary["actions"])
+    named = set(skew_on_detection_day(result))
+    assert expected_skewed <= named, f"skew job named {sorted(named)}"
+    if name == "skew-window-mismatch":  # the one feature computed differently, nothing else
+        assert named == expected_skewed
+
+
+def test_baseline_compares_day_for_day_with_an_incident(runs_root: Path) -> None:
+    """Runs after the baseline read its losses for the same days (same payments)."""
+    baseline_dirs = list((runs_root / "baseline").glob("*/summary.json"))
+    incident_dirs = list((runs_root / "skew-amount-units").glob("*/summary.json"))
+    if not baseline_dirs or not incident_dirs:
+        pytest.fail("run the baseline and skew-amount-units tests first (file order)")
+    incident = json.loads(incident_dirs[0].read_text())
+    losses = incident["losses"]
+    assert losses["excess_over_baseline"] == pytest.approx(
+        losses["during_incident"] - losses["baseline_same_days"]
+    )
+
+
+def test_new_fraud_pattern_leads_to_retrain_canary_and_promotion(runs_root: Path) -> None:
+    result, summary = run("drift-new-fraud-pattern", runs_root)
+    assert_story_held(summary)
+    taken = [a["action"] for a in summary["actions"]]
+    assert taken.index("retrain") < taken.index("promote")
+    promote = next(a for a in summary["actions"] if a["action"] == "promote")
+    assert promote["rule"] == "canary-better"
+    # After the promotion the new champion decides: its version is on the last day's log.
+    assert result.records[-1].champion_version != result.records[0].champion_version
+
+
+def test_leaky_challenger_is_rolled_back_by_the_canary(runs_root: Path) -> None:
+    result, summary = run("bad-challenger-leaky", runs_root)
+    assert_story_held(summary)
+    rollback = next(a for a in summary["actions"] if a["action"] == "rollback")
+    assert rollback["rule"] == "canary-worse"
+    assert any(r.canary_requests > 0 for r in result.records)  # it did decide for some
+    assert result.records[-1].canary_requests == 0  # and no longer does
+    assert result.records[-1].champion_version == result.records[0].champion_version
