@@ -91,6 +91,9 @@ def decide_and_act(
     decisions = triggered(policy, findings)
     admin = actions.ServingAdmin(settings)
     done: set[str] = set()
+    # A challenger still waiting for labels is the answer to the last retrain: replacing
+    # it with a newer one every cool-down would restart its trial before it can finish.
+    on_trial = any(f.job == "canary" and f.details.get("outcome") == "wait" for f in findings)
     for decision in sorted(decisions, key=lambda d: ACTION_ORDER.index(d.action)):
         last = decision_log.last_taken(decision.action)
         cooldown = pd.Timedelta(hours=policy.cooldown_hours.hours(decision.action))
@@ -103,6 +106,8 @@ def decide_and_act(
             )
         elif {"rollback", "promote"} & done and decision.action == "retrain":
             decision.held_back = "the model changed in this run; judge it before retraining"
+        elif decision.action == "retrain" and on_trial:
+            decision.held_back = "a challenger is on trial (canary waiting for labels)"
         elif not execute:
             decision.held_back = "dry run"
         else:

@@ -23,11 +23,13 @@ import pandas as pd
 
 from fraudlab.settings import Settings
 from monitoring.actions import ServingAdmin
+from monitoring.policy import Policy
 from scenarios.catalog import Scenario
 from scenarios.faults import NewFraudPattern
 from scenarios.timeline import DayRecord, Event, monitor_figures, traffic_figures
 from scenarios.world import Scale, WorldSpec, day_start, prepare_world
 from serving.process import running_server
+from serving.replay import ReplaySummary
 
 Say = Callable[[str], None]
 REPLAY_CONCURRENCY = 8
@@ -210,7 +212,7 @@ def _run_days(
         say(_day_line(record))
 
 
-def _replay_day(ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float):
+def _replay_day(ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float) -> ReplaySummary:
     from serving.replay import load_payments, replay_payments
 
     payments = load_payments(ctx.settings, ctx.spec.cutoff_day + day, 1)
@@ -242,7 +244,9 @@ def _wait_for_log(
     raise RuntimeError(f"the prediction log holds {rows} of {answered} answers of day {day}")
 
 
-def _monitor_day(ctx, policy, day, opens, summary, events) -> DayRecord:
+def _monitor_day(
+    ctx: RunContext, policy: Policy, day: int, opens: pd.Timestamp, summary: ReplaySummary
+) -> DayRecord:
     from monitoring.runner import run_monitor
     from monitoring.window import Window, read_predictions
 
@@ -264,7 +268,6 @@ def _monitor_day(ctx, policy, day, opens, summary, events) -> DayRecord:
         challenger_version="" if last is None else str(last["challenger_version"] or ""),
         findings=findings,
         decisions=decisions,
-        events=events,
     )
 
 

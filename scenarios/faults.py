@@ -111,7 +111,7 @@ class NewFraudPattern(Fault):
     The attack is in the simulated world itself (WorldSpec.new_pattern_day); nobody fixes
     it, the system has to learn it."""
 
-    daily_share: float = 6e-3  # cards tested per customer and day: ~3.6 bursts a day
+    daily_share: float = 1e-2  # cards tested per customer and day: ~6 bursts a day
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ from scenarios.outcome import latest_baseline, summarize
 from scenarios.plots import plot_skew_features, plot_timeline
 
 
-def write_run(result: RunResult, runs_root: Path) -> dict[str, Any]:
-    """Summary, plots and report into the run folder; returns the summary."""
+def write_run(result: RunResult, runs_root: Path, publish_to: Path | None = None) -> dict[str, Any]:
+    """Summary, plots and report into the run folder (and, with `publish_to`, the
+    scenario's page and plots into the docs folder); returns the summary."""
     baseline = None
     if result.scenario.name != "baseline":
         baseline = latest_baseline(runs_root, result.spec.scale, result.spec.seed)
@@ -27,7 +29,22 @@ def write_run(result: RunResult, runs_root: Path) -> dict[str, Any]:
     plot_timeline(result, summary, out / "timeline.png")
     skew_plot = plot_skew_features(result, out / "skew_features.png")
     (out / "report.md").write_text(render(result, summary, skew_plot is not None))
+    if publish_to is not None:
+        publish(result, summary, skew_plot is not None, publish_to)
     return summary
+
+
+def publish(result: RunResult, summary: dict[str, Any], skew_plot: bool, docs: Path) -> Path:
+    """docs/scenarios/<name>.md with its plots under img/: the committed run."""
+    name = result.scenario.name
+    images = docs / "img"
+    images.mkdir(parents=True, exist_ok=True)
+    shutil.copy(result.run_dir / "timeline.png", images / f"{name}-timeline.png")
+    if skew_plot:
+        shutil.copy(result.run_dir / "skew_features.png", images / f"{name}-skew.png")
+    page = docs / f"{name}.md"
+    page.write_text(render(result, summary, skew_plot, image_prefix=f"img/{name}-"))
+    return page
 
 
 def _fmt(value: float | None, spec: str = ".1f", missing: str = "-") -> str:
@@ -36,11 +53,16 @@ def _fmt(value: float | None, spec: str = ".1f", missing: str = "-") -> str:
     return format(value, spec)
 
 
-def render(result: RunResult, summary: dict[str, Any], skew_plot: bool) -> str:
+def render(
+    result: RunResult, summary: dict[str, Any], skew_plot: bool, image_prefix: str = ""
+) -> str:
+    """The report; with an image prefix, the docs page (no machine-specific paths)."""
     s = result.scenario
     checks = summary["checks"]
     verdict = "the story held" if all(checks.values()) else "THE STORY DID NOT HOLD"
     command = f"fraudlab scenario run {s.name} --scale {summary['scale']} --seed {summary['seed']}"
+    timeline_png = f"{image_prefix}timeline.png" if image_prefix else "timeline.png"
+    skew_png = f"{image_prefix}skew.png" if image_prefix else "skew_features.png"
     lines = [
         f"# Scenario `{s.name}`: {s.title}",
         "",
@@ -64,9 +86,9 @@ def render(result: RunResult, summary: dict[str, Any], skew_plot: bool) -> str:
         "## What caught it and what the policy did",
         *_caught(summary),
         "",
-        "![timeline](timeline.png)",
+        f"![timeline]({timeline_png})",
         "",
-        *(["![skew per feature](skew_features.png)", ""] if skew_plot else []),
+        *([f"![skew per feature]({skew_png})", ""] if skew_plot else []),
         "## What it cost",
         *_cost(summary),
         "",
@@ -79,6 +101,24 @@ def render(result: RunResult, summary: dict[str, Any], skew_plot: bool) -> str:
         "## Events",
         *[f"- {e.at[:16].replace('T', ' ')} **{e.kind}**: {e.text}" for e in result.events],
         "",
+        *(_files(result) if not image_prefix else _published_note(summary)),
+    ]
+    return "\n".join(lines)
+
+
+def _published_note(summary: dict[str, Any]) -> list[str]:
+    return [
+        "## About this page",
+        f"Written by `fraudlab scenario run {summary['scenario']} --scale {summary['scale']} "
+        f"--seed {summary['seed']} --publish` (the same run's report.md, without local "
+        "paths). Rerun it to reproduce every number and plot here; the world is seeded, "
+        "so the traffic is identical, and the timings of a rerun vary with the machine.",
+        "",
+    ]
+
+
+def _files(result: RunResult) -> list[str]:
+    return [
         "## Files",
         "- `summary.json`: the figures above; `timeline.json`: every day's findings and decisions",
         f"- decision log: `{result.settings.monitoring_dir / 'decisions.jsonl'}`",
@@ -87,7 +127,6 @@ def render(result: RunResult, summary: dict[str, Any], skew_plot: bool) -> str:
         f"- the scoring API's log: `{result.run_dir / 'serve.log'}`",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _caught(summary: dict[str, Any]) -> list[str]:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from fraudlab.cli import console, scenario_app, user_errors
+
+
+class ScaleChoice(StrEnum):
+    small = "small"
+    full = "full"
 
 
 @scenario_app.command("list")
@@ -16,7 +22,8 @@ def list_command() -> None:
     """The failure stories, what each breaks and who should catch it."""
     from scenarios.catalog import SCENARIOS
 
-    table = Table("name", "what it shows", "caught by", "policy", "days (small/full)")
+    table = Table("what it shows", "caught by", "policy", "days")
+    table.columns.insert(0, Column("name", no_wrap=True, style="bold"))
     for s in SCENARIOS.values():
         table.add_row(
             s.name,
@@ -33,30 +40,33 @@ def list_command() -> None:
 @user_errors
 def run_command(
     name: str = typer.Argument(..., help="A scenario from `fraudlab scenario list`."),
-    scale: str = typer.Option(
-        "small", help="small: 600 customers (~1.2k payments a day); full: 2,000 (~4k a day)."
+    scale: ScaleChoice = typer.Option(
+        ScaleChoice.small,
+        help="small: 600 customers (~1.2k payments a day); full: 2,000 (~4k a day).",
     ),
     seed: int = typer.Option(11, min=0, help="Seed of the simulated world."),
     runs_dir: Path = typer.Option(
         Path("runs"), help="Where runs/<scenario>/<timestamp>/ are written."
     ),
+    publish: bool = typer.Option(
+        False, help="Also write docs/scenarios/<name>.md and its plots (the committed run)."
+    ),
 ) -> None:
     """Run one scenario through the real API and monitor; write report.md, plots and
     summary.json under runs/<scenario>/<timestamp>/. Exits 1 if the story did not hold."""
-    from fraudlab.errors import ConfigError
     from scenarios.catalog import get_scenario
-    from scenarios.world import SCALES
 
     scenario = get_scenario(name)
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
-    summary, report = run_and_report(scenario.name, scale, seed, runs_dir)  # type: ignore[arg-type]
+    docs = Path(__file__).resolve().parents[2] / "docs" / "scenarios" if publish else None
+    summary, report = run_and_report(scenario.name, scale.value, seed, runs_dir, docs)
     console.print(f"\nreport: [bold]{report}[/]")
     if not all(summary["checks"].values()):
         raise typer.Exit(1)
 
 
-def run_and_report(name: str, scale: str, seed: int, runs_dir: Path) -> tuple[dict, Path]:
+def run_and_report(
+    name: str, scale: str, seed: int, runs_dir: Path, publish_to: Path | None = None
+) -> tuple[dict, Path]:
     """Run, write the report, print the verdict; shared with `fraudlab demo`."""
     from scenarios.catalog import get_scenario
     from scenarios.engine import run_scenario

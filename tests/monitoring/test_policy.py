@@ -121,3 +121,23 @@ def test_dry_run_decides_but_takes_nothing(world: World, tmp_path: Path) -> None
         execute=False,
     )
     assert not decision.taken and decision.held_back == "dry run"
+
+
+def test_no_retrain_while_a_challenger_is_on_trial(world: World, tmp_path: Path) -> None:
+    """Recall decays, but the last retrain's challenger is still collecting labels in its
+    canary: a new retrain would replace it and restart the trial, so it is held back."""
+    settings = world.settings.model_copy(update={"home": tmp_path})
+    decayed = Finding("performance", "ok", "recall 0.2", {"recall": 0.2})
+    waiting = Finding(
+        "canary", "insufficient_data", "wait", {"outcome_code": 0.0}, {"outcome": "wait"}
+    )
+    (decision,) = decide_and_act(
+        settings,
+        load_policy(),
+        [decayed, waiting],
+        pd.Timestamp("2026-03-01", tz="UTC"),
+        DecisionLog(tmp_path / "d.jsonl"),
+        execute=True,
+    )
+    assert decision.action == "retrain" and not decision.taken
+    assert decision.held_back == "a challenger is on trial (canary waiting for labels)"

@@ -55,8 +55,16 @@ def assert_story_held(summary: dict[str, Any]) -> None:
     assert not failed, f"story did not hold: {failed}; see the report"
 
 
-def test_baseline_raises_no_alarm_and_records_normal_ranges(runs_root: Path) -> None:
-    result, summary = run("baseline", runs_root)
+@pytest.fixture(scope="session")
+def baseline(runs_root: Path) -> tuple[RunResult, dict[str, Any]]:
+    """The healthy run; incident runs after it compare their losses with it day by day."""
+    return run("baseline", runs_root)
+
+
+def test_baseline_raises_no_alarm_and_records_normal_ranges(
+    baseline: tuple[RunResult, dict[str, Any]],
+) -> None:
+    result, summary = baseline
     assert_story_held(summary)
     assert summary["false_alarms"]["count"] == 0
     assert summary["actions"] == []
@@ -76,7 +84,7 @@ def test_baseline_raises_no_alarm_and_records_normal_ranges(runs_root: Path) -> 
     ],
 )
 def test_skew_is_caught_by_the_skew_job_within_a_day_and_reverted(
-    name: str, expected_skewed: set[str], runs_root: Path
+    name: str, expected_skewed: set[str], runs_root: Path, baseline: tuple[RunResult, dict]
 ) -> None:
     result, summary = run(name, runs_root)
     assert_story_held(summary)
@@ -87,18 +95,11 @@ def test_skew_is_caught_by_the_skew_job_within_a_day_and_reverted(
     assert expected_skewed <= named, f"skew job named {sorted(named)}"
     if name == "skew-window-mismatch":  # the one feature computed differently, nothing else
         assert named == expected_skewed
-
-
-def test_baseline_compares_day_for_day_with_an_incident(runs_root: Path) -> None:
-    """Runs after the baseline read its losses for the same days (same payments)."""
-    baseline_dirs = list((runs_root / "baseline").glob("*/summary.json"))
-    incident_dirs = list((runs_root / "skew-amount-units").glob("*/summary.json"))
-    if not baseline_dirs or not incident_dirs:
-        pytest.fail("run the baseline and skew-amount-units tests first (file order)")
-    incident = json.loads(incident_dirs[0].read_text())
-    losses = incident["losses"]
-    assert losses["excess_over_baseline"] == pytest.approx(
-        losses["during_incident"] - losses["baseline_same_days"]
+    # Same seed and scale as the baseline: the same payments, so losses compare day by day.
+    losses = summary["losses"]
+    first, last = losses["incident_days"]
+    assert losses["baseline_same_days"] == pytest.approx(
+        sum(baseline[1]["losses"]["per_day"][first : last + 1])
     )
 
 
