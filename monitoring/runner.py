@@ -64,9 +64,10 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
             history, transactions, window.until, review_cost=settings.training.review_cost
         )
     )
-    challenger = history["challenger_version"].dropna()
-    if len(challenger):
-        latest = challenger.iloc[-1]
+    # A trial runs while a challenger is serving: the newest request names it. Once it is
+    # promoted or rolled back, its old rows must not be judged (and acted on) again.
+    latest = history["challenger_version"].iloc[-1] if len(history) else None
+    if isinstance(latest, str) and latest:
         trial = history[history["challenger_version"] == latest]
         shadow = read_shadow_scores(settings.prediction_log_path, trial["request_id"])
         progress(f"canary: challenger v{latest} against the champion on matured labels")

@@ -174,7 +174,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="drift-new-fraud-pattern",
             title="Concept drift: a card-testing attack the champion has never seen",
-            days=30,
+            days=29,
             fault=NewFraudPattern(),
             inject_day=1,
             detector="performance",
@@ -204,11 +204,11 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="bad-challenger-leaky",
             title="A bad model: trained with a leaky join, great offline, worse live",
-            days=12,
+            days=13,
             fault=LeakyChallenger(),
             inject_day=1,
             detector="canary",
-            detect_within_hours=24 * 10,
+            detect_within_hours=24 * 14,
             expected_actions=("rollback",),
             recovery="the canary is rolled back; the champion decides for everyone again",
             what_broke=(

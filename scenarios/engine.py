@@ -102,7 +102,8 @@ class ScoringAPI:
             return False
         self._stack.close()
         self._stack = contextlib.ExitStack()
-        server = running_server(env=env, port=self.port, log_file=self.log_file)
+        # A generous bound: model loading is slow on a busy 2-core machine.
+        server = running_server(env=env, port=self.port, log_file=self.log_file, ready_timeout=240)
         self.url = self._stack.enter_context(server)
         self.env = env
         return True
@@ -263,7 +264,7 @@ def _monitor_day(
         errors=summary.error_count,
         fallbacks=summary.fallbacks,
         p99_ms=summary.latency_ms["p99"],
-        **traffic_figures(requests, ctx.transactions),
+        **traffic_figures(requests, ctx.transactions, ctx.settings.training.review_cost),
         champion_version="" if last is None else str(last["champion_version"]),
         challenger_version="" if last is None else str(last["challenger_version"] or ""),
         findings=findings,
@@ -285,7 +286,8 @@ def _day_line(record: DayRecord) -> str:
     return (
         f"({took} s) day {record.day:>2} {record.date[:10]}: {record.requests:,} req, "
         f"{record.errors} err, {record.fallbacks} fallbacks, "
-        f"review {record.review_rate:.1%}, losses {record.fraud_losses:,.0f} | "
+        f"flagged {record.review_rate:.1%}, fraud lost {record.fraud_losses:,.0f}, "
+        f"cost {record.cost:,.0f} | "
         + " | ".join(
             [
                 job("drift", "drift_share", ".0%"),

@@ -21,6 +21,7 @@ RANGE_COLUMNS = (
     "review_rate",
     "decline_rate",
     "fraud_losses",
+    "cost",
     "fallback_rate",
 )
 
@@ -127,29 +128,37 @@ def _alarms(records: list[DayRecord]) -> dict[str, Any]:
     return {"count": len(runs), "monitor_runs": len(records), "runs": runs}
 
 
+LOSS_MEASURES = ("fraud_losses", "cost", "legit_declined")
+
+
 def _losses(
     records: list[DayRecord],
     inject: int | None,
     recovery_day: int | None,
     baseline: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    daily = [r.fraud_losses for r in records]
-    if inject is None:
-        return {"total": sum(daily), "per_day": daily}
+    """Per measure (approved fraud amount; cost = that + reviews; good customers
+    declined): per day, and during the incident against the days before it and against
+    the baseline run's same days (same seed and scale: the same payments)."""
+    out: dict[str, Any] = {}
     end = recovery_day if recovery_day is not None else len(records) - 1
-    incident = list(range(inject, end + 1))
-    during = sum(daily[d] for d in incident)
-    before = daily[:inject]
-    out: dict[str, Any] = {
-        "per_day": daily,
-        "incident_days": [incident[0], incident[-1]],
-        "during_incident": during,
-        "pre_incident_daily_mean": sum(before) / len(before) if before else math.nan,
-    }
-    base_daily = (baseline or {}).get("losses", {}).get("per_day")
-    if base_daily and len(base_daily) > incident[-1]:
-        base = sum(base_daily[d] for d in incident)
-        out |= {"baseline_same_days": base, "excess_over_baseline": during - base}
+    incident = [] if inject is None else list(range(inject, end + 1))
+    if incident:
+        out["incident_days"] = [incident[0], incident[-1]]
+    for measure in LOSS_MEASURES:
+        daily = [float(getattr(r, measure)) for r in records]
+        entry: dict[str, Any] = {"per_day": daily, "total": sum(daily)}
+        if incident:
+            before = daily[: incident[0]]
+            entry["during_incident"] = sum(daily[d] for d in incident)
+            entry["pre_incident_daily_mean"] = sum(before) / len(before) if before else math.nan
+            base = (baseline or {}).get("losses", {}).get(measure, {}).get("per_day")
+            if base and len(base) > incident[-1]:
+                entry["baseline_same_days"] = sum(base[d] for d in incident)
+                entry["excess_over_baseline"] = (
+                    entry["during_incident"] - entry["baseline_same_days"]
+                )
+        out[measure] = entry
     return out
 
 

@@ -159,35 +159,48 @@ def _caught(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+COST_LABELS = {
+    "fraud_losses": "approved fraud (amount)",
+    "cost": "cost: approved fraud + 5 per review",
+    "legit_declined": "good customers declined",
+}
+
+
 def _cost(summary: dict[str, Any]) -> list[str]:
     losses = summary["losses"]
-    if "during_incident" not in losses:
-        return [f"Approved fraud over the run: {losses['total']:,.0f} (amount)."]
+    if "incident_days" not in losses:
+        return [f"Over the run: {COST_LABELS[m]} {losses[m]['total']:,.0f}." for m in COST_LABELS]
     first, last = losses["incident_days"]
+    has_baseline = "baseline_same_days" in losses["cost"]
     lines = [
-        f"Approved fraud during the incident (days {first}-{last}): "
-        f"{losses['during_incident']:,.0f}; before the injection the run lost "
-        f"{_fmt(losses['pre_incident_daily_mean'], ',.0f')} a day."
+        f"During the incident (days {first}-{last}, injection to recovery):",
+        "",
+        "| measure | during the incident | a day before it | baseline run, same days | "
+        "incident minus baseline |",
+        "|---|---|---|---|---|",
     ]
-    if "baseline_same_days" in losses:
+    for measure, label in COST_LABELS.items():
+        m = losses[measure]
         lines.append(
-            f"The baseline run (same scale and seed, no fault) lost "
-            f"{losses['baseline_same_days']:,.0f} on the same days: the incident cost "
-            f"{losses['excess_over_baseline']:+,.0f}."
+            f"| {label} | {m['during_incident']:,.0f} | "
+            f"{_fmt(m['pre_incident_daily_mean'], ',.0f')} | "
+            f"{_fmt(m.get('baseline_same_days'), ',.0f')} | "
+            f"{_fmt(m.get('excess_over_baseline'), '+,.0f')} |"
         )
-    else:
-        lines.append(
+    if not has_baseline:
+        lines += [
+            "",
             "No baseline run of this scale and seed was found under the runs folder; run "
-            "`fraudlab scenario run baseline` with the same options to compare day for day."
-        )
+            "`fraudlab scenario run baseline` with the same options to compare day for day.",
+        ]
     return lines
 
 
 def _table(result: RunResult) -> list[str]:
     lines = [
-        "| day | date | requests | reviewed | declined | fraud losses | drift share | "
+        "| day | date | requests | flagged | declined | fraud losses | cost | drift share | "
         "skew worst | recall | precision | policy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result.records:
         policy = ", ".join(
@@ -195,7 +208,7 @@ def _table(result: RunResult) -> list[str]:
         )
         lines.append(
             f"| {r.day} | {r.date[:10]} | {r.requests:,} | {r.review_rate:.1%} | "
-            f"{r.decline_rate:.1%} | {r.fraud_losses:,.0f} | "
+            f"{r.decline_rate:.1%} | {r.fraud_losses:,.0f} | {r.cost:,.0f} | "
             f"{_fmt(r.metric('drift', 'drift_share'), '.0%')} | "
             f"{_fmt(r.metric('skew', 'max_mismatch_rate'), '.0%')} | "
             f"{_fmt(r.metric('performance', 'recall'), '.2f')} | "

@@ -37,6 +37,9 @@ class DayRecord:
     frauds: int  # payments of the day that are fraud (ground truth, known to the simulator)
     frauds_missed: int  # ... that the system approved
     fraud_losses: float  # amount of the approved frauds, as the system of record has it
+    flagged: int  # payments sent to review or declined (each costs a review)
+    legit_declined: int  # good customers turned away
+    cost: float  # fraud losses + review cost x flagged: the cost the threshold minimises
     canary_requests: int
     champion_version: str
     challenger_version: str
@@ -56,8 +59,11 @@ class DayRecord:
         return asdict(self)
 
 
-def traffic_figures(requests: pd.DataFrame, transactions: pd.DataFrame) -> dict[str, Any]:
-    """The day's answers joined to the simulator's truth: scores, decisions, losses."""
+def traffic_figures(
+    requests: pd.DataFrame, transactions: pd.DataFrame, review_cost: float
+) -> dict[str, Any]:
+    """The day's answers joined to the simulator's truth: scores, decisions, losses, and
+    the cost as training defines it (a missed fraud costs its amount, a flag a review)."""
     if requests.empty:
         nan = math.nan
         return dict.fromkeys(["score_p50", "score_p90", "score_p99"], nan) | {
@@ -66,6 +72,9 @@ def traffic_figures(requests: pd.DataFrame, transactions: pd.DataFrame) -> dict[
             "frauds": 0,
             "frauds_missed": 0,
             "fraud_losses": 0.0,
+            "flagged": 0,
+            "legit_declined": 0,
+            "cost": 0.0,
             "canary_requests": 0,
         }
     truth = transactions.assign(transaction_id=transactions["transaction_id"].astype(str))
@@ -73,6 +82,8 @@ def traffic_figures(requests: pd.DataFrame, transactions: pd.DataFrame) -> dict[
     joined = requests.join(truth, on="transaction_id", rsuffix="_recorded")
     fraud = joined["is_fraud"].fillna(0).astype(bool)
     missed = fraud & (joined["decision"] == "approve")
+    flagged = int((joined["decision"] != "approve").sum())
+    losses = float(joined.loc[missed, "amount_recorded"].sum())
     champion_scores = joined.loc[joined["route"] == "champion", "score"].to_numpy()
     p50, p90, p99 = (
         np.percentile(champion_scores, [50, 90, 99]) if len(champion_scores) else [math.nan] * 3
@@ -85,7 +96,10 @@ def traffic_figures(requests: pd.DataFrame, transactions: pd.DataFrame) -> dict[
         "decline_rate": float((joined["decision"] == "decline").mean()),
         "frauds": int(fraud.sum()),
         "frauds_missed": int(missed.sum()),
-        "fraud_losses": float(joined.loc[missed, "amount_recorded"].sum()),
+        "fraud_losses": losses,
+        "flagged": flagged,
+        "legit_declined": int((~fraud & (joined["decision"] == "decline")).sum()),
+        "cost": losses + review_cost * flagged,
         "canary_requests": int((joined["route"] == "canary").sum()),
     }
 
@@ -124,6 +138,8 @@ def frame(records: list[DayRecord]) -> pd.DataFrame:
                 "review_rate": r.review_rate,
                 "decline_rate": r.decline_rate,
                 "fraud_losses": r.fraud_losses,
+                "cost": r.cost,
+                "legit_declined": r.legit_declined,
                 "fallback_rate": r.fallbacks / r.requests if r.requests else math.nan,
                 "drift_share": r.metric("drift", "drift_share"),
                 "score_drift": r.metric("drift", "score_drift"),

@@ -11,8 +11,8 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from fraudlab.cli import app, console, user_errors
-from fraudlab.errors import ConfigError, MissingInput
+from fraudlab.cli import app, console, err_console, user_errors
+from fraudlab.errors import ConfigError, FraudlabError, MissingInput
 from fraudlab.settings import Settings, get_settings
 from monitoring.decisions import MonitorRun
 from monitoring.window import Window
@@ -117,13 +117,21 @@ def run(
     pause = parse_duration(every) if every else None
     done = 0
     while True:
-        window = _window(settings, since, until)
-        result = run_monitor(
-            settings, window, rules, execute=not dry_run, progress=lambda msg: console.log(msg)
-        )
-        console.print(findings_table(result))
-        console.print(decisions_table(result))
-        console.print(f"reports: {result.reports_dir}")
+        try:
+            window = _window(settings, since, until)
+            result = run_monitor(
+                settings, window, rules, execute=not dry_run, progress=lambda msg: console.log(msg)
+            )
+        except FraudlabError as exc:
+            if pause is None:
+                raise
+            # On a schedule, a run that cannot be done (no traffic yet, a service down) is
+            # reported and tried again at the next tick: the schedule itself goes on.
+            err_console.print(f"[bold red]run skipped:[/] {exc}; next run in {every}")
+        else:
+            console.print(findings_table(result))
+            console.print(decisions_table(result))
+            console.print(f"reports: {result.reports_dir}")
         done += 1
         if pause is None or (times is not None and done >= times):
             return

@@ -96,11 +96,11 @@ def test_skew_is_caught_by_the_skew_job_within_a_day_and_reverted(
     if name == "skew-window-mismatch":  # the one feature computed differently, nothing else
         assert named == expected_skewed
     # Same seed and scale as the baseline: the same payments, so losses compare day by day.
-    losses = summary["losses"]
-    first, last = losses["incident_days"]
-    assert losses["baseline_same_days"] == pytest.approx(
-        sum(baseline[1]["losses"]["per_day"][first : last + 1])
-    )
+    first, last = summary["losses"]["incident_days"]
+    cost, base_cost = summary["losses"]["cost"], baseline[1]["losses"]["cost"]
+    assert cost["baseline_same_days"] == pytest.approx(sum(base_cost["per_day"][first : last + 1]))
+    if name == "skew-amount-units":  # every payment looks 100x larger: a flood of reviews
+        assert cost["excess_over_baseline"] > 0
 
 
 def test_new_fraud_pattern_leads_to_retrain_canary_and_promotion(runs_root: Path) -> None:
