@@ -79,8 +79,7 @@ class SimulationConfig:
             raise ConfigError(f"simulation seed must be >= 0, got {self.seed}")
         if not 0 < self.new_pattern_daily_share <= 1:
             raise ConfigError(
-                "new pattern daily share must be in (0, 1], got "
-                f"{self.new_pattern_daily_share}"
+                f"new pattern daily share must be in (0, 1], got {self.new_pattern_daily_share}"
             )
         start = self.new_pattern_start_day
         if start is not None and not 0 <= start < self.days:
