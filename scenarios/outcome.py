@@ -60,6 +60,7 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         "false_alarms": _alarms(before),
         "actions": actions,
         "recovered_at": _monitor_time(records[recovery_day]) if recovery_day is not None else None,
+        "recovered_day": recovery_day,
         "recovery": scenario.recovery,
         "losses": _losses(records, inject, recovery_day, baseline),
         "normal_ranges": _ranges(before),

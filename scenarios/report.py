@@ -44,7 +44,65 @@ def publish(result: RunResult, summary: dict[str, Any], skew_plot: bool, docs: P
         shutil.copy(result.run_dir / "skew_features.png", images / f"{name}-skew.png")
     page = docs / f"{name}.md"
     page.write_text(render(result, summary, skew_plot, image_prefix=f"img/{name}-"))
+    (docs / "summaries").mkdir(exist_ok=True)
+    (docs / "summaries" / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_index(docs)
     return page
+
+
+def write_index(docs: Path) -> Path:
+    """docs/scenarios/README.md: every published story in one table, from its summary."""
+    from scenarios.catalog import SCENARIOS
+
+    rows = [
+        "| scenario | caught by | time to detect | policy actions | recovered | "
+        "false alarms before the fault | cost during the incident vs baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, scenario in SCENARIOS.items():
+        path = docs / "summaries" / f"{name}.json"
+        if not path.exists():
+            continue
+        s = json.loads(path.read_text())
+        cost = s["losses"]["cost"]
+        excess = cost.get("excess_over_baseline")
+        actions = [a for a in s["actions"] if a["action"] != "alert"] or s["actions"]
+        rows.append(
+            f"| [{name}]({name}.md) | {scenario.detector or '-'} | "
+            f"{_fmt(s['time_to_detect_hours'], '.0f')} h | "
+            f"{', '.join(_action(a) for a in actions[:3]) or 'none'} | "
+            f"{_recovered(s)} | "
+            f"{s['false_alarms']['count']} of {s['false_alarms']['monitor_runs']} runs | "
+            f"{_fmt(excess, '+,.0f')} |"
+        )
+    index = docs / "README.md"
+    index.write_text(
+        "\n".join(
+            [
+                "# Scenarios: the failure stories, run",
+                "",
+                "Each page is a committed run of `fraudlab scenario run NAME --publish` "
+                "(small scale, seed 11): what broke, how it showed, what caught it, what the "
+                "policy did, what it cost, and the design-round answer. Times are simulated "
+                "time from the injection to the monitor run that caught it (the monitor runs "
+                "at every simulated midnight). Cost = approved fraud + 5 per reviewed "
+                "payment, against the baseline run's same days (same payments).",
+                "",
+                *rows,
+                "",
+            ]
+        )
+    )
+    return index
+
+
+def _action(action: dict[str, Any]) -> str:
+    return f"{action['action']} (day {action['day']})"
+
+
+def _recovered(summary: dict[str, Any]) -> str:
+    day = summary.get("recovered_day")
+    return "-" if day is None else f"day {day}"
 
 
 def _fmt(value: float | None, spec: str = ".1f", missing: str = "-") -> str:
