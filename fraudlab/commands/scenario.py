@@ -81,7 +81,9 @@ def run_and_report(
         runs_dir.resolve(),
         say=lambda line: console.print(line, highlight=False),  # type: ignore[arg-type]
     )
-    summary = write_run(result, runs_dir.resolve())
+    summary = write_run(result, runs_dir.resolve(), publish_to)
+    if publish_to is not None:
+        console.print(f"published: {publish_to / (scenario.name + '.md')}")
     table = Table("check", "result", title=f"{scenario.name}: did the story hold?")
     for check, ok in summary["checks"].items():
         table.add_row(check.replace("_", " "), "[green]yes[/]" if ok else "[red]no[/]")
