@@ -26,7 +26,10 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run(name: str, runs_root: Path) -> tuple[RunResult, dict[str, Any]]:
     result = run_scenario(get_scenario(name), "small", SEED, runs_root, say=print)
-    summary = write_run(result, runs_root)
+    docs = runs_root / "docs"  # what --publish writes into docs/scenarios
+    summary = write_run(result, runs_root, publish_to=docs)
+    assert "![timeline](img/" in (docs / f"{name}.md").read_text()
+    assert f"[{name}]({name}.md)" in (docs / "README.md").read_text()
     for artefact in ("report.md", "summary.json", "timeline.png", "timeline.json"):
         assert (result.run_dir / artefact).stat().st_size > 0, artefact
     assert json.loads((result.run_dir / "summary.json").read_text()) == json.loads(
