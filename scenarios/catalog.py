@@ -54,7 +54,10 @@ SCENARIOS: dict[str, Scenario] = {
             full_days=21,
             fault=Fault(),
             recovery="nothing to recover from",
-            what_broke="Nothing. Two weeks of ordinary traffic through the champion.",
+            what_broke=(
+                "Nothing. A week of ordinary traffic through the champion (three weeks at "
+                "`--scale full`)."
+            ),
             how_it_shows=(
                 "It should not show at all: every monitor run should find drift, skew, "
                 "performance and the canary within policy. The run records the normal range "

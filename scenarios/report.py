@@ -156,8 +156,12 @@ def render(
         "## Day by day",
         *_table(result),
         "",
+        "## Normal ranges (before the fault)",
+        *_ranges(summary),
+        "",
         "## Events",
         *[f"- {e.at[:16].replace('T', ' ')} **{e.kind}**: {e.text}" for e in result.events],
+        *([] if result.events else ["None: nothing was injected, detected or acted on."]),
         "",
         *(_files(result) if not image_prefix else _published_note(summary)),
     ]
@@ -252,6 +256,21 @@ def _cost(summary: dict[str, Any]) -> list[str]:
             "`fraudlab scenario run baseline` with the same options to compare day for day.",
         ]
     return lines
+
+
+def _ranges(summary: dict[str, Any]) -> list[str]:
+    """Min and max of each monitored figure on the healthy days: the yardstick."""
+    ranges = summary["normal_ranges"]
+    if not ranges:
+        return ["No healthy day before the fault."]
+    return [
+        "| figure | min | max |",
+        "|---|---|---|",
+        *[
+            f"| {name.replace('_', ' ')} | {lo:,.4g} | {hi:,.4g} |"
+            for name, (lo, hi) in ranges.items()
+        ],
+    ]
 
 
 def _table(result: RunResult) -> list[str]:
