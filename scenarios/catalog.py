@@ -50,12 +50,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="baseline",
             title="Healthy traffic: how often does the monitor cry wolf?",
-            days=7,
-            full_days=21,
+            days=14,
+            full_days=28,
             fault=Fault(),
             recovery="nothing to recover from",
             what_broke=(
-                "Nothing. A week of ordinary traffic through the champion (three weeks at "
+                "Nothing. Two weeks of ordinary traffic through the champion (four at "
                 "`--scale full`)."
             ),
             how_it_shows=(

@@ -252,8 +252,9 @@ def _cost(summary: dict[str, Any]) -> list[str]:
     if not has_baseline:
         lines += [
             "",
-            "No baseline run of this scale and seed was found under the runs folder; run "
-            "`fraudlab scenario run baseline` with the same options to compare day for day.",
+            "No baseline run of this scale and seed covering these days was found under the "
+            "runs folder; run `fraudlab scenario run baseline` with the same options (at "
+            "least as many days) to compare day for day.",
         ]
     return lines
 

@@ -44,7 +44,7 @@ _TRAINING: dict[str, Any] = {
 }
 # Every scenario at a scale shares one calendar, so that all but the drift story run
 # on the very same payments (and their losses compare day for day with the baseline's).
-SIMULATED_SCENARIO_DAYS = 40
+SIMULATED_SCENARIO_DAYS = 40  # >= the longest story (baseline at full scale: 28)
 
 
 @dataclass(frozen=True)
