@@ -86,7 +86,11 @@ def run_performance(
         {"model_version": version, "route": route, **group_metrics(rows, review_cost)}
         for (version, route), rows in joined.groupby(GROUP, sort=True)
     ]
-    champion = group_metrics(joined[joined["route"] == "champion"], review_cost)
+    # The policy judges the champion that decides now: a version promoted yesterday must
+    # not be retrained for the misses of the one it replaced (drift-new-fraud-pattern).
+    champion_rows = joined[joined["route"] == "champion"]
+    current = champion_rows["model_version"].iloc[-1] if len(champion_rows) else None
+    champion = group_metrics(champion_rows[champion_rows["model_version"] == current], review_cost)
     keys = ("average_precision", "recall", "precision", "cost_per_1k", "label_maturity")
     metrics = {key: champion[key] for key in keys}
     metrics["known_frauds"] = champion["known_frauds"]
@@ -94,6 +98,7 @@ def run_performance(
     enough = champion["known_frauds"] >= min_known_frauds
     details = {
         "now": now.isoformat(),
+        "champion_version": current,
         "review_cost": review_cost,
         "by_version_route": table,
         "unmatched_predictions": int(
