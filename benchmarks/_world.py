@@ -5,11 +5,16 @@ challenger, all under one home folder. Built once; a folder that already holds o
 
 Set FRAUDLAB_HOME to the folder before importing fraudlab modules: the Feast
 definitions read their table paths through get_settings() at import.
+
+`load_redis` copies the same snapshots into a Redis database for the production
+profile's online store; the registry stays the world's SQLite MLflow store (it is off
+the request path: models load at startup and on alias moves).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -70,6 +75,48 @@ def build_world(settings: Settings, say=print) -> World:
         )
     )
     return World(settings, champion, challenger, online_until)
+
+
+def production_settings(world: World, redis_connection: str) -> Settings:
+    """The world with Feast's online store on Redis (`host:port,db=N`)."""
+    return world.settings.model_copy(
+        update={
+            "profile": "production",
+            "redis_connection": redis_connection,
+            "mlflow_tracking_uri": world.settings.tracking_uri,
+        }
+    )
+
+
+def production_env(settings: Settings) -> dict[str, str]:
+    """The FRAUDLAB_* variables a server needs to run on `production_settings`."""
+    return {
+        "FRAUDLAB_HOME": str(settings.home),
+        "FRAUDLAB_PROFILE": settings.profile,
+        "FRAUDLAB_REDIS_CONNECTION": settings.redis_connection,
+        "FRAUDLAB_MLFLOW_TRACKING_URI": settings.tracking_uri,
+    }
+
+
+def load_redis(world: World, settings: Settings, say=print) -> None:
+    """Empty only the Redis database `settings` names, then materialize the world's
+    snapshots into it, up to the same time as the SQLite online store."""
+    import redis
+
+    from features.store import materialize
+
+    address, *options = settings.redis_connection.split(",")
+    host, port = address.rsplit(":", 1)
+    db = int(dict(option.split("=", 1) for option in options).get("db", 0))
+    redis.Redis(host=host, port=int(port), db=db).flushdb()
+    started = time.perf_counter()
+    saved = dict(os.environ)  # open_store exports the Redis profile's FRAUDLAB_FEAST_*
+    try:
+        materialize(settings, end=world.online_until.to_pydatetime())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    say(f"Redis db {db} emptied and loaded ({time.perf_counter() - started:.0f} s)")
 
 
 def _day0(tx: pd.DataFrame) -> pd.Timestamp:

@@ -2,9 +2,18 @@
 
 Builds (or reuses, with `--home`) a benchmark world: ~475k simulated payments, Feast
 tables and online store, a LightGBM champion and a logistic-regression challenger in
-MLflow (benchmarks/_world.py). Starts `uvicorn serving.app:create_app` with one worker
-as a child process, and drives it from another process (a raw asyncio HTTP/1.1
-keep-alive client, so the client is not the bottleneck) with payments after the cutoff:
+MLflow (benchmarks/_world.py). Starts the scoring API as a child process in two
+profiles, one after the other, and drives each with the same load from another process
+(a raw asyncio HTTP/1.1 keep-alive client, so the client is not the bottleneck) with
+payments after the cutoff:
+
+- embedded: SQLite online store, one uvicorn worker (the figures in the docs);
+- production: Feast's online store on Redis (`--redis`, a database of its own that is
+  emptied and loaded first), two uvicorn workers (`--workers`). A routing change
+  reaches the second worker on its next alias poll, so the run waits one poll after
+  each.
+
+The load, per profile:
 
 - at a fixed 200 requests/s (open loop: each request leaves on schedule, on any idle
   connection): (a) champion only, (b) champion plus shadow, (c) champion plus a 50%
@@ -16,9 +25,11 @@ keep-alive client, so the client is not the bottleneck) with payments after the 
 
 Latency is measured in the client, from writing a request to reading its whole response.
 Where the server's time goes (features, model, the rest) is read back from the
-prediction log. Last line:
+prediction log. The last two lines:
+`serving_production p50_ms=X p99_ms=X max_rps=X vs_embedded=X workers=N`
 `serving p50_ms=X p99_ms=X shadow_p50_overhead_pct=X max_rps=X vs_plain=X`
-(p50 and p99 at 200 requests/s with shadow on; vs_plain = saturated rps over plain's).
+(p50 and p99 at 200 requests/s with shadow on; max_rps saturated with shadow on;
+vs_plain = embedded saturated rps over plain's; vs_embedded = production's over it).
 
 The servers inherit this process's environment, so e.g. `OMP_NUM_THREADS=1 python
 benchmarks/serving.py` shows what LightGBM's OpenMP threads cost on a busy machine.
@@ -36,7 +47,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,8 +59,9 @@ CONCURRENCY = 16  # in-flight requests when saturated: enough to keep one worker
 CONNECTIONS = 32  # fixed-rate pool: a slow response never holds the next request back
 WARMUP = 200  # unmeasured requests before each measurement
 OURS, PLAIN = "serving.app:create_app", "benchmarks._plain_app:create_app"
+REDIS = "127.0.0.1:6379,db=11"  # its own database (demo 0, tests 7 and 9): emptied first
 ROOT = Path(__file__).resolve().parents[1]
-ROUTINGS = {  # fixed-rate scenario -> POST /admin/routing body
+ROUTINGS: dict[str, dict[str, object]] = {  # fixed-rate scenario -> POST /admin/routing body
     "a champion only": {"shadow": False, "canary_share": 0.0},
     "b champion + shadow": {"shadow": True, "canary_share": 0.0},
     "c champion + 50% canary": {"shadow": False, "canary_share": 0.5},
@@ -159,12 +171,16 @@ def drive(
 
 
 @contextmanager
-def uvicorn_server(app: str, env: dict[str, str], log_dir: Path) -> Iterator[int]:
-    """One uvicorn worker serving `app`; yields its port once /readyz answers 200."""
+def uvicorn_server(
+    app: str, env: dict[str, str], log_dir: Path, workers: int = 1, name: str = ""
+) -> Iterator[int]:
+    """uvicorn serving `app`; yields its port once every worker's /readyz answers 200."""
     from serving.process import running_server  # after _fix_import_path: see main()
 
-    log_file = log_dir / f"{app.split(':')[0]}.log"
-    with running_server(env, app=app, log_file=log_file, ready_timeout=180, cwd=ROOT) as url:
+    log_file = log_dir / f"{app.split(':')[0]}{name}.log"
+    with running_server(
+        env, app=app, workers=workers, log_file=log_file, ready_timeout=180, cwd=ROOT
+    ) as url:
         yield int(url.rsplit(":", 1)[1])
 
 
@@ -241,56 +257,131 @@ def stage_breakdown(log_path: Path, tag: str, client_p50_ms: float) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Profile:
+    name: str  # "embedded" or "production"
+    label: str  # how the tables name it
+    tag: str  # transaction-id prefix of its requests in the prediction log
+    env: dict[str, str]
+    workers: int
+    routing_settles_s: float  # wait after a routing change: 0 with one worker
+
+
 def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None:
     os.environ["FRAUDLAB_HOME"] = str(home)  # before fraudlab imports: definitions read it
-    from benchmarks._world import build_world, payloads
+    from benchmarks._world import (
+        build_world,
+        load_redis,
+        payloads,
+        production_env,
+        production_settings,
+    )
     from fraudlab.settings import Settings
 
     world = build_world(Settings(home=home))
     bodies = payloads(world, 5_000)
     token = secrets.token_hex(16)
-    env = {"FRAUDLAB_HOME": str(home), "FRAUDLAB_SERVING__ADMIN_TOKEN": token}
+    admin = {"FRAUDLAB_SERVING__ADMIN_TOKEN": token}
+    production = production_settings(world, args.redis)
+    load_redis(world, production)
+    poll = world.settings.serving.alias_poll_seconds
+    embedded_env = {"FRAUDLAB_HOME": str(home), "FRAUDLAB_PROFILE": "embedded"}
+    profiles = [
+        Profile("embedded", "SQLite, 1 worker", "E", embedded_env | admin, 1, 0),
+        Profile(
+            "production",
+            f"Redis, {args.workers} workers",
+            "P",
+            production_env(production) | admin,
+            args.workers,
+            poll + 0.5 if args.workers > 1 else 0,
+        ),
+    ]
     run_id = secrets.token_hex(3)
-    n, rounds = args.requests, args.rounds
+    n = args.requests
     print(
-        f"{n} requests per scenario, one uvicorn worker, {os.cpu_count()} cores; "
-        f"saturated = {CONCURRENCY} in flight"
+        f"{n} requests per scenario and profile, {os.cpu_count()} cores; "
+        f"saturated = {CONCURRENCY} in flight; profiles: "
+        + "; ".join(f"{p.name} ({p.label})" for p in profiles)
     )
-    rows: list[Row] = []
 
     def measure(port: int, tag: str, count: int, rate: float | None) -> LoadResult:
         warmup = encode(bodies, f"{run_id}w", port, WARMUP)
         requests = encode(bodies, f"{run_id}{tag}", port, count)
         return pool.submit(drive, port, warmup, requests, rate, CONCURRENCY).result()
 
-    with uvicorn_server(OURS, env, home) as port:
-        results: dict[str, list[LoadResult]] = {name: [] for name in ROUTINGS}
-        for r in range(rounds):  # interleaved, so machine drift hits every scenario alike
-            for scenario, routing in ROUTINGS.items():
-                set_routing(port, token, routing)
-                results[scenario].append(measure(port, f"{scenario[0]}{r}", n // rounds, RATE))
-        for scenario, got in results.items():
-            rows.append(summarize(f"{scenario} @ {RATE} rps", scenario[0], got))
-        set_routing(port, token, ROUTINGS["b champion + shadow"])
-        rows.append(summarize("saturated, shadow on", "s", [measure(port, "s", n, None)]))
-        set_routing(port, token, ROUTINGS["a champion only"])
-        rows.append(summarize("saturated, champion only", "o", [measure(port, "o", n, None)]))
-    with uvicorn_server(PLAIN, env, home) as port:
-        rows.append(summarize("saturated, plain way", "p", [measure(port, "p", n, None)]))
-    report(rows, world.settings.prediction_log_path, run_id)
+    rows: dict[str, list[Row]] = {}
+    for profile in profiles:
+        with uvicorn_server(OURS, profile.env, home, profile.workers, profile.tag) as port:
+            rows[profile.name] = measure_profile(profile, port, token, args, measure)
+    with uvicorn_server(PLAIN, profiles[0].env, home) as port:
+        plain = summarize("saturated, plain way", "p", [measure(port, "p", n, None)])
+    rows["embedded"].append(plain)
+    report(rows, profiles, world.settings.prediction_log_path, run_id)
 
 
-def report(rows: list[Row], log_path: Path, run_id: str) -> None:
+def measure_profile(
+    profile: Profile,
+    port: int,
+    token: str,
+    args: argparse.Namespace,
+    measure: Callable[[int, str, int, float | None], LoadResult],
+) -> list[Row]:
+    """The fixed-rate scenarios, interleaved over rounds, then the two saturated ones."""
+
+    def route(routing: dict[str, object]) -> None:
+        set_routing(port, token, routing)
+        time.sleep(profile.routing_settles_s)  # the other workers apply it on their next poll
+
+    t = profile.tag
+    results: dict[str, list[LoadResult]] = {name: [] for name in ROUTINGS}
+    for r in range(args.rounds):  # interleaved, so machine drift hits every scenario alike
+        for scenario, routing in ROUTINGS.items():
+            route(routing)
+            results[scenario].append(
+                measure(port, f"{t}{scenario[0]}{r}", args.requests // args.rounds, RATE)
+            )
+    rows = [
+        summarize(f"{scenario} @ {RATE} rps", f"{t}{scenario[0]}", got)
+        for scenario, got in results.items()
+    ]
+    route(ROUTINGS["b champion + shadow"])
+    saturated = [measure(port, f"{t}s", args.requests, None)]
+    rows.append(summarize("saturated, shadow on", f"{t}s", saturated))
+    route(ROUTINGS["a champion only"])
+    saturated = [measure(port, f"{t}o", args.requests, None)]
+    rows.append(summarize("saturated, champion only", f"{t}o", saturated))
+    return rows
+
+
+def _table(rows: list[Row]) -> None:
     header = f"{'p50 ms':>8}{'p99 ms':>8}{'rps':>8}{'fail':>6}{'canary%':>9}{'fallback%':>10}"
-    print(f"\n{'scenario':<36}{header}")
+    print(f"{'scenario':<36}{header}")
     for r in rows:
         print(
             f"{r.scenario:<36}{r.p50_ms:8.2f}{r.p99_ms:8.2f}{r.rps:8.0f}{r.failures:6d}"
             f"{r.canary_pct:9.1f}{r.fallback_pct:10.1f}"
         )
+
+
+def report(
+    all_rows: dict[str, list[Row]], profiles: list[Profile], log_path: Path, run_id: str
+) -> None:
+    rows, production = all_rows["embedded"], all_rows["production"]
+    print(f"\nembedded profile ({profiles[0].label}), and the plain way:")
+    _table(rows)
+    print(f"\nproduction profile ({profiles[1].label}):")
+    _table(production)
+    print("\nsame load, side by side (p50 ms / p99 ms / requests/s):")
+    print(f"{'scenario':<36}{'embedded':>24}{'production':>24}")
+    for e, p in zip(rows, production, strict=False):
+        cells = [f"{r.p50_ms:.2f} / {r.p99_ms:.2f} / {r.rps:.0f}" for r in (e, p)]
+        print(f"{e.scenario:<36}{cells[0]:>24}{cells[1]:>24}")
     print("\nwhere the server's time goes (medians, prediction log):")
-    for r in rows[:-1]:
-        print(f"  {r.scenario:<34}{stage_breakdown(log_path, run_id + r.tag, r.p50_ms)}")
+    for profile, measured in ((profiles[0], rows[:-1]), (profiles[1], production)):
+        for r in measured:
+            name = f"{profile.name[:4]} {r.scenario}"
+            print(f"  {name:<39}{stage_breakdown(log_path, run_id + r.tag, r.p50_ms)}")
     champion, shadow, plain, ours = rows[0], rows[1], rows[-1], rows[3]
     overhead = 100 * (shadow.p50_ms - champion.p50_ms) / champion.p50_ms
     vs_plain = ours.rps / plain.rps
@@ -300,10 +391,16 @@ def report(rows: list[Row], log_path: Path, run_id: str) -> None:
         ("saturated >= 1000 rps (shadow on)", f"{ours.rps:.0f} rps", ours.rps >= 1000),
         ("saturated >= 3x the plain way", f"{vs_plain:.2f}x", vs_plain >= 3),
     ]
-    failures = sum(r.failures for r in rows)
+    failures = sum(r.failures for r in rows + production)
     print("\ntargets (one worker):" + ("" if not failures else f"  {failures} FAILED REQUESTS"))
     for target, got, met in checks:
         print(f"  {target:<40}{got:>12}  {'met' if met else 'NOT MET'}")
+    p_shadow, p_ours = production[1], production[3]
+    print(
+        f"serving_production p50_ms={p_shadow.p50_ms:.3f} p99_ms={p_shadow.p99_ms:.3f} "
+        f"max_rps={p_ours.rps:.0f} vs_embedded={p_ours.rps / ours.rps:.2f} "
+        f"workers={profiles[1].workers}"
+    )
     print(
         f"serving p50_ms={shadow.p50_ms:.3f} p99_ms={shadow.p99_ms:.3f} "
         f"shadow_p50_overhead_pct={overhead:.1f} max_rps={ours.rps:.0f} vs_plain={vs_plain:.2f}"
@@ -323,6 +420,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4_000, help="measured per scenario")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved fixed-rate rounds")
     parser.add_argument("--home", type=Path, help="build or reuse the world here (kept)")
+    parser.add_argument(
+        "--redis", default=REDIS, help="production profile's online store (db emptied first)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="production profile's workers")
     parser.add_argument("--keep", action="store_true", help="keep the temporary world")
     args = parser.parse_args()
     spawn = get_context("spawn")  # the load generator is a process of its own

@@ -1,12 +1,20 @@
 """Admin endpoints: force a model reload, change routing. Bearer token from settings;
-401 without a token, 403 with a wrong one, 404 (off) when no token is configured."""
+401 without a token, 403 with a wrong one, 404 (off) when no token is configured.
+
+With several uvicorn workers a call reaches one of them. A routing change is committed
+to the shared routing row (serving/routing.py) before the answer, applied by this worker
+at once and by the others on their watcher's next poll; a reload loads here at once and
+the others' watchers find the moved alias on their next poll. The answer's
+`Fraudlab-Propagation` header says so; the bodies are the same as with one worker.
+"""
 
 from __future__ import annotations
 
+import os
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.schemas import ReloadResult, RoutingState, RoutingUpdate, ValidationErrorBody
@@ -22,6 +30,17 @@ router = APIRouter(
     },
 )
 _bearer = HTTPBearer(auto_error=False)
+PROPAGATION_HEADER = "Fraudlab-Propagation"
+_PROPAGATES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            PROPAGATION_HEADER: {
+                "description": "which worker applied the change now, and when the others do",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
 
 
 def require_admin(
@@ -40,23 +59,34 @@ def require_admin(
 Admin = Annotated[None, Depends(require_admin)]
 
 
-@router.post("/reload", response_model=ReloadResult)
-def reload(request: Request, _: Admin) -> ReloadResult:
-    """Check the registry now and load any alias that moved."""
+def _propagation(request: Request, response: Response, change: str) -> None:
+    poll = request.app.state.settings.serving.alias_poll_seconds
+    response.headers[PROPAGATION_HEADER] = (
+        f"{change} by worker {os.getpid()} now; "
+        f"by the server's other workers within one alias poll ({poll:g} s)"
+    )
+
+
+@router.post("/reload", response_model=ReloadResult, responses=_PROPAGATES)
+def reload(request: Request, response: Response, _: Admin) -> ReloadResult:
+    """Check the registry now and load any alias that moved (this worker; the others'
+    watchers find the move on their next poll)."""
+    _propagation(request, response, "registry checked")
     return request.app.state.service.reload()
 
 
 @router.get("/routing", response_model=RoutingState)
 def get_routing(request: Request, _: Admin) -> RoutingState:
-    policy = request.app.state.service.routing
+    """The server's routing: the shared row, which this worker applies on the way."""
+    policy = request.app.state.shared_routing.sync()
     return RoutingState(canary_share=policy.canary_share, shadow=policy.shadow)
 
 
-@router.post("/routing", response_model=RoutingState)
-def set_routing(update: RoutingUpdate, request: Request, _: Admin) -> RoutingState:
-    policy = request.app.state.service.routing
-    if update.canary_share is not None:
-        policy.canary_share = update.canary_share
-    if update.shadow is not None:
-        policy.shadow = update.shadow
+@router.post("/routing", response_model=RoutingState, responses=_PROPAGATES)
+def set_routing(
+    update: RoutingUpdate, request: Request, response: Response, _: Admin
+) -> RoutingState:
+    """Change the canary share or shadow mode; committed before this answers."""
+    policy = request.app.state.shared_routing.update(update.canary_share, update.shadow)
+    _propagation(request, response, "routing applied")
     return RoutingState(canary_share=policy.canary_share, shadow=policy.shadow)

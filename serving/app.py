@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,13 +11,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudlab.errors import ModelUnavailable
 from fraudlab.settings import Settings, get_settings
 from serving.admin import router as admin_router
 from serving.limits import BodySizeLimit
+from serving.process import WORKER_HEADER
+from serving.routing import SharedRouting, shared_routing_path
 from serving.schemas import ScoreRequest, ScoreResponse, ValidationErrorBody
 from serving.service import ScoringService
 
@@ -35,22 +39,53 @@ def tune_for_latency() -> None:
     sys.setswitchinterval(0.001)
 
 
+class WorkerHeader:
+    """Every response names the worker process that answered (`Fraudlab-Worker: <pid>`):
+    with several uvicorn workers, the one way to tell from outside which of them a
+    response, a /metrics scrape or an admin change came from. Plain ASGI: one header
+    appended, no per-request task or body buffering."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                worker = (WORKER_HEADER.encode(), str(os.getpid()).encode())
+                message["headers"] = [*message.get("headers", ()), worker]
+            await send(message)
+
+        await self.app(scope, receive, send_named)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = ScoringService(settings)
+        # Routing others changed before this worker (re)started applies before its
+        # first request; later changes on each poll of the alias watcher.
+        shared = SharedRouting(shared_routing_path(settings.home), service.routing)
+        shared.sync()
+        service.models.also_on_poll.append(shared.sync)
         service.start()
         app.state.service = service
+        app.state.shared_routing = shared
         tune_for_latency()
         try:
             yield
         finally:
             service.close()
+            service.metrics.close()
 
     app = FastAPI(title="fraudlab scoring API", version="1", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.serving.max_body_bytes)
+    app.add_middleware(WorkerHeader)
     app.state.settings = settings
     app.include_router(admin_router)
 
@@ -107,7 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> PlainTextResponse:
-        body = generate_latest(request.app.state.service.metrics.registry)
+        # With several workers: the totals of all of them (serving/metrics.py).
+        body = request.app.state.service.metrics.render()
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

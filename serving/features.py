@@ -93,7 +93,9 @@ class OnlineFeatures:
                     config=self.store.config,
                     table=view,
                     entity_keys=[key],
-                    requested_features=names,
+                    # A copy: Feast's Redis store appends its `_ts:<view>` field to the
+                    # list it is given, which grew every later lookup by one field.
+                    requested_features=list(names),
                 )
             except Exception as exc:  # any store failure degrades to an explicit fallback
                 log.warning("feature store lookup failed: %s", exc)

@@ -49,6 +49,9 @@ class ModelManager:
         self.last_errors: dict[str, str] = {}
         self.on_change = on_change
         self.on_refused = on_refused  # every refresh that failed, the watcher's included
+        # Other shared state each worker picks up on the same beat (the routing row):
+        # one thread and one period for everything a worker learns from outside.
+        self.also_on_poll: list[Callable[[], object]] = []
         self._lock = threading.Lock()  # one reload at a time; readers never take it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,6 +117,13 @@ class ModelManager:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.settings.serving.alias_poll_seconds):
+            # The cheap local reads first: a registry that takes seconds to answer must
+            # not hold back a routing change another worker has already committed.
+            for poll in self.also_on_poll:
+                try:
+                    poll()
+                except Exception:
+                    log.exception("watcher poll %r failed", poll)
             try:
                 self.refresh()
             except Exception:  # the watcher must outlive any one bad poll

@@ -1,8 +1,18 @@
-"""Run the scoring API as a child process (demo, benchmarks, tests) and wait until ready."""
+"""Start the scoring API: `serve` runs uvicorn in this process (`fraudlab serve`, and
+`python -m serving.process`), `running_server` runs that as a child process (demo,
+benchmarks, tests) and waits until every worker is ready.
+
+Before any worker starts, `serve` resets what the workers of one server run share under
+the settings home: the routing row (serving/routing.py), so the run starts from
+settings, and with more than one worker the Prometheus multiprocess folder
+(`<home>/prometheus_multiproc`, serving/metrics.py), so no dead run's samples count.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +25,14 @@ from pathlib import Path
 import httpx
 
 from fraudlab.errors import ServiceUnavailable
+from serving.routing import shared_routing_path
+
+# Imported by serving/metrics.py, never the reverse: this module must not import
+# prometheus_client, which picks its mode from the environment when first imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROC_FOLDER = "prometheus_multiproc"  # under settings.home
+WORKERS_MARKER = "fraudlab-workers"  # not *.db, so the collector never reads it as samples
+WORKER_HEADER = "fraudlab-worker"  # every response names the worker that answered (its pid)
 
 
 def free_port() -> int:
@@ -33,32 +51,19 @@ def running_server(
     app: str = "serving.app:create_app",
     cwd: Path | None = None,
 ) -> Iterator[str]:
-    """Start uvicorn with the app factory `app` on loopback; yield its URL once /readyz
-    answers 200; stop it with SIGTERM (so the prediction log flushes) on exit."""
+    """Start uvicorn with the app factory `app` on loopback (through `serve`, so shared
+    state is reset first); yield its URL once /readyz answers 200 from every worker;
+    stop it with SIGTERM (so each worker's prediction log flushes) on exit."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
+    command = [sys.executable, "-m", "serving.process", app, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(workers)]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
     )
     try:
-        _wait_ready(url, process, ready_timeout)
+        _wait_ready(url, process, ready_timeout, workers)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)
@@ -71,17 +76,90 @@ def running_server(
             out.close()  # type: ignore[union-attr]
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float, workers: int) -> None:
+    """Until /readyz answers 200 from `workers` different workers: one ready worker takes
+    every connection while the others still load their models. An app that does not
+    name its worker (the benchmark's plain app) is ready at its first 200."""
     deadline = time.monotonic() + timeout
+    ready: set[str] = set()
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServiceUnavailable(
                 f"the scoring API exited with code {process.returncode} before it was ready"
             )
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
+            # A new connection per probe: the kernel hands it to whichever worker accepts.
+            response = httpx.get(f"{url}/readyz", timeout=2)
+            if response.status_code == 200:
+                ready.add(response.headers.get(WORKER_HEADER, "unnamed"))
+                if len(ready) >= workers or "unnamed" in ready:
+                    return
+                continue  # probe again at once: the next connection may find the other
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
-    raise ServiceUnavailable(f"the scoring API at {url} was not ready within {timeout:.0f} s")
+    raise ServiceUnavailable(
+        f"the scoring API at {url} was not ready within {timeout:.0f} s"
+        f" ({len(ready)} of {workers} workers answered)"
+    )
+
+
+def reset_shared_state(home: Path, workers: int) -> dict[str, str | None]:
+    """Clear what the workers of the previous run shared; returns the environment the
+    new workers need (None: unset it)."""
+    for stale in (shared_routing_path(home), Path(f"{shared_routing_path(home)}-journal")):
+        stale.unlink(missing_ok=True)
+    metrics_dir = home / MULTIPROC_FOLDER
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    # Feast points both variables at a temporary folder of its own in any process that
+    # imports it, and children inherit them: ours replace them, or none at all.
+    names = (MULTIPROC_ENV, "PROMETHEUS_MULTIPROCESS_DIR")
+    if workers == 1:  # one process: plain in-memory metrics, as always
+        return dict.fromkeys(names)
+    metrics_dir.mkdir(parents=True)
+    (metrics_dir / WORKERS_MARKER).write_text(f"{workers}\n")
+    return dict.fromkeys(names, str(metrics_dir))
+
+
+def serve(
+    app: str = "serving.app:create_app",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: str = "warning",
+) -> None:
+    """Reset the shared state, then run uvicorn here until SIGTERM or SIGINT."""
+    from fraudlab.settings import get_settings
+
+    # Before anything imports prometheus_client (the app, in the workers or here with
+    # one worker): it picks in-memory or file-backed samples at import.
+    for name, value in reset_shared_state(get_settings().home, workers).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run a scoring-app factory under uvicorn.")
+    parser.add_argument("app", nargs="?", default="serving.app:create_app")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    serve(args.app, args.host, args.port, args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,8 +15,13 @@ def serve(
     port: int = typer.Option(None, min=1, max=65_535, help="Port [settings: 8000]."),
     workers: int = typer.Option(None, min=1, max=32, help="uvicorn workers [settings: 1]."),
 ) -> None:
-    """Serve POST /v1/score with the registry's champion (and challenger) models."""
-    import uvicorn
+    """Serve POST /v1/score with the registry's champion (and challenger) models.
+
+    With more than one worker, metrics are aggregated through
+    <home>/prometheus_multiproc and routing changes through <home>/serving_routing.sqlite;
+    both are reset here, before the workers start (docs/serving-plane.md).
+    """
+    from serving.process import serve as run_server
 
     s = get_settings().serving
     host, port, workers = host or s.host, port or s.port, workers or s.workers
@@ -24,12 +29,4 @@ def serve(
         f"serving on http://{host}:{port} with {workers} worker(s); "
         f"docs at http://{host}:{port}/docs"
     )
-    uvicorn.run(
-        "serving.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-    )
+    run_server("serving.app:create_app", host=host, port=port, workers=workers)

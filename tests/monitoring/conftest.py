@@ -109,8 +109,8 @@ def write_log(
             shadow_rows.append(
                 (request_id, challenger.version, s, challenger.decide(s), None, 0.02)
             )
+    _create(path)
     with sqlite3.connect(path) as conn:
-        _create(conn)
         conn.executemany(f"INSERT INTO predictions VALUES ({', '.join('?' * len(COLUMNS))})", rows)
         conn.executemany("INSERT INTO shadow_scores VALUES (?, ?, ?, ?, ?, ?)", shadow_rows)
     return len(rows)

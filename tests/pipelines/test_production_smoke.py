@@ -91,3 +91,27 @@ def test_feast_online_store_on_redis_serves_materialized_values(
     assert online["customer_mean_amount_30d"][0] == pytest.approx(
         latest.loc[customer, "customer_mean_amount_30d"]
     )
+
+
+def test_serving_lookup_on_redis_stays_the_same_size_lookup_after_lookup(
+    production: Settings,
+) -> None:
+    """Feast's Redis store appends a timestamp field to the feature list it is handed;
+    the serving lookup once handed it its own list, so every lookup grew the next one
+    (3,006 fields after 3,000 lookups, p50 1.1 -> 16.9 ms). Same answers, same size."""
+    from serving.features import OnlineFeatures
+
+    table = pd.read_parquet(production.feature_data_dir / "customer_spending.parquet")
+    end = table["event_timestamp"].max()
+    materialize(production, end=end.to_pydatetime() + pd.Timedelta(seconds=1))
+    store = open_store(production)
+    service = feature_service(store, "fraud_v2")
+    refs = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
+    lookup = OnlineFeatures(store, refs)
+    asked = [list(names) for _, _, names in lookup._views]
+    customer = int(table.loc[table["event_timestamp"] == end, "customer_id"].iloc[0])
+    first = lookup.lookup(customer, 0, 25.0, end.to_pydatetime())
+    for _ in range(50):
+        again = lookup.lookup(customer, 0, 25.0, end.to_pydatetime())
+    assert [list(names) for _, _, names in lookup._views] == asked
+    assert again.values == pytest.approx(first.values, nan_ok=True)
