@@ -24,7 +24,6 @@ import yaml
 from fraudlab.settings import Settings
 
 Scale = Literal["small", "full"]
-SCALES: tuple[Scale, ...] = ("small", "full")
 
 # Population and training calendar per scale. The champion is trained on the days
 # before `cutoff_day`; the scenario's own days follow it.
