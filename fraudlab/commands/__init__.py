@@ -1,13 +1,1 @@
-"""CLI commands, one module per plane; importing them registers them on the Typer apps."""
-
-from fraudlab.commands import (  # noqa: F401
-    data,
-    demo,
-    features,
-    monitor,
-    replay,
-    scenario,
-    serve,
-    stack,
-    train,
-)
+"""CLI commands, one module per plane; fraudlab/cli.py wires them into one app."""

@@ -11,11 +11,13 @@ from rich.table import Table
 
 from data.simulator import GenerationSummary, SimulationConfig, generate, parse_start_date
 from data.validate import ValidationReport, validate_transactions_file
-from fraudlab.cli import console, data_app, user_errors
+from fraudlab.console import console, user_errors
 from fraudlab.settings import get_settings
 
+app = typer.Typer(help="Generate and validate transaction data.", no_args_is_help=True)
 
-@data_app.command("generate")
+
+@app.command("generate")
 @user_errors
 def generate_command(
     customers: int | None = typer.Option(None, min=1, help="Card holders [settings]."),
@@ -54,7 +56,7 @@ def generate_command(
     console.print(_summary_table(summary, time.perf_counter() - started))
 
 
-@data_app.command("validate")
+@app.command("validate")
 @user_errors
 def validate_command(
     file: Path = typer.Argument(..., help="A transactions file, .parquet or .csv."),

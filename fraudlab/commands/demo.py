@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.rule import Rule
 
-from fraudlab.cli import app, console, user_errors
+from fraudlab.console import console, user_errors
 from fraudlab.settings import Settings, get_settings
 from serving.process import running_server
 
@@ -31,7 +31,6 @@ def _step(title: str, action: Callable[[], None]) -> None:
     console.print(f"[dim]{title}: {time.perf_counter() - started:.1f} s[/]")
 
 
-@app.command("demo")
 @user_errors
 def demo(
     fresh: bool = typer.Option(
@@ -91,9 +90,7 @@ def demo(
             for day in range(days):
                 # The daily batch cadence: each midnight's snapshot goes online first.
                 materialize(settings, end=cutoff + timedelta(days=day))
-                replay.replay_command(
-                    settings.training.cutoff_day + day, 1, replay_rate, 8, url, None
-                )
+                replay.replay(settings.training.cutoff_day + day, 1, replay_rate, 8, url, None)
         console.print(f"every answer is in the prediction log: {settings.prediction_log_path}")
 
     _step(f"6/8 serve: replay {days} day(s) after the cutoff through the API", serve_days)

@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 import typer
 from rich.table import Table
 
-from fraudlab.cli import console, features_app, user_errors
+from fraudlab.console import console, user_errors
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import get_settings
 
+app = typer.Typer(help="Build, register and materialize Feast features.", no_args_is_help=True)
 
-@features_app.command("build")
+
+@app.command("build")
 @user_errors
 def build() -> None:
     """Compute the daily feature tables from the transactions (the batch feature pipeline)."""
@@ -34,7 +36,7 @@ def build() -> None:
     console.print(table)
 
 
-@features_app.command("apply")
+@app.command("apply")
 @user_errors
 def apply() -> None:
     """Register entities, feature views and feature services in the Feast registry."""
@@ -54,7 +56,7 @@ def _parse_time(text: str | None, name: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@features_app.command("materialize")
+@app.command("materialize")
 @user_errors
 def materialize(
     end: str | None = typer.Option(

@@ -11,18 +11,17 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from fraudlab.cli import app, console, err_console, user_errors
+from fraudlab.console import console, err_console, user_errors
 from fraudlab.errors import ConfigError, FraudlabError, MissingInput
 from fraudlab.settings import Settings, get_settings
 from monitoring.decisions import MonitorRun
 from monitoring.window import Window
 
-monitor_app = typer.Typer(
+app = typer.Typer(
     help="Drift, skew, delayed-label performance, canary analysis "
     "and the policy that acts on them.",
     no_args_is_help=True,
 )
-app.add_typer(monitor_app, name="monitor")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
 
@@ -91,7 +90,7 @@ def findings_table(run: MonitorRun) -> Table:
     return table
 
 
-@monitor_app.command("run")
+@app.command("run")
 @user_errors
 def run(
     since: str = typer.Option(
@@ -138,7 +137,7 @@ def run(
         time.sleep(pause)
 
 
-@monitor_app.command("status")
+@app.command("status")
 @user_errors
 def status(last: int = typer.Option(5, min=1, help="How many runs to show.")) -> None:
     """The latest monitor runs: findings and decisions."""

@@ -6,13 +6,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from fraudlab.cli import app, console, user_errors
+from fraudlab.console import console, user_errors
 from fraudlab.settings import get_settings
 
 
-@app.command("replay")
 @user_errors
-def replay_command(
+def replay(
     from_day: int = typer.Option(
         None,
         min=0,

@@ -8,7 +8,12 @@ from pathlib import Path
 import typer
 from rich.table import Column, Table
 
-from fraudlab.cli import console, scenario_app, user_errors
+from fraudlab.console import console, user_errors
+
+app = typer.Typer(
+    help="Failure stories: inject skew, drift or a bad model and watch the system react.",
+    no_args_is_help=True,
+)
 
 
 class ScaleChoice(StrEnum):
@@ -16,7 +21,7 @@ class ScaleChoice(StrEnum):
     full = "full"
 
 
-@scenario_app.command("list")
+@app.command("list")
 @user_errors
 def list_command() -> None:
     """The failure stories, what each breaks and who should catch it."""
@@ -36,7 +41,7 @@ def list_command() -> None:
     console.print("run one: [bold]fraudlab scenario run NAME[/] (see --help)")
 
 
-@scenario_app.command("run")
+@app.command("run")
 @user_errors
 def run_command(
     name: str = typer.Argument(..., help="A scenario from `fraudlab scenario list`."),

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from fraudlab.cli import app, console, user_errors
+from fraudlab.console import console, user_errors
 from fraudlab.settings import get_settings
 
 
-@app.command("serve")
 @user_errors
 def serve(
     host: str = typer.Option(None, help="Interface to bind [settings: 127.0.0.1, loopback]."),

@@ -6,17 +6,16 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from fraudlab.cli import app, console, user_errors
+from fraudlab.console import console, user_errors
 from fraudlab.settings import get_settings
 from fraudlab.stack.services import EXPORTER_PORT, PROMETHEUS_PORT, native_network, stack_dir
 
-stack_app = typer.Typer(
+app = typer.Typer(
     help="Run the production profile's services natively: MLflow tracking server, scoring "
     "API, monitor, monitor exporter and (when installed) Prometheus, on the PostgreSQL "
     "and Redis already running on this machine. Set FRAUDLAB_PROFILE=production first.",
     no_args_is_help=True,
 )
-app.add_typer(stack_app, name="stack")
 
 _EXPORTER_PORT = typer.Option(
     EXPORTER_PORT, min=1, max=65_535, help="Port of the monitor exporter (monitor metrics)."
@@ -26,7 +25,7 @@ _PROMETHEUS_PORT = typer.Option(
 )
 
 
-@stack_app.command("up")
+@app.command("up")
 @user_errors
 def up(exporter_port: int = _EXPORTER_PORT, prometheus_port: int = _PROMETHEUS_PORT) -> None:
     """Start the services in dependency order, each once the ones before it are healthy.
@@ -47,7 +46,7 @@ def up(exporter_port: int = _EXPORTER_PORT, prometheus_port: int = _PROMETHEUS_P
     )
 
 
-@stack_app.command("status")
+@app.command("status")
 @user_errors
 def status() -> None:
     """Each service: pid, state, health, URL and log (and PostgreSQL, Redis reachable?)."""
@@ -67,7 +66,7 @@ def status() -> None:
     console.print(table)
 
 
-@stack_app.command("down")
+@app.command("down")
 @user_errors
 def down() -> None:
     """Stop every service `up` started: SIGTERM, then SIGKILL after 20 s; remove pid records."""
@@ -76,7 +75,7 @@ def down() -> None:
     stop_all(get_settings(), console.print)
 
 
-@stack_app.command("monitor-exporter")
+@app.command("monitor-exporter")
 @user_errors
 def monitor_exporter(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),

@@ -7,7 +7,7 @@ from enum import StrEnum
 import typer
 from rich.table import Table
 
-from fraudlab.cli import app, console, user_errors
+from fraudlab.console import console, user_errors
 from fraudlab.settings import get_settings
 
 
@@ -55,7 +55,6 @@ def outcome_table(outcomes: list, title: str) -> Table:
     return table
 
 
-@app.command("train")
 @user_errors
 def train(
     feature_service: str = typer.Option(
