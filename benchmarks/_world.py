@@ -14,7 +14,6 @@ the request path: models load at startup and on alias moves).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 
@@ -110,12 +109,7 @@ def load_redis(world: World, settings: Settings, say=print) -> None:
     db = int(dict(option.split("=", 1) for option in options).get("db", 0))
     redis.Redis(host=host, port=int(port), db=db).flushdb()
     started = time.perf_counter()
-    saved = dict(os.environ)  # open_store exports the Redis profile's FRAUDLAB_FEAST_*
-    try:
-        materialize(settings, end=world.online_until.to_pydatetime())
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    materialize(settings, end=world.online_until.to_pydatetime())
     say(f"Redis db {db} emptied and loaded ({time.perf_counter() - started:.0f} s)")
 
 

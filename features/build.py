@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.repo.definitions import WINDOWS_DAYS
+from features.definitions import WINDOWS_DAYS
 
 DAY = pd.Timedelta(days=1)
 IntMatrix = npt.NDArray[np.int64]

@@ -20,16 +20,12 @@ Select it in feature_store.yaml with
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import ibis
 import pandas as pd
 import pyarrow as pa
-import yaml
-from feast import FeatureStore
 from feast.data_format import ParquetFormat
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores.duckdb import (
@@ -200,15 +196,6 @@ def asof_query(
                 else f"{value} AS {_ident(name)}"
             )
     return f"SELECT {', '.join(selects)} FROM {ENTITY_TABLE} AS e {' '.join(joins)}"
-
-
-def with_offline_store(store: FeatureStore, offline_store: dict[str, Any]) -> FeatureStore:
-    """The same repository and registry behind another offline store, to compare stores."""
-    repo_path = Path(store.repo_path)
-    raw = yaml.safe_load(os.path.expandvars((repo_path / "feature_store.yaml").read_text()))
-    config = RepoConfig(**{**raw, "offline_store": offline_store})
-    config.repo_path = repo_path
-    return FeatureStore(repo_path=str(repo_path), config=config)
 
 
 class DuckDBAsofRetrievalJob(RetrievalJob):

@@ -1,76 +1,87 @@
 """Opening the Feast repository with the locations and online store the settings pick.
 
-features/repo/feature_store.yaml reads its locations from FRAUDLAB_FEAST_* variables;
-this module is the one place that sets them, from fraudlab.settings.
+features/repo/feature_store.yaml holds everything about the repository but where it
+lives: this module reads it and puts the settings' locations in (the registry and the
+SQLite online store under the home, or Redis in the production profile). Nothing is
+exported to the environment: the config is handed to Feast as an object.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from features.definitions import FEATURE_SERVICE_NAMES, SNAPSHOT_TTL, define
 from fraudlab.errors import FeatureServiceNotFound, MissingInput, ServiceUnavailable
 from fraudlab.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
+    from feast.repo_config import RepoConfig
 
 REPO_DIR = Path(__file__).parent / "repo"
+EFFECTIVE_CONFIG = "feature_store.yaml"  # under settings.feast_dir: for the `feast` CLI
 
 
-def feast_environment(settings: Settings) -> dict[str, str]:
-    """The variables feature_store.yaml expands, for this profile."""
-    env = {"FRAUDLAB_FEAST_REGISTRY": str(settings.feast_dir / "registry.db")}
+def repo_config_values(settings: Settings) -> dict[str, Any]:
+    """feature_store.yaml with this settings' locations and online store."""
+    values: dict[str, Any] = yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text())
+    values["registry"] = str(settings.feast_dir / "registry.db")
     if settings.online_store_type == "redis":
-        env |= {
-            "FRAUDLAB_FEAST_ONLINE_TYPE": "redis",
-            "FRAUDLAB_FEAST_ONLINE_KEY": "connection_string",
-            "FRAUDLAB_FEAST_ONLINE_VALUE": settings.redis_connection,
+        values["online_store"] = {
+            "type": "redis",
+            "connection_string": settings.redis_connection,
         }
     else:
-        env |= {
-            "FRAUDLAB_FEAST_ONLINE_TYPE": "sqlite",
-            "FRAUDLAB_FEAST_ONLINE_KEY": "path",
-            "FRAUDLAB_FEAST_ONLINE_VALUE": str(settings.feast_dir / "online.db"),
-        }
-    # Feature table paths are read by the definitions through get_settings(); home
-    # is exported too so a `feast` CLI started from this process sees the same files.
-    env["FRAUDLAB_HOME"] = str(settings.home)
-    return env
+        values["online_store"] = {"type": "sqlite", "path": str(settings.feast_dir / "online.db")}
+    return values
 
 
-def open_store(settings: Settings) -> FeatureStore:
+def repo_config(settings: Settings, **overrides: Any) -> RepoConfig:
+    from feast.repo_config import RepoConfig
+
+    config = RepoConfig(**{**repo_config_values(settings), **overrides})
+    config.repo_path = REPO_DIR
+    return config
+
+
+def open_store(settings: Settings, **overrides: Any) -> FeatureStore:
+    """The repository as these settings see it; `overrides` replace config keys (e.g.
+    another offline store, to compare stores)."""
     from feast import FeatureStore
 
-    os.environ.update(feast_environment(settings))
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(REPO_DIR))
+    return FeatureStore(repo_path=str(REPO_DIR), config=repo_config(settings, **overrides))
 
 
 def apply_definitions(settings: Settings) -> list[str]:
-    """`feast apply`: register entities, views and services; returns their names."""
-    from features.repo.definitions import define
+    """`feast apply`: register entities, views and services; returns their names.
 
+    Also writes the effective config to <home>/feast/feature_store.yaml, so the `feast`
+    CLI can be pointed at exactly what fraudlab uses (`feast -f <it> ...`)."""
     store = open_store(settings)
     objects = define(settings.feature_data_dir).objects
     store.apply(objects)
+    (settings.feast_dir / EFFECTIVE_CONFIG).write_text(
+        yaml.safe_dump(repo_config_values(settings), sort_keys=False)
+    )
     return [obj.name for obj in objects]
 
 
 def feature_service(store: FeatureStore, name: str) -> FeatureService:
-    from features.repo.definitions import FEATURE_SERVICE_NAMES
-
-    if name not in FEATURE_SERVICE_NAMES:
-        raise FeatureServiceNotFound(
-            f"unknown feature service {name!r}; defined: {', '.join(FEATURE_SERVICE_NAMES)}"
-        )
+    """A feature service from the registry (a registry may hold more than ours)."""
     try:
         return store.get_feature_service(name)
     except Exception as exc:  # feast raises its own not-found error type per registry
-        raise MissingInput(
-            f"feature service {name!r} is not registered yet: run `fraudlab features apply`"
+        if name in FEATURE_SERVICE_NAMES:
+            raise MissingInput(
+                f"feature service {name!r} is not registered yet: run `fraudlab features apply`"
+            ) from exc
+        raise FeatureServiceNotFound(
+            f"unknown feature service {name!r}; defined: {', '.join(FEATURE_SERVICE_NAMES)}"
         ) from exc
 
 
@@ -82,8 +93,6 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     Feast's own `materialize_incremental` measures its first window from the wall
     clock, which would skip a simulated history entirely.
     """
-    from features.repo.definitions import SNAPSHOT_TTL
-
     store = open_store(settings)
     try:
         store.materialize(start_date=start or end - SNAPSHOT_TTL, end_date=end)

@@ -39,7 +39,8 @@ class TrainingSettings(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    feature_service: Literal["fraud_v1", "fraud_v2"] = "fraud_v2"
+    # The Feast feature service models train on (features/definitions.py lists ours).
+    feature_service: str = Field("fraud_v2", min_length=1)
     cutoff_day: int = Field(100, ge=1)  # train on days before this; later days are "the future"
     warmup_days: int = Field(30, ge=0)  # 30-day windows are incomplete before this
     validation_days: int = Field(14, ge=1)  # threshold and early stopping are tuned here

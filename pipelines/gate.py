@@ -7,13 +7,13 @@ average precision decides, and only a whole 90% interval above zero lets it thro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from fraudlab.errors import MissingInput
 from fraudlab.settings import Settings
 from pipelines.evaluate import GateComparison, bootstrap_ap_difference
 from pipelines.models import feature_matrix, score
@@ -33,17 +33,19 @@ def offline_gate(
     test: pd.DataFrame,
     candidate_scores: np.ndarray,
     version: str,
+    test_period: Callable[[str], pd.DataFrame],
 ) -> GateDecision:
+    """`test_period(service)`: the same test rows with another feature service's
+    features, so the champion is scored on the features it was trained on."""
     name = settings.training.model_name
     champion = alias_version(client, name, CHAMPION)
     if champion is None:
         set_alias(client, name, CHAMPION, version)
         return GateDecision(CHAMPION, None, "no champion yet: this version becomes champion")
     incumbent = load_version(client, name, champion)
-    missing = sorted(set(incumbent.features) - set(test.columns))
-    if missing:
-        raise MissingInput(f"champion v{champion} needs features this run lacks: {missing}")
-    champion_scores = score(incumbent.model, feature_matrix(test, incumbent.features))
+    own = test_period(incumbent.tags["feature_service"])
+    rows = own.set_index("transaction_id").loc[test["transaction_id"]]  # the same payments
+    champion_scores = score(incumbent.model, feature_matrix(rows, incumbent.features))
     comparison = bootstrap_ap_difference(
         test["label"].to_numpy(),
         candidate_scores,

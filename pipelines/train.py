@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -40,6 +41,9 @@ from pipelines.models import (
 )
 from pipelines.registry import code_version, connect, log_model_version
 from pipelines.training_set import JoinKind, TimeSplit, build_training_frame, service_features
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 REFERENCE_SAMPLE = "reference_sample.parquet"  # under the run's reference/ artifacts
 DECLINE_PRECISION = 0.8  # decline outright only where 4 in 5 validation alerts were fraud
@@ -135,7 +139,7 @@ def run_training(
     features = entity_features + request_features
     split = make_split(settings, tx, cutoff_day or settings.training.cutoff_day)
     progress(f"building the {join} training set ({split.describe()})")
-    frame = build_training_frame(store, tx, split, join)
+    frame = build_training_frame(store, tx, split, service_name, join)
     parts = {p: frame[frame["period"] == p] for p in ("train", "validation", "test")}
     for period, part in parts.items():
         if part["label"].sum() == 0:
@@ -143,7 +147,7 @@ def run_training(
     fingerprint = str(pd.util.hash_pandas_object(frame[["transaction_id", "label"]]).sum())
     honest_test = None
     if join == "naive":  # what the leaky model will really meet: point-in-time features
-        pit = build_training_frame(store, tx, split, "pit")
+        pit = build_training_frame(store, tx, split, service_name, "pit")
         honest_test = pit[pit["period"] == "test"]
     job = TrainingJob(
         settings,
@@ -155,6 +159,8 @@ def run_training(
         split,
         fingerprint,
         honest_test,
+        store,
+        tx,
     )
     outcomes = []
     for kind in kinds:
@@ -176,6 +182,21 @@ class TrainingJob:
     split: TimeSplit
     fingerprint: str
     honest_test: pd.DataFrame | None  # naive runs: the test period on PIT features
+    store: FeatureStore
+    transactions: pd.DataFrame
+    _test_by_service: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def test_period(self, service_name: str) -> pd.DataFrame:
+        """The test period's payments with another service's features (the champion's,
+        for the gate), built once; the rows are this job's test rows."""
+        if service_name == self.service_name:
+            return self.parts["test"]
+        if service_name not in self._test_by_service:
+            frame = build_training_frame(
+                self.store, self.transactions, self.split, service_name, "pit"
+            )
+            self._test_by_service[service_name] = frame[frame["period"] == "test"]
+        return self._test_by_service[service_name]
 
 
 def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
@@ -261,7 +282,9 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
 def _gate(
     job: TrainingJob, test: pd.DataFrame, scores: np.ndarray, outcome: TrainingOutcome
 ) -> None:
-    decision = offline_gate(job.client, job.settings, test, scores, outcome.version)
+    decision = offline_gate(
+        job.client, job.settings, test, scores, outcome.version, job.test_period
+    )
     outcome.alias, outcome.gate = decision.alias, decision.comparison
     outcome.notes.append(decision.note)
 

@@ -129,10 +129,11 @@ def build_training_frame(
     store: FeatureStore,
     tx: pd.DataFrame,
     split: TimeSplit,
+    service_name: str,
     join: JoinKind = "pit",
-    service_name: str = "fraud_v2",
 ) -> pd.DataFrame:
-    """Every payment in the split's periods with features, `label` and `period`."""
+    """Every payment in the split's periods with the features of `service_name`,
+    `label` and `period`."""
     full_history = tx
     tx = tx.assign(period=split.period_of(tx["event_timestamp"]))
     tx = tx[tx["period"] != ""].reset_index(drop=True)

@@ -16,7 +16,7 @@ import numpy as np
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from features.repo.definitions import SNAPSHOT_TTL
+from features.definitions import SNAPSHOT_TTL
 from features.transforms import request_features
 
 if TYPE_CHECKING:

@@ -40,10 +40,15 @@ def build() -> None:
 @user_errors
 def apply() -> None:
     """Register entities, feature views and feature services in the Feast registry."""
-    from features.store import apply_definitions
+    from features.store import EFFECTIVE_CONFIG, apply_definitions
 
-    names = apply_definitions(get_settings())
+    settings = get_settings()
+    names = apply_definitions(settings)
     console.print(f"registered in Feast: {', '.join(names)}")
+    console.print(
+        f"the feast CLI on this registry: feast -f {settings.feast_dir / EFFECTIVE_CONFIG} "
+        "feature-services list (in features/repo, the embedded default home needs no -f)"
+    )
 
 
 def _parse_time(text: str | None, name: str) -> datetime | None:

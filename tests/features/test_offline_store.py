@@ -12,12 +12,11 @@ import pytest
 
 from data.simulator import SimulationConfig, generate
 from features.build import build_feature_tables
+from features.definitions import SNAPSHOT_TTL
 from features.offline_store import (
     DuckDBAsofOfflineStore,
     DuckDBAsofRetrievalJob,
-    with_offline_store,
 )
-from features.repo.definitions import SNAPSHOT_TTL
 from features.store import apply_definitions, feature_service, open_store
 from fraudlab.settings import Settings
 
@@ -77,8 +76,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
     edges, ids = _edge_rows(tx, snapshots["event_timestamp"])
     entity_df = pd.concat([tx[ENTITY_COLUMNS], edges], ignore_index=True)
     repository = open_store(settings)
-    ours = with_offline_store(repository, {"type": ASOF_STORE_TYPE})
-    stock = with_offline_store(repository, {"type": "duckdb"})  # the reference
+    ours = open_store(settings, offline_store={"type": ASOF_STORE_TYPE})
+    stock = open_store(settings, offline_store={"type": "duckdb"})  # the reference
     return Stores(repository, ours, stock, entity_df, ids)
 
 

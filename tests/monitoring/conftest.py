@@ -80,7 +80,7 @@ def served_features(world: World, since: pd.Timestamp, until: pd.Timestamp) -> p
         cutoff=until,
         gap=pd.Timedelta(0),
     )
-    frame = build_training_frame(open_store(world.settings), tx, split, "pit")
+    frame = build_training_frame(open_store(world.settings), tx, split, "fraud_v2")
     return frame[frame["period"] == "test"].reset_index(drop=True)
 
 

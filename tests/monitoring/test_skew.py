@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.repo.definitions import TERMINAL_RISK_FEATURES
+from features.definitions import TERMINAL_RISK_FEATURES
 from monitoring.skew import run_skew
 from monitoring.window import Window, read_predictions
 from pipelines.training_set import with_request_features

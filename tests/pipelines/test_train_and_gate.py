@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -107,3 +108,48 @@ def test_naive_join_run_is_tagged_leaky(world: World, tmp_path: Path) -> None:
     assert leaky.point_in_time_metrics is not None
     honest_ap = leaky.point_in_time_metrics["average_precision"]
     assert leaky.metrics["average_precision"] > honest_ap + 0.2
+
+
+def test_the_join_uses_the_feature_service_asked_for(world: World, tmp_path: Path) -> None:
+    """A service with a view fraud_v2 lacks trains on that view's values: the point-in-time
+    join is built from the service asked for, not from a default one."""
+    from feast import FeatureService, FeatureView, Field, FileSource
+    from feast.types import Float64
+
+    from features.definitions import REQUEST_FEATURES_TAG, customer, terminal
+    from features.store import apply_definitions, open_store
+
+    home = tmp_path / "home"
+    home.mkdir()
+    for linked in ("data", "feature_data"):
+        (home / linked).symlink_to(getattr(world.settings, f"{linked}_dir"))
+    settings = world.settings.model_copy(update={"home": home, "mlflow_tracking_uri": None})
+    risk = pd.read_parquet(world.settings.feature_data_dir / "terminal_risk.parquet")
+    busy = risk[["terminal_id", "event_timestamp"]].assign(
+        terminal_daily_payments_7d=risk["terminal_tx_count_7d"] / 7
+    )
+    busy.to_parquet(tmp_path / "terminal_busy.parquet")
+    view = FeatureView(
+        name="terminal_busy",
+        entities=[terminal],
+        ttl=pd.Timedelta(days=2).to_pytimedelta(),
+        schema=[Field(name="terminal_daily_payments_7d", dtype=Float64)],
+        source=FileSource(
+            path=str(tmp_path / "terminal_busy.parquet"), timestamp_field="event_timestamp"
+        ),
+    )
+    apply_definitions(settings)
+    store = open_store(settings)
+    spending = store.get_feature_view("customer_spending")
+    service = FeatureService(
+        name="fraud_busy",
+        features=[spending[["customer_mean_amount_7d"]], view],
+        tags={REQUEST_FEATURES_TAG: "amount"},
+    )
+    store.apply([customer, terminal, view, service])
+
+    (outcome,) = run_training(settings, ["logreg"], "fraud_busy")
+
+    tags = MlflowClient().get_model_version("fraud-detector", outcome.version).tags
+    assert tags["feature_service"] == "fraud_busy"
+    assert tags["features"] == "customer_mean_amount_7d,terminal_daily_payments_7d,amount"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.repo.definitions import WINDOWS_DAYS
+from features.definitions import WINDOWS_DAYS
 from pipelines.train import make_split
 from pipelines.training_set import build_training_frame, labels_known_at
 from tests.conftest import World
@@ -58,7 +58,7 @@ def _mismatches(frame: pd.DataFrame, tx: pd.DataFrame, rows: list[int]) -> list[
 def frames(world: World, store) -> dict[str, pd.DataFrame]:
     split = make_split(world.settings, world.transactions, world.settings.training.cutoff_day)
     return {
-        join: build_training_frame(store, world.transactions, split, join)
+        join: build_training_frame(store, world.transactions, split, "fraud_v2", join)
         for join in ("pit", "naive")
     }
 

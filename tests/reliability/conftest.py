@@ -130,23 +130,11 @@ class ProductionWorld:
         return [payment_body(r) for r in self.future.iloc[skip : skip + n].itertuples()]
 
     def rematerialize(self) -> None:
-        with _environment_restored():
-            materialize(self.settings, end=self.materialize_end.to_pydatetime())
+        materialize(self.settings, end=self.materialize_end.to_pydatetime())
 
     def admin(self, path: str) -> httpx.Response:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         return self.api.post(path, headers=headers, timeout=60)
-
-
-class _environment_restored:
-    """open_store exports FRAUDLAB_* for Feast into os.environ; undo that afterwards."""
-
-    def __enter__(self) -> None:
-        self.saved = dict(os.environ)
-
-    def __exit__(self, *_: object) -> None:
-        os.environ.clear()
-        os.environ.update(self.saved)
 
 
 def _database(database: str, create: bool) -> None:
@@ -202,10 +190,9 @@ def production_world(
         mlflow.start()
         day0 = world.transactions["event_timestamp"].min().floor("D")
         cutoff = day0 + pd.Timedelta(days=CUTOFF_DAY)
-        with _environment_restored():
-            apply_definitions(settings)
-            materialize(settings, end=cutoff.to_pydatetime())
-            (outcome,) = run_training(settings, ["logreg"], "fraud_v2")
+        apply_definitions(settings)
+        materialize(settings, end=cutoff.to_pydatetime())
+        (outcome,) = run_training(settings, ["logreg"], "fraud_v2")
         env = settings_env(settings) | {
             "FRAUDLAB_PROFILE": "production",
             "FRAUDLAB_REDIS_CONNECTION": settings.redis_connection,

@@ -8,7 +8,6 @@ together, once per session; each test module says which one it talks to.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import time
@@ -70,19 +69,14 @@ def train_champion_and_challenger(
 ) -> dict[str, str]:
     """Register logreg (champion) and LightGBM (challenger) on fraud_v2; fill the
     online store with the snapshots of the cutoff day."""
-    saved_env = dict(os.environ)  # open_store exports FRAUDLAB_* for Feast; undo that
-    try:
-        apply_definitions(settings)
-        materialize(settings, end=(day0 + pd.Timedelta(days=cutoff_day)).to_pydatetime())
-        outcomes = run_training(settings, ["logreg", "lightgbm"], "fraud_v2")
-        versions = {o.kind: o.version for o in outcomes}
-        client = connect(settings)
-        set_alias(client, settings.training.model_name, CHAMPION, versions["logreg"])
-        set_alias(client, settings.training.model_name, CHALLENGER, versions["lightgbm"])
-        return versions
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
+    apply_definitions(settings)
+    materialize(settings, end=(day0 + pd.Timedelta(days=cutoff_day)).to_pydatetime())
+    outcomes = run_training(settings, ["logreg", "lightgbm"], "fraud_v2")
+    versions = {o.kind: o.version for o in outcomes}
+    client = connect(settings)
+    set_alias(client, settings.training.model_name, CHAMPION, versions["logreg"])
+    set_alias(client, settings.training.model_name, CHALLENGER, versions["lightgbm"])
+    return versions
 
 
 @pytest.fixture(scope="session")

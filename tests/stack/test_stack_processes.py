@@ -118,16 +118,11 @@ def stack(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     settings = make_settings(home, **config, serving=ServingSettings(**serving))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDLAB_")}
     env |= {"FRAUDLAB_CONFIG": str(config_file), "COLUMNS": "250"}  # status on one line
-    saved = dict(os.environ)  # open_store exports FRAUDLAB_* for Feast; undo that after
-    try:
-        apply_definitions(settings)
-        snapshots = pd.read_parquet(settings.feature_data_dir / "customer_spending.parquet")
-        end = snapshots["event_timestamp"].max()
-        start = (end - pd.Timedelta(days=3)).to_pydatetime()
-        materialize(settings, end=(end + pd.Timedelta(seconds=1)).to_pydatetime(), start=start)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    apply_definitions(settings)
+    snapshots = pd.read_parquet(settings.feature_data_dir / "customer_spending.parquet")
+    end = snapshots["event_timestamp"].max()
+    start = (end - pd.Timedelta(days=3)).to_pydatetime()
+    materialize(settings, end=(end + pd.Timedelta(seconds=1)).to_pydatetime(), start=start)
     latest = world.transactions.sort_values("event_timestamp").tail(1)
     payment = payment_body(next(latest.itertuples()))
     net = native_network(settings, ports["exporter"], ports["prometheus"])
@@ -187,12 +182,7 @@ def test_stack_up_serves_through_the_tracking_server_and_down_leaves_nothing(
     # Alive before any model exists: the API waits for a champion instead of failing.
     assert httpx.get(f"{api}/readyz", timeout=5).status_code == 503
 
-    saved = dict(os.environ)
-    try:
-        (trained,) = run_training(stack.settings, ["logreg"], "fraud_v2")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    (trained,) = run_training(stack.settings, ["logreg"], "fraud_v2")
     assert any((stack.settings.artifact_root).rglob("MLmodel"))  # the file artifact store
     wait_until_ready(api)
     answer = httpx.post(f"{api}/v1/score", json=stack.payment, timeout=10)

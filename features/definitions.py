@@ -1,0 +1,159 @@
+"""Every feature fraudlab knows, defined once. Training, serving and the skew job read
+these; the `feast` CLI reads them through the thin shim in features/repo/definitions.py.
+
+An *entity* is the key you fetch features by (a customer, a terminal). A *feature view*
+is a table of feature values per entity over time, backed by a Parquet file that
+`fraudlab features build` writes. A *feature service* is the exact list of features a
+model was trained on: the model records its service's name and serving asks for that.
+
+Feature values are daily snapshots: the row stamped at midnight of day d summarises the
+payments of the days before d (never day d itself), and counts a fraud label only once
+its chargeback has arrived. So a value is always computable from what was known at its
+timestamp, and a point-in-time join picks the latest snapshot at or before a payment.
+
+Pure: importing this module reads no settings and touches no file. Where the tables
+live is an argument of `define`, given by whoever knows (settings, or the shim).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast.types import Float64, Int64
+from feast.value_type import ValueType
+
+from features.transforms import REQUEST_FEATURES
+
+WINDOWS_DAYS = (1, 7, 30)
+# A snapshot older than this is stale: Feast returns it as missing, serving falls back.
+SNAPSHOT_TTL = timedelta(days=2)
+TIMESTAMP_FIELD = "event_timestamp"
+
+customer = Entity(
+    name="customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.INT64,
+    description="A card holder.",
+)
+terminal = Entity(
+    name="terminal",
+    join_keys=["terminal_id"],
+    value_type=ValueType.INT64,
+    description="A merchant's payment terminal.",
+)
+
+CUSTOMER_SPENDING_FEATURES = [f"customer_tx_count_{w}d" for w in WINDOWS_DAYS] + [
+    f"customer_mean_amount_{w}d" for w in WINDOWS_DAYS
+]
+TERMINAL_RISK_FEATURES = [f"terminal_tx_count_{w}d" for w in WINDOWS_DAYS] + [
+    f"terminal_fraud_rate_{w}d" for w in WINDOWS_DAYS
+]
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    entity: Entity
+    features: list[str]
+    description: str
+
+
+VIEWS: dict[str, ViewSpec] = {
+    "customer_spending": ViewSpec(
+        customer,
+        CUSTOMER_SPENDING_FEATURES,
+        "How much and how often a customer paid over the last 1, 7 and 30 days. "
+        "Mean amount is missing (not zero) when there were no payments.",
+    ),
+    "terminal_risk": ViewSpec(
+        terminal,
+        TERMINAL_RISK_FEATURES,
+        "Payments at a terminal and the share already reported as fraud over the last "
+        "1, 7 and 30 days, counting only chargebacks that had arrived by the snapshot.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A model's inputs: features per view (None: all of the view's), then the
+    request-time features computed from the payment itself (features/transforms.py)."""
+
+    views: dict[str, list[str] | None]
+    request_features: list[str]
+    description: str
+
+
+SERVICES: dict[str, ServiceSpec] = {
+    "fraud_v1": ServiceSpec(
+        {
+            "customer_spending": ["customer_tx_count_1d", "customer_mean_amount_7d"],
+            "terminal_risk": ["terminal_fraud_rate_30d"],
+        },
+        ["amount", "hour_of_day", "is_night"],
+        "A small first model: amount, time of day, spending, terminal risk.",
+    ),
+    "fraud_v2": ServiceSpec(
+        {"customer_spending": None, "terminal_risk": None},
+        list(REQUEST_FEATURES),
+        "Every customer, terminal and request-time feature.",
+    ),
+}
+FEATURE_SERVICE_NAMES = tuple(SERVICES)
+REQUEST_FEATURES_TAG = "request_features"  # Feast stores no request features: a tag names them
+
+
+def feature_table_path(feature_data_dir: Path, view: str) -> Path:
+    """The Parquet file behind a view: `fraudlab features build` writes it, Feast reads it."""
+    return feature_data_dir / f"{view}.parquet"
+
+
+@dataclass(frozen=True)
+class FeatureDefinitions:
+    """The Feast objects of one repository, with tables under one data folder."""
+
+    views: dict[str, FeatureView]
+    services: dict[str, FeatureService]
+
+    @property
+    def objects(self) -> list[Any]:
+        return [customer, terminal, *self.views.values(), *self.services.values()]
+
+
+def _view(name: str, spec: ViewSpec, feature_data_dir: Path) -> FeatureView:
+    source = FileSource(
+        name=f"{name}_source",
+        path=str(feature_table_path(feature_data_dir, name)),
+        timestamp_field=TIMESTAMP_FIELD,
+    )
+    schema = [Field(name=n, dtype=Int64 if "_count_" in n else Float64) for n in spec.features]
+    return FeatureView(
+        name=name,
+        entities=[spec.entity],
+        ttl=SNAPSHOT_TTL,
+        schema=schema,
+        source=source,
+        online=True,
+        description=spec.description,
+    )
+
+
+def define(feature_data_dir: Path) -> FeatureDefinitions:
+    """Every view and service, over the feature tables in `feature_data_dir`."""
+    views = {name: _view(name, spec, feature_data_dir) for name, spec in VIEWS.items()}
+    services = {
+        name: FeatureService(
+            name=name,
+            features=[
+                views[view] if chosen is None else views[view][chosen]
+                for view, chosen in spec.views.items()
+            ],
+            tags={REQUEST_FEATURES_TAG: ",".join(spec.request_features)},
+            description=spec.description,
+        )
+        for name, spec in SERVICES.items()
+    }
+    return FeatureDefinitions(views, services)
