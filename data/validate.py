@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.schema import MAX_AMOUNT, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TRANSACTIONS_SCHEMA
-from fraudlab.errors import DataValidationError
+from fraudlab.errors import DataValidationError, MissingInput
+from fraudlab.settings import Settings
 
 SHOWN_BAD_ROWS = 5  # enough to see the pattern, short enough to read in a terminal
 PANDAS_TIMESTAMP = "datetime64[us, UTC]"
@@ -83,6 +84,15 @@ def validate_transactions_file(path: Path) -> ValidationReport:
 def read_transactions(path: Path) -> pd.DataFrame:
     """Validate the file and return it cast to the schema types, in file order."""
     return _load(path)[0]
+
+
+def load_transactions(settings: Settings) -> pd.DataFrame:
+    """The home's transactions table, validated and typed; a clear error before there is one."""
+    if not settings.transactions_path.exists():
+        raise MissingInput(
+            f"no transactions at {settings.transactions_path}: run `fraudlab data generate` first"
+        )
+    return read_transactions(settings.transactions_path)
 
 
 def _load(path: Path) -> tuple[pd.DataFrame, ValidationReport]:

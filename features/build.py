@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.definitions import WINDOWS_DAYS
+from data.calendar import Calendar
+from features.definitions import VIEWS, WINDOWS_DAYS, feature_table_path
 
 DAY = pd.Timedelta(days=1)
 IntMatrix = npt.NDArray[np.int64]
@@ -32,7 +33,7 @@ class DayGrid:
 
     @classmethod
     def covering(cls, event_timestamps: pd.Series) -> DayGrid:
-        day0 = event_timestamps.min().floor("D")
+        day0 = Calendar.of(event_timestamps).day0
         n_days = int(np.ceil((event_timestamps.max() - day0) / DAY)) + 1
         return cls(day0=day0, n_days=n_days)
 
@@ -153,10 +154,9 @@ def write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
 def build_feature_tables(tx: pd.DataFrame, out_dir: Path) -> dict[str, int]:
     """Compute and write every feature view's table; returns rows written per view."""
     grid = DayGrid.covering(tx["event_timestamp"])
-    tables = {
-        "customer_spending": customer_spending(tx, grid),
-        "terminal_risk": terminal_risk(tx, grid),
-    }
+    builders = {"customer_spending": customer_spending, "terminal_risk": terminal_risk}
+    assert set(builders) == set(VIEWS), "every view in features/definitions.py has a builder"
+    tables = {name: build(tx, grid) for name, build in builders.items()}
     for name, frame in tables.items():
-        write_parquet_atomically(frame, out_dir / f"{name}.parquet")
+        write_parquet_atomically(frame, feature_table_path(out_dir, name))
     return {name: len(frame) for name, frame in tables.items()}

@@ -153,6 +153,10 @@ class Settings(BaseSettings):
         return self.home / "monitoring"
 
     @property
+    def decision_log_path(self) -> Path:
+        return self.monitoring_dir / "decisions.jsonl"
+
+    @property
     def api_url(self) -> str:
         return self.monitoring.api_url or f"http://{self.serving.host}:{self.serving.port}"
 

@@ -13,6 +13,7 @@ import httpx
 import pandas as pd
 from mlflow import MlflowClient
 
+from data.calendar import Calendar
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect, set_alias
 
@@ -96,10 +97,9 @@ def retrain(
     settings: Settings, admin: ServingAdmin, now: pd.Timestamp, canary_share: float
 ) -> ActionOutcome:
     """Train on a fresh window ending now; a version that passes the gate gets a canary."""
-    from pipelines.train import load_inputs, run_training
+    from pipelines.train import run_training
 
-    day0 = load_inputs(settings)["event_timestamp"].min().floor("D")
-    cutoff_day = int((now - day0) / pd.Timedelta(days=1))
+    cutoff_day = Calendar.of_file(settings.transactions_path).day_of(now)
     (outcome,) = run_training(
         settings, ["lightgbm"], settings.training.feature_service, cutoff_day=cutoff_day
     )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from data.validate import load_transactions
 from fraudlab.settings import Settings
 from monitoring import actions
 from monitoring.decisions import Decision, DecisionLog, MonitorRun, triggered
@@ -33,11 +34,10 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
     from monitoring.performance import run_performance
     from monitoring.reference import load_reference
     from monitoring.skew import run_skew
-    from pipelines.train import load_inputs
 
     out_dir = settings.monitoring_dir / "runs" / window.until.strftime("%Y%m%dT%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    transactions = load_inputs(settings)  # the system of record, and the chargeback feed
+    transactions = load_transactions(settings)  # the system of record, the chargeback feed
     current = with_recorded_amount(
         read_predictions(settings.prediction_log_path, window), transactions
     )
@@ -151,7 +151,7 @@ def run_monitor(
     progress: Progress = lambda _: None,
 ) -> MonitorRun:
     findings, reports = run_jobs(settings, window, progress)
-    decision_log = DecisionLog(settings.monitoring_dir / "decisions.jsonl")
+    decision_log = DecisionLog(settings.decision_log_path)
     decisions = decide_and_act(settings, policy, findings, window.until, decision_log, execute)
     run = MonitorRun(
         now=window.until.isoformat(),

@@ -18,6 +18,9 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from data.calendar import Calendar
+from data.validate import load_transactions
+from features.definitions import VIEWS, feature_table_path
 from features.store import feature_service, open_store
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import Settings
@@ -64,28 +67,24 @@ class TrainingOutcome:
 
 
 def load_inputs(settings: Settings) -> pd.DataFrame:
-    from data.validate import read_transactions
-
-    if not settings.transactions_path.exists():
-        raise MissingInput(
-            f"no transactions at {settings.transactions_path}: run `fraudlab data generate` first"
-        )
-    for view in ("customer_spending", "terminal_risk"):
-        if not (settings.feature_data_dir / f"{view}.parquet").exists():
+    """The transactions, once the feature tables training joins against exist too."""
+    tx = load_transactions(settings)
+    for view in VIEWS:
+        if not feature_table_path(settings.feature_data_dir, view).exists():
             raise MissingInput(f"no feature table for {view}: run `fraudlab features build`")
-    return read_transactions(settings.transactions_path)
+    return tx
 
 
 def make_split(settings: Settings, tx: pd.DataFrame, cutoff_day: int) -> TimeSplit:
-    day0 = tx["event_timestamp"].min().floor("D")
-    last_day = int((tx["event_timestamp"].max() - day0) / pd.Timedelta(days=1)) + 1
+    calendar = Calendar.of(tx["event_timestamp"])
+    last_day = calendar.last_day + 1  # a cutoff at the end of the last day
     if not 0 < cutoff_day <= last_day:
         raise ConfigError(f"cutoff day {cutoff_day} is outside the data (days 1..{last_day})")
     t = settings.training
     try:
         return TimeSplit.ending_at(
-            day0 + pd.Timedelta(days=cutoff_day),
-            day0 + pd.Timedelta(days=t.warmup_days),
+            calendar.start(cutoff_day),
+            calendar.start(t.warmup_days),
             t.validation_days,
             t.test_days,
             t.gap_days,

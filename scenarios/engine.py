@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.definitions import feature_table_path
 from fraudlab.settings import Settings
 from monitoring.actions import ServingAdmin
 from monitoring.policy import Policy
@@ -51,7 +52,7 @@ class RunContext:
             materialize(self.settings, end=day_start(self.settings, day, self.spec).to_pydatetime())
 
     def offline_snapshot(self, view: str, day: int) -> pd.DataFrame:
-        table = pd.read_parquet(self.settings.feature_data_dir / f"{view}.parquet")
+        table = pd.read_parquet(feature_table_path(self.settings.feature_data_dir, view))
         return table[table["event_timestamp"] == day_start(self.settings, day, self.spec)].copy()
 
     def write_online(self, view: str, rows: pd.DataFrame) -> None:

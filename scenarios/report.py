@@ -183,7 +183,7 @@ def _files(result: RunResult) -> list[str]:
     return [
         "## Files",
         "- `summary.json`: the figures above; `timeline.json`: every day's findings and decisions",
-        f"- decision log: `{result.settings.monitoring_dir / 'decisions.jsonl'}`",
+        f"- decision log: `{result.settings.decision_log_path}`",
         f"- monitor reports (Evidently HTML, skew, performance, canary JSON): "
         f"`{result.settings.monitoring_dir / 'runs'}`",
         f"- the scoring API's log: `{result.run_dir / 'serve.log'}`",

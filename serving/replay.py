@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 
+from data.calendar import Calendar
 from fraudlab.errors import ConfigError, ServiceUnavailable
 from fraudlab.settings import Settings
 
@@ -54,15 +54,14 @@ def load_payments(
     from data.validate import read_transactions
 
     tx = read_transactions(settings.transactions_path)
-    day0 = tx["event_timestamp"].min().floor("D")
-    last_day = int((tx["event_timestamp"].max() - day0) / pd.Timedelta(days=1))
+    calendar = Calendar.of(tx["event_timestamp"])
     start_day = settings.training.cutoff_day if from_day is None else from_day
-    if not 0 <= start_day <= last_day:
-        raise ConfigError(f"from day {start_day} is outside the data (days 0..{last_day})")
-    start = day0 + pd.Timedelta(days=start_day)
-    chosen = tx[
-        (tx["event_timestamp"] >= start) & (tx["event_timestamp"] < start + pd.Timedelta(days=days))
-    ].sort_values("event_timestamp", kind="stable")
+    if not 0 <= start_day <= calendar.last_day:
+        raise ConfigError(
+            f"from day {start_day} is outside the data (days 0..{calendar.last_day})"
+        )
+    chosen = tx[calendar.days_between(start_day, days, tx["event_timestamp"])]
+    chosen = chosen.sort_values("event_timestamp", kind="stable")
     if chosen.empty:
         raise ConfigError(f"no payments in days {start_day}..{start_day + days - 1}")
     if limit is not None:

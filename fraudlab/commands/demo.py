@@ -127,11 +127,8 @@ def demo(
 
 
 def cutoff_time(settings: Settings) -> datetime:
-    """Day 0 of the feature snapshots plus the training cutoff day."""
-    import pyarrow.parquet as pq
+    """The training cutoff: day `cutoff_day` of the data."""
+    from data.calendar import Calendar
 
-    table = pq.read_table(
-        settings.feature_data_dir / "customer_spending.parquet", columns=["event_timestamp"]
-    )
-    day0 = table.column(0).to_pandas().min().to_pydatetime()
-    return day0 + timedelta(days=settings.training.cutoff_day)
+    calendar = Calendar.of_file(settings.transactions_path)
+    return calendar.start(settings.training.cutoff_day).to_pydatetime()

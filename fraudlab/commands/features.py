@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import typer
 from rich.table import Table
 
+from data.calendar import Calendar
 from fraudlab.console import console, user_errors
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import get_settings
@@ -74,17 +75,16 @@ def materialize(
     ),
 ) -> None:
     """Copy the latest feature values per entity into the online store."""
-    import pyarrow.parquet as pq
-
+    from features.definitions import VIEWS, feature_table_path
     from features.store import materialize as run_materialize
 
     settings = get_settings()
-    table_path = settings.feature_data_dir / "customer_spending.parquet"
-    if not table_path.exists():
+    tables = [feature_table_path(settings.feature_data_dir, view) for view in VIEWS]
+    if not all(path.exists() for path in tables):
         raise MissingInput("no feature tables: run `fraudlab features build` first")
     end_time = _parse_time(end, "end")
-    if end_time is None:
-        stamps = pq.read_table(table_path, columns=["event_timestamp"]).column(0)
-        end_time = stamps.to_pandas().max().to_pydatetime() + timedelta(seconds=1)
+    if end_time is None:  # just after the last snapshot (the tables share one grid)
+        snapshots = Calendar.of_file(tables[0])  # snapshots are stamped at midnights
+        end_time = snapshots.start(snapshots.last_day).to_pydatetime() + timedelta(seconds=1)
     run_materialize(settings, end=end_time, start=_parse_time(start, "start"))
     console.print(f"online store ({settings.online_store_type}) holds values up to {end_time}")

@@ -144,7 +144,7 @@ def status(last: int = typer.Option(5, min=1, help="How many runs to show.")) ->
     from monitoring.decisions import DecisionLog
 
     settings = get_settings()
-    runs = DecisionLog(settings.monitoring_dir / "decisions.jsonl").runs()[-last:]
+    runs = DecisionLog(settings.decision_log_path).runs()[-last:]
     if not runs:
         console.print("no monitor runs yet: `fraudlab monitor run`")
         return

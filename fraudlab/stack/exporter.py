@@ -66,13 +66,9 @@ class MonitorFindings:
         )
 
 
-def decision_log_path(settings: Settings) -> Path:
-    return settings.monitoring_dir / "decisions.jsonl"  # where monitoring.runner writes it
-
-
 def serve(settings: Settings, host: str, port: int) -> None:
     """Serve /metrics until the process is signalled."""
     registry = CollectorRegistry()
-    registry.register(MonitorFindings(decision_log_path(settings)))
+    registry.register(MonitorFindings(settings.decision_log_path))
     start_http_server(port, addr=host, registry=registry)
     threading.Event().wait()  # the server thread serves; SIGTERM ends the process
