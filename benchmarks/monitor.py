@@ -44,7 +44,7 @@ def build_log(home: Path, rows: int, say=print) -> Path:
     from fraudlab.settings import Settings
     from pipelines.registry import CHAMPION, connect, load_version
     from pipelines.training_set import TimeSplit, build_training_frame
-    from serving.prediction_log import PredictionLog, count_rows, prediction_record
+    from serving.prediction_log import PredictionRecord, count_rows, write_records
     from serving.scoring import ServingModel
 
     path = home / LOG_NAME
@@ -68,11 +68,11 @@ def build_log(home: Path, rows: int, say=print) -> Path:
 
     matrix = frame[champion.features].to_numpy(np.float64, na_value=np.nan)
     frame["score"] = score(registered.model, matrix)  # the same numbers serving computes
-    log = PredictionLog(path, flush_seconds=0.2, batch_rows=5_000)
+    records = []
     for record, vector in zip(frame.to_dict("records"), matrix.tolist(), strict=True):
         features = dict(zip(champion.features, vector, strict=True))
-        log.append(
-            prediction_record(
+        records.append(
+            PredictionRecord(
                 request_id=f"bench-{record['transaction_id']}",
                 transaction_id=str(record["transaction_id"]),
                 event_timestamp=record["event_timestamp"],
@@ -88,11 +88,13 @@ def build_log(home: Path, rows: int, say=print) -> Path:
                 challenger_version=None,
                 fallback_features=[],
                 features=features,
-                stage_ms=(0.3, 0.05, 1.0),
+                features_ms=0.3,
+                model_ms=0.05,
+                total_ms=1.0,
                 logged_at=0.0,
             )
         )
-    log.close()
+    write_records(path, records)
     say(f"logged {count_rows(path):,} requests in {time.perf_counter() - started:.0f} s")
     return path
 
@@ -107,14 +109,14 @@ def run_jobs(home: str, log_name: str) -> dict[str, float]:
     from monitoring.drift import run_drift
     from monitoring.reference import load_reference
     from monitoring.skew import run_skew
-    from monitoring.window import Window, read_predictions
+    from serving.prediction_log import read_predictions
 
     settings = Settings(home=Path(home))
     out_dir = Path(home) / "monitor_bench_reports"
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    window = Window.of("2000-01-01", "2100-01-01")  # the whole log
-    predictions = read_predictions(Path(home) / log_name, window)
+    whole_log = (pd.Timestamp("2000-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
+    predictions = read_predictions(Path(home) / log_name, *whole_log)
     timings["read_s"] = time.perf_counter() - started
     t = time.perf_counter()
     version, reference = load_reference(settings)

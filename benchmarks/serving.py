@@ -42,7 +42,6 @@ import asyncio
 import json
 import os
 import secrets
-import sqlite3
 import sys
 import tempfile
 import time
@@ -241,16 +240,12 @@ def summarize(scenario: str, tag: str, results: list[LoadResult]) -> Row:
 
 def stage_breakdown(log_path: Path, tag: str, client_p50_ms: float) -> str:
     """Median server-side stage times of one scenario, from the prediction log."""
-    import numpy as np
+    from serving.prediction_log import stage_latency
 
-    with sqlite3.connect(log_path) as conn:
-        rows = conn.execute(
-            "SELECT features_ms, model_ms, total_ms FROM predictions WHERE transaction_id LIKE ?",
-            (f"{tag}%",),
-        ).fetchall()
-    if not rows:
+    stages = stage_latency(log_path, transaction_prefix=tag)
+    if stages.empty:
         return "no prediction log rows"
-    features, model, total = np.median(np.array(rows), axis=0)
+    features, model, total = stages.median()
     rest = client_p50_ms - total  # HTTP, uvicorn, FastAPI, pydantic, the client's read
     return (
         f"features {features:.2f}, model {model:.2f}, score() {total:.2f}, the rest {rest:.2f} ms"

@@ -18,7 +18,8 @@ from monitoring import actions
 from monitoring.decisions import Decision, DecisionLog, MonitorRun, triggered
 from monitoring.findings import Finding
 from monitoring.policy import Policy
-from monitoring.window import Window, read_predictions, read_shadow_scores
+from monitoring.window import Window
+from serving.prediction_log import read_predictions, read_shadow_scores
 
 log = logging.getLogger(__name__)
 LABEL_LOOKBACK = pd.Timedelta(days=28)  # most chargebacks arrive within four weeks
@@ -38,8 +39,9 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
     out_dir = settings.monitoring_dir / "runs" / window.until.strftime("%Y%m%dT%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     transactions = load_transactions(settings)  # the system of record, the chargeback feed
+    log_path = settings.prediction_log_path
     current = with_recorded_amount(
-        read_predictions(settings.prediction_log_path, window), transactions
+        read_predictions(log_path, window.since, window.until), transactions
     )
     version, reference = load_reference(settings)
     features = [c for c in reference.columns if c != "score"]
@@ -56,8 +58,9 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
             sample_rows=settings.monitoring.skew_sample_rows,
         )
     )
-    labelled = Window(window.until - LABEL_LOOKBACK, window.until)
-    history = read_predictions(settings.prediction_log_path, labelled)
+    # Label jobs read the request and its scores, not the feature vector.
+    since = window.until - LABEL_LOOKBACK
+    history = read_predictions(log_path, since, window.until, with_features=False)
     progress(f"performance: {len(history):,} requests of the last {LABEL_LOOKBACK.days} days")
     findings.append(
         run_performance(
@@ -69,7 +72,7 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
     latest = history["challenger_version"].iloc[-1] if len(history) else None
     if isinstance(latest, str) and latest:
         trial = history[history["challenger_version"] == latest]
-        shadow = read_shadow_scores(settings.prediction_log_path, trial["request_id"])
+        shadow = read_shadow_scores(log_path, trial["request_id"])
         progress(f"canary: challenger v{latest} against the champion on matured labels")
         findings.append(run_canary(trial, shadow, transactions, window.until))
     return findings, str(out_dir)

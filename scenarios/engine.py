@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -222,27 +221,25 @@ def _replay_day(ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float)
         for body in payments:
             body["amount"] = round(body["amount"] * amount_scale, 2)
     summary = replay_payments(api.url, payments, rate=0, concurrency=REPLAY_CONCURRENCY)
-    _wait_for_log(ctx.settings.prediction_log_path, summary.answered, day, ctx)
+    _wait_for_log(ctx, summary.answered, day)
     return summary
 
 
-def _wait_for_log(
-    path: Path, answered: int, day: int, ctx: RunContext, timeout: float = 30
-) -> None:
+def _wait_for_log(ctx: RunContext, answered: int, day: int, timeout: float = 30) -> None:
     """The API writes its log in batches: wait until the day's answers are all in it."""
-    since = day_start(ctx.settings, day, ctx.spec).isoformat()
-    until = day_start(ctx.settings, day + 1, ctx.spec).isoformat()
+    from serving.prediction_log import count_between
+
+    since, until = (
+        day_start(ctx.settings, day, ctx.spec),
+        day_start(ctx.settings, day + 1, ctx.spec),
+    )
     deadline = time.monotonic() + timeout
+    rows = 0
     while time.monotonic() < deadline:
-        with sqlite3.connect(path, timeout=30) as conn:
-            (rows,) = conn.execute(
-                "SELECT COUNT(*) FROM predictions "
-                "WHERE event_timestamp >= ? AND event_timestamp < ?",
-                (since, until),
-            ).fetchone()
+        rows = count_between(ctx.settings.prediction_log_path, since, until)
         if rows >= answered:
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise RuntimeError(f"the prediction log holds {rows} of {answered} answers of day {day}")
 
 
@@ -250,10 +247,11 @@ def _monitor_day(
     ctx: RunContext, policy: Policy, day: int, opens: pd.Timestamp, summary: ReplaySummary
 ) -> DayRecord:
     from monitoring.runner import run_monitor
-    from monitoring.window import Window, read_predictions
+    from monitoring.window import Window
+    from serving.prediction_log import read_predictions
 
     window = Window(opens, opens + pd.Timedelta(days=1))
-    requests = read_predictions(ctx.settings.prediction_log_path, window)
+    requests = read_predictions(ctx.settings.prediction_log_path, window.since, window.until)
     with quiet_output():
         run = run_monitor(ctx.settings, window, policy)
     findings, decisions = monitor_figures(run)

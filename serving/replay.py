@@ -57,9 +57,7 @@ def load_payments(
     calendar = Calendar.of(tx["event_timestamp"])
     start_day = settings.training.cutoff_day if from_day is None else from_day
     if not 0 <= start_day <= calendar.last_day:
-        raise ConfigError(
-            f"from day {start_day} is outside the data (days 0..{calendar.last_day})"
-        )
+        raise ConfigError(f"from day {start_day} is outside the data (days 0..{calendar.last_day})")
     chosen = tx[calendar.days_between(start_day, days, tx["event_timestamp"])]
     chosen = chosen.sort_values("event_timestamp", kind="stable")
     if chosen.empty:

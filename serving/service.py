@@ -8,10 +8,10 @@ import uuid
 from fraudlab.errors import ModelUnavailable
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION
-from serving.features import STORE_ERROR, OnlineFeatures
+from serving.features import STORE_ERROR, FeatureVector, OnlineFeatures
 from serving.metrics import ServingMetrics
 from serving.models import LoadedModels, ModelManager
-from serving.prediction_log import PredictionLog, prediction_record
+from serving.prediction_log import PredictionLog, PredictionRecord
 from serving.routing import RoutingPolicy
 from serving.schemas import ModelRef, ReloadResult, ScoreRequest, ScoreResponse
 from serving.shadow import ShadowJob, ShadowScorer
@@ -31,7 +31,7 @@ class ScoringService:
             settings.serving.log_flush_seconds,
             settings.serving.log_batch_rows,
         )
-        self.shadow = ShadowScorer(settings.serving.shadow_queue_size, self.log.append_shadow)
+        self.shadow = ShadowScorer(settings.serving.shadow_queue_size, self.log.append)
         self.metrics.bind_gauges(
             self.shadow.depth,
             lambda: self.shadow.dropped,
@@ -147,7 +147,7 @@ class ScoringService:
         score: float,
         decision: str,
         loaded: LoadedModels,
-        vector,
+        vector: FeatureVector,
         marks: tuple[float, float, float],
     ) -> None:
         started, features_done, model_done = marks
@@ -161,7 +161,7 @@ class ScoringService:
             reason = STORE_ERROR if STORE_ERROR in vector.fallback else "missing_or_stale"
             m.fallbacks.labels(reason).inc()
         self.log.append(
-            prediction_record(
+            PredictionRecord(
                 request_id=request_id,
                 transaction_id=request.transaction_id,
                 event_timestamp=request.timestamp,
@@ -177,10 +177,8 @@ class ScoringService:
                 challenger_version=loaded.challenger.version if loaded.challenger else None,
                 fallback_features=vector.fallback,
                 features=vector.values,
-                stage_ms=(
-                    (features_done - started) * 1e3,
-                    (model_done - features_done) * 1e3,
-                    total * 1e3,
-                ),
+                features_ms=(features_done - started) * 1e3,
+                model_ms=(model_done - features_done) * 1e3,
+                total_ms=total * 1e3,
             )
         )

@@ -15,10 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from serving.prediction_log import ShadowRecord
 from serving.scoring import ServingModel
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class ShadowJob:
 
 
 class ShadowScorer:
-    def __init__(self, capacity: int, on_result: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, capacity: int, on_result: Callable[[ShadowRecord], None]) -> None:
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=capacity)
         self.on_result = on_result
         self.dropped = 0
@@ -61,18 +61,23 @@ class ShadowScorer:
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
             started = time.perf_counter()
-            record: dict[str, Any] = {
-                "request_id": job.request_id,
-                "model_version": job.model.version,
-            }
+            score: float | None = None
+            decision = error = None
             try:
                 score = job.model.score(job.row)
-                record |= {"score": score, "decision": job.model.decide(score)}
+                decision = job.model.decide(score)
                 self.scored += 1
             except Exception as exc:  # a failing shadow model is recorded, never raised
                 self.errors += 1
-                record["error"] = f"{type(exc).__name__}: {exc}"[:500]
-            record["model_ms"] = (time.perf_counter() - started) * 1e3
+                error = f"{type(exc).__name__}: {exc}"[:500]
+            record = ShadowRecord(
+                job.request_id,
+                job.model.version,
+                score,
+                decision,
+                error,
+                (time.perf_counter() - started) * 1e3,
+            )
             try:
                 self.on_result(record)
             except Exception:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from pathlib import Path
 
@@ -34,14 +33,12 @@ def parse_duration(text: str) -> float:
 
 
 def latest_event(settings: Settings) -> pd.Timestamp:
-    path = settings.prediction_log_path
-    if not path.exists():
-        raise MissingInput(f"no prediction log at {path}: serve some traffic first")
-    with sqlite3.connect(path) as conn:
-        latest = conn.execute("SELECT MAX(event_timestamp) FROM predictions").fetchone()[0]
+    from serving.prediction_log import latest_event_time
+
+    latest = latest_event_time(settings.prediction_log_path)
     if latest is None:
         raise MissingInput("the prediction log is empty: serve some traffic first")
-    return pd.Timestamp(latest) + pd.Timedelta(microseconds=1)
+    return latest + pd.Timedelta(microseconds=1)
 
 
 def _window(settings: Settings, since: str | None, until: str | None) -> Window:

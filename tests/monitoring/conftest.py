@@ -10,7 +10,6 @@ change, a different default). tests/serving checks the real server logs such row
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION, connect, load_version, set_alias
 from pipelines.train import run_training
 from pipelines.training_set import TimeSplit, build_training_frame
-from serving.prediction_log import COLUMNS, _create, prediction_record
+from serving.prediction_log import PredictionRecord, ShadowRecord, write_records
 from serving.routing import RoutingPolicy
 from serving.scoring import ServingModel
 from tests.conftest import World
@@ -95,7 +94,7 @@ def write_log(
     """Score and log `frame` as the server would; returns rows written."""
     policy = RoutingPolicy(canary_share=canary_share, shadow=shadow)
     names = sorted(set(champion.features) | set(challenger.features if challenger else []))
-    rows, shadow_rows = [], []
+    rows: list[PredictionRecord | ShadowRecord] = []
     for record in frame.to_dict("records"):
         route = policy.route(int(record["customer_id"]), challenger is not None)
         model = challenger if route == "canary" else champion
@@ -106,14 +105,11 @@ def write_log(
         rows.append(_log_row(record, request_id, route, model, score, champion, challenger, vector))
         if shadow and challenger is not None and route == "champion":
             s = challenger.score(np.array([vector[n] for n in challenger.features]))
-            shadow_rows.append(
-                (request_id, challenger.version, s, challenger.decide(s), None, 0.02)
+            rows.append(
+                ShadowRecord(request_id, challenger.version, s, challenger.decide(s), None, 0.02)
             )
-    _create(path)
-    with sqlite3.connect(path) as conn:
-        conn.executemany(f"INSERT INTO predictions VALUES ({', '.join('?' * len(COLUMNS))})", rows)
-        conn.executemany("INSERT INTO shadow_scores VALUES (?, ?, ?, ?, ?, ?)", shadow_rows)
-    return len(rows)
+    write_records(path, rows)
+    return sum(isinstance(r, PredictionRecord) for r in rows)
 
 
 def _log_row(
@@ -125,14 +121,14 @@ def _log_row(
     champion: ServingModel,
     challenger: ServingModel | None,
     vector: dict[str, float],
-) -> tuple:
-    values = prediction_record(
+) -> PredictionRecord:
+    return PredictionRecord(
         request_id=request_id,
         transaction_id=str(record["transaction_id"]),
         event_timestamp=record["event_timestamp"],
         customer_id=int(record["customer_id"]),
         terminal_id=int(record["terminal_id"]),
-        amount=float(record["amount"]),
+        amount=float(record.get("request_amount", record["amount"])),  # what the caller sent
         route=route,
         model_alias=CHALLENGER if route == "canary" else CHAMPION,
         model_version=model.version,
@@ -142,10 +138,11 @@ def _log_row(
         challenger_version=challenger.version if challenger else None,
         fallback_features=[],
         features=vector,
-        stage_ms=(0.3, 0.05, 1.0),
+        features_ms=0.3,
+        model_ms=0.05,
+        total_ms=1.0,
         logged_at=0.0,
     )
-    return tuple(values[c] for c in COLUMNS)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from monitoring.canary import frauds_to_decide, run_canary
-from monitoring.window import Window, read_predictions, read_shadow_scores
 from pipelines.evaluate import GateComparison
+from serving.prediction_log import read_predictions, read_shadow_scores
 from serving.scoring import ServingModel
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
@@ -60,7 +60,7 @@ def serve(
 
 
 def read(path: Path, since: pd.Timestamp, until: pd.Timestamp) -> Log:
-    predictions = read_predictions(path, Window.of(since, until))
+    predictions = read_predictions(path, since, until)
     return predictions, read_shadow_scores(path, predictions["request_id"])
 
 

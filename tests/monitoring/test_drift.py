@@ -18,8 +18,8 @@ import pytest
 from fraudlab.errors import MissingInput
 from monitoring.drift import run_drift
 from monitoring.reference import load_reference
-from monitoring.window import Window, read_predictions
 from pipelines.training_set import with_request_features
+from serving.prediction_log import read_predictions
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
@@ -41,7 +41,7 @@ def steady_reference(world: World, monitor_world: MonitorWorld) -> pd.DataFrame:
 
 def day_of_traffic(world, mw, log_path, day, corrupt=lambda frame: frame) -> pd.DataFrame:
     write_log(log_path, corrupt(served_features(world, mw.day(day), mw.day(day + 1))), mw.champion)
-    return read_predictions(log_path, Window.of(mw.day(day), mw.day(day + 1)))
+    return read_predictions(log_path, mw.day(day), mw.day(day + 1))
 
 
 def test_healthy_traffic_rarely_alerts(world, monitor_world, steady_reference, tmp_path):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from monitoring.performance import join_labels, run_performance
-from monitoring.window import Window, read_predictions
+from serving.prediction_log import read_predictions
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
@@ -25,7 +25,7 @@ def served(
     path = tmp_path_factory.mktemp("performance") / "prediction_log.sqlite"
     frame = served_features(world, mw.day(55), mw.day(65))
     write_log(path, frame, mw.champion, mw.challenger, 0.3, shadow=False)
-    return read_predictions(path, Window.of(mw.day(55), mw.day(65))), path
+    return read_predictions(path, mw.day(55), mw.day(65)), path
 
 
 def test_performance_reports_each_version_and_route(world, monitor_world, served):

@@ -10,7 +10,6 @@ feature itself, plus any feature serving derived from the wrong value.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import pytest
 
 from features.definitions import TERMINAL_RISK_FEATURES
 from monitoring.skew import run_skew
-from monitoring.window import Window, read_predictions
 from pipelines.training_set import with_request_features
+from serving.prediction_log import read_predictions
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
@@ -37,18 +36,11 @@ def log_and_read(
     path: Path, payments: pd.DataFrame, served: pd.DataFrame, mw: MonitorWorld
 ) -> pd.DataFrame:
     """Log `served` feature vectors for `payments`, with the payments' own amounts as the
-    request field (write_log takes both from one column), and read the day back."""
-    write_log(path, served, mw.champion)
-    with sqlite3.connect(path) as conn:
-        conn.executemany(
-            "UPDATE predictions SET amount = ? WHERE transaction_id = ?",
-            zip(
-                payments["amount"].astype(float),
-                payments["transaction_id"].astype(str),
-                strict=True,
-            ),
-        )
-    return read_predictions(path, Window.of(mw.day(DAY), mw.day(DAY + 1)))
+    request field (the feature `amount` may differ: that is the fault), and read the day
+    back."""
+    assert (served["transaction_id"].to_numpy() == payments["transaction_id"].to_numpy()).all()
+    write_log(path, served.assign(request_amount=payments["amount"].to_numpy()), mw.champion)
+    return read_predictions(path, mw.day(DAY), mw.day(DAY + 1))
 
 
 def stale_terminal_risk(store) -> Callable[[pd.DataFrame], pd.DataFrame]:

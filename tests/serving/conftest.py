@@ -9,7 +9,6 @@ together, once per session; each test module says which one it talks to.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from features.store import apply_definitions, materialize
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION, connect, set_alias
 from pipelines.train import run_training
-from serving.prediction_log import count_rows
+from serving.prediction_log import count_rows, rows_for_requests
 from serving.replay import payment_body
 from tests.conftest import TEST_SIMULATION, TEST_TRAINING, World
 from tests.serving.live_server import LiveServer, furnish, server_home
@@ -155,14 +154,9 @@ def logged_rows(
     path: Path, table: str, request_ids: list[str], timeout: float = 10.0
 ) -> list[dict]:
     """The log's rows for these requests, once all are written (or the timeout passed)."""
-    marks = ",".join("?" * len(request_ids))
     deadline = time.monotonic() + timeout
     while True:
-        with sqlite3.connect(path, timeout=30) as conn:
-            conn.row_factory = sqlite3.Row
-            rows = conn.execute(
-                f"SELECT * FROM {table} WHERE request_id IN ({marks})", request_ids
-            ).fetchall()
+        rows = rows_for_requests(path, table, request_ids)
         if len(rows) >= len(request_ids) or time.monotonic() > deadline:
-            return [dict(row) for row in rows]
+            return rows
         time.sleep(0.05)

@@ -1,0 +1,122 @@
+"""Reading the log: a window of event time as a frame with one column per feature, the
+shadow scores of some requests, and the few counts and timings the monitor, the
+scenario runner, the benchmarks and the tests need."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraudlab.errors import MissingInput
+from serving.prediction_log.record import COLUMNS, PREDICTIONS, SHADOW_SCORES, connect
+
+STAGES = ("features_ms", "model_ms", "total_ms")
+_IN_WINDOW = "event_timestamp >= ? AND event_timestamp < ?"
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise MissingInput(f"no prediction log at {path}: serve some traffic first")
+    return path
+
+
+def _bounds(since: pd.Timestamp, until: pd.Timestamp) -> tuple[str, str]:
+    return since.isoformat(), until.isoformat()
+
+
+def read_predictions(
+    path: Path, since: pd.Timestamp, until: pd.Timestamp, *, with_features: bool = True
+) -> pd.DataFrame:
+    """Answered requests with event time in [since, until), one row each; with the
+    logged feature vector expanded into one float column per feature (NaN = missing at
+    serving time) unless `with_features` is False (label jobs need none of it).
+
+    The request's own amount is `request_amount`, so that the column `amount` is the
+    feature serving computed and scored (they differ when serving converts it wrongly).
+    """
+    names = ", ".join(c for c in COLUMNS if with_features or c != "features")
+    with connect(_existing(path)) as conn:
+        frame = pd.read_sql_query(
+            f"SELECT {names} FROM {PREDICTIONS} WHERE {_IN_WINDOW}",
+            conn,
+            params=_bounds(since, until),
+        )
+    frame["event_timestamp"] = pd.to_datetime(
+        frame["event_timestamp"], utc=True, format="ISO8601"
+    ).dt.as_unit("us")
+    frame = frame.rename(columns={"amount": "request_amount"})
+    if not with_features:
+        return frame
+    if frame.empty:
+        return frame.drop(columns="features")
+    features = pd.DataFrame.from_records(
+        [json.loads(text) for text in frame["features"]], index=frame.index
+    )
+    features = features.astype(np.float64)  # JSON null -> NaN
+    return pd.concat([frame.drop(columns="features"), features], axis=1)
+
+
+def read_shadow_scores(path: Path, request_ids: Iterable[str]) -> pd.DataFrame:
+    """Shadow (challenger) scores logged for the given requests."""
+    with connect(_existing(path)) as conn:
+        conn.execute("CREATE TEMP TABLE wanted (request_id TEXT PRIMARY KEY)")
+        conn.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((r,) for r in request_ids))
+        return pd.read_sql_query(
+            f"SELECT s.* FROM {SHADOW_SCORES} AS s JOIN wanted USING (request_id)", conn
+        )
+
+
+def latest_event_time(path: Path) -> pd.Timestamp | None:
+    """The largest event time logged, or None for an empty log."""
+    with connect(_existing(path)) as conn:
+        (latest,) = conn.execute(f"SELECT MAX(event_timestamp) FROM {PREDICTIONS}").fetchone()
+    return None if latest is None else pd.Timestamp(latest)
+
+
+def count_rows(path: Path, table: str = PREDICTIONS) -> int:
+    with connect(_existing(path)) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def count_between(path: Path, since: pd.Timestamp, until: pd.Timestamp) -> int:
+    """Requests logged with event time in [since, until)."""
+    with connect(_existing(path)) as conn:
+        query = f"SELECT COUNT(*) FROM {PREDICTIONS} WHERE {_IN_WINDOW}"
+        return int(conn.execute(query, _bounds(since, until)).fetchone()[0])
+
+
+def rows_for_requests(path: Path, table: str, request_ids: list[str]) -> list[dict[str, Any]]:
+    """The rows of `table` (predictions or shadow_scores) for these request ids."""
+    marks = ",".join("?" * len(request_ids))
+    with connect(_existing(path)) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            f"SELECT * FROM {table} WHERE request_id IN ({marks})", request_ids
+        ).fetchall()
+    return [dict(row) for row in rows]
+
+
+def stage_latency(
+    path: Path, *, since: pd.Timestamp | None = None, transaction_prefix: str | None = None
+) -> pd.DataFrame:
+    """The server's own time per request, stage by stage (features, model, total, in
+    ms), for requests logged since `since` (event time) or whose transaction id starts
+    with `transaction_prefix`: what the service measured, free of any client's queueing."""
+    where, params = [], []
+    if since is not None:
+        where.append("event_timestamp >= ?")
+        params.append(since.isoformat())
+    if transaction_prefix is not None:
+        where.append("transaction_id LIKE ?")
+        params.append(transaction_prefix.replace("%", "") + "%")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    with connect(_existing(path)) as conn:
+        return pd.read_sql_query(
+            f"SELECT {', '.join(STAGES)} FROM {PREDICTIONS}{clause}", conn, params=params
+        )
