@@ -107,8 +107,8 @@ def run_jobs(home: str, log_name: str) -> dict[str, float]:
     from features.store import open_store
     from fraudlab.settings import Settings
     from monitoring.drift import run_drift
-    from monitoring.reference import load_reference
     from monitoring.skew import run_skew
+    from pipelines.reference import load_reference
     from serving.prediction_log import read_predictions
 
     settings = Settings(home=Path(home))
@@ -119,14 +119,20 @@ def run_jobs(home: str, log_name: str) -> dict[str, float]:
     predictions = read_predictions(Path(home) / log_name, *whole_log)
     timings["read_s"] = time.perf_counter() - started
     t = time.perf_counter()
-    version, reference = load_reference(settings)
-    features = [c for c in reference.columns if c != "score"]
+    sample = load_reference(settings)
+    version, reference, features = sample.version, sample.frame, sample.features
     timings["reference_s"] = time.perf_counter() - t
     t = time.perf_counter()
     drift = run_drift(predictions, reference, features, out_dir)
     timings["drift_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    skew = run_skew(open_store(settings), predictions, features, out_dir)
+    skew = run_skew(
+        open_store(settings),
+        predictions,
+        features,
+        out_dir,
+        service_name=sample.tags.feature_service,
+    )
     timings["skew_s"] = time.perf_counter() - t
     timings["performance_s"] = float("nan")
     if importlib.util.find_spec("monitoring.performance") is not None:

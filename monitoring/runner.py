@@ -19,6 +19,7 @@ from monitoring.decisions import Decision, DecisionLog, MonitorRun, triggered
 from monitoring.findings import Finding
 from monitoring.policy import Policy
 from monitoring.window import Window
+from pipelines.reference import load_reference
 from serving.prediction_log import read_predictions, read_shadow_scores
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
     from monitoring.canary import run_canary
     from monitoring.drift import run_drift
     from monitoring.performance import run_performance
-    from monitoring.reference import load_reference
     from monitoring.skew import run_skew
 
     out_dir = settings.monitoring_dir / "runs" / window.until.strftime("%Y%m%dT%H%M%S")
@@ -43,11 +43,13 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
     current = with_recorded_amount(
         read_predictions(log_path, window.since, window.until), transactions
     )
-    version, reference = load_reference(settings)
-    features = [c for c in reference.columns if c != "score"]
+    reference = load_reference(settings)
+    features = reference.features
     champion_rows = current[current["route"] == "champion"]
-    progress(f"drift: {len(champion_rows):,} requests against champion v{version}'s reference")
-    findings = [run_drift(champion_rows, reference, features, out_dir)]
+    progress(
+        f"drift: {len(champion_rows):,} requests against champion v{reference.version}'s reference"
+    )
+    findings = [run_drift(champion_rows, reference.frame, features, out_dir)]
     progress("skew: recomputing served features offline at the same timestamps")
     findings.append(
         run_skew(
@@ -55,6 +57,7 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
             current,
             features,
             out_dir,
+            service_name=reference.tags.feature_service,
             sample_rows=settings.monitoring.skew_sample_rows,
         )
     )

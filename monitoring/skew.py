@@ -41,11 +41,11 @@ def run_skew(
     features: list[str],
     out_dir: Path,
     *,
+    service_name: str,
     sample_rows: int = 2000,
     seed: int = 0,
     tolerance: float = 1e-6,
     mismatch_alert: float = 0.05,
-    service_name: str = "fraud_v2",
 ) -> Finding:
     """Per-feature mismatch between what serving logged and the offline recomputation.
 
@@ -98,7 +98,7 @@ def run_skew(
 
 
 def recompute_offline(
-    store: FeatureStore, requests: pd.DataFrame, service_name: str = "fraud_v2"
+    store: FeatureStore, requests: pd.DataFrame, service_name: str
 ) -> pd.DataFrame:
     """The features training would have computed for these requests, row for row."""
     # Microseconds: the unit with_request_features expects (the training frame's unit).

@@ -43,7 +43,7 @@ def offline_gate(
         set_alias(client, name, CHAMPION, version)
         return GateDecision(CHAMPION, None, "no champion yet: this version becomes champion")
     incumbent = load_version(client, name, champion)
-    own = test_period(incumbent.tags["feature_service"])
+    own = test_period(incumbent.tags.feature_service)
     rows = own.set_index("transaction_id").loc[test["transaction_id"]]  # the same payments
     champion_scores = score(incumbent.model, feature_matrix(rows, incumbent.features))
     comparison = bootstrap_ap_difference(

@@ -2,8 +2,8 @@
 
 `champion` is the version that decides; `challenger` a version that passed the
 offline gate and may be tried on live traffic. Aliases, not the deprecated stages.
-Every version carries what serving and monitoring need to use it without the run:
-its feature service and feature order, thresholds, training window, data fingerprint.
+Every version carries what serving and monitoring need to use it without the run, as
+its tags: `VersionTags` is that contract, written by training and read by serving.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightgbm as lgb
 import mlflow
@@ -19,13 +19,56 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.pipeline import Pipeline
 
-from fraudlab.errors import ServiceUnavailable
-from fraudlab.settings import Settings
+from fraudlab.errors import ModelUnavailable, ServiceUnavailable
+from fraudlab.settings import Settings, describe_validation_error
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 EXPERIMENT = "fraudlab-training"
+
+
+class VersionTags(BaseModel):
+    """What a registered version says about itself: MLflow tags are strings, this is
+    their one typed reading. Tags a person adds in the MLflow UI are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    flavor: Literal["lightgbm", "sklearn"]  # how to load it
+    features: list[str] = Field(min_length=1)  # the model's column order
+    feature_service: str  # the Feast service that serves exactly those features
+    threshold_review: float
+    threshold_decline: float
+    train_period: str  # event dates of the training rows, "YYYY-MM-DD..YYYY-MM-DD"
+    labels_as_of: str  # the cutoff: labels are those known then (YYYY-MM-DD)
+    data_fingerprint: str
+    join: Literal["pit", "naive"]
+    leaky: bool
+    code_version: str
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [n for n in value.split(",") if n] if isinstance(value, str) else value
+
+    def to_tags(self) -> dict[str, str]:
+        values = self.model_dump()
+        values["features"] = ",".join(self.features)
+        values["leaky"] = str(self.leaky).lower()
+        for key in ("threshold_review", "threshold_decline"):
+            values[key] = f"{values[key]:.6g}"
+        return {key: str(value) for key, value in values.items()}
+
+    @classmethod
+    def from_tags(cls, version: str, tags: dict[str, str]) -> VersionTags:
+        try:
+            return cls.model_validate(tags)
+        except ValidationError as exc:
+            raise ModelUnavailable(
+                f"version {version}'s tags are not a fraudlab model's:\n"
+                + describe_validation_error(exc)
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -34,8 +77,11 @@ class RegisteredModel:
 
     version: str
     model: Pipeline | lgb.Booster
-    features: list[str]
-    tags: dict[str, str]
+    tags: VersionTags
+
+    @property
+    def features(self) -> list[str]:
+        return self.tags.features
 
 
 def ensure_postgres_database(uri: str) -> None:
@@ -104,7 +150,7 @@ def code_version() -> str:
 
 
 def log_model_version(
-    model: Pipeline | lgb.Booster, example: pd.DataFrame, model_name: str, tags: dict[str, str]
+    model: Pipeline | lgb.Booster, example: pd.DataFrame, model_name: str, tags: VersionTags
 ) -> str:
     """Log the model in the active run, register it, and tag the new version."""
     signature = infer_signature(example, pd.Series([0.5] * len(example), name="fraud_score"))
@@ -120,7 +166,7 @@ def log_model_version(
         info = mlflow.sklearn.log_model(model, serialization_format="cloudpickle", **common)
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in tags.items():
+    for key, value in tags.to_tags().items():
         client.set_model_version_tag(model_name, version, key, value)
     return version
 
@@ -146,10 +192,7 @@ def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -
 def load_version(client: MlflowClient, model_name: str, version: str) -> RegisteredModel:
     """The native model behind a version (a Booster or an sklearn pipeline) and its tags."""
     mv = client.get_model_version(model_name, version)
-    uri = f"models:/{model_name}/{version}"
-    flavor = mv.tags.get("flavor", "lightgbm")
-    loader = mlflow.lightgbm if flavor == "lightgbm" else mlflow.sklearn
-    model = loader.load_model(uri)
-    return RegisteredModel(
-        version=version, model=model, features=mv.tags["features"].split(","), tags=dict(mv.tags)
-    )
+    tags = VersionTags.from_tags(version, dict(mv.tags))
+    loader = mlflow.lightgbm if tags.flavor == "lightgbm" else mlflow.sklearn
+    model = loader.load_model(f"models:/{model_name}/{version}")
+    return RegisteredModel(version=version, model=model, tags=tags)

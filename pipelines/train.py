@@ -6,10 +6,8 @@ call and every requested model trains on it, so their metrics compare like for l
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -42,13 +40,13 @@ from pipelines.models import (
     train_lightgbm,
     train_logreg,
 )
-from pipelines.registry import code_version, connect, log_model_version
+from pipelines.reference import log_reference_sample
+from pipelines.registry import VersionTags, code_version, connect, log_model_version
 from pipelines.training_set import JoinKind, TimeSplit, build_training_frame, service_features
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-REFERENCE_SAMPLE = "reference_sample.parquet"  # under the run's reference/ artifacts
 DECLINE_PRECISION = 0.8  # decline outright only where 4 in 5 validation alerts were fraud
 Progress = Callable[[str], None]
 
@@ -235,19 +233,20 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         _log_figures(kind, test, test_scores, model, features)
         held_out = pd.concat([parts["validation"], parts["test"]])
-        _log_reference_sample(model, held_out, features, t.reference_sample_rows)
-        tags = {
-            "flavor": "lightgbm" if kind == "lightgbm" else "sklearn",
-            "features": ",".join(features),
-            "feature_service": service_name,
-            "threshold_review": f"{thresholds.review:.6g}",
-            "threshold_decline": f"{thresholds.decline:.6g}",
-            "training_window": f"{split.train_start:%Y-%m-%d}..{split.cutoff:%Y-%m-%d}",
-            "data_fingerprint": job.fingerprint,
-            "join": join,
-            "leaky": str(join == "naive").lower(),
-            "code_version": code_version(),
-        }
+        log_reference_sample(model, held_out, features, t.reference_sample_rows)
+        tags = VersionTags(
+            flavor="lightgbm" if kind == "lightgbm" else "sklearn",
+            features=features,
+            feature_service=service_name,
+            threshold_review=thresholds.review,
+            threshold_decline=thresholds.decline,
+            train_period=split.train_period(),
+            labels_as_of=f"{split.cutoff:%Y-%m-%d}",
+            data_fingerprint=job.fingerprint,
+            join=join,
+            leaky=join == "naive",
+            code_version=code_version(),
+        )
         example = test[features].head(5).astype("float64")  # serving sends floats, NaN = missing
         version = log_model_version(model, example, t.model_name, tags)
         outcome = TrainingOutcome(kind, version, run.info.run_id, metrics, thresholds)
@@ -286,20 +285,3 @@ def _gate(
     )
     outcome.alias, outcome.gate = decision.alias, decision.comparison
     outcome.notes.append(decision.note)
-
-
-def _log_reference_sample(
-    model: Model, held_out: pd.DataFrame, features: list[str], rows: int
-) -> None:
-    """The features and scores the drift jobs compare live traffic against.
-
-    Taken from the held-out periods (validation and test), not the training rows: a
-    model's scores on the rows it was fitted to are not what it will produce on new
-    traffic, and the most recent period is the closest to what serving sees next.
-    """
-    sample = held_out.sample(n=min(rows, len(held_out)), random_state=0)[features].copy()
-    sample["score"] = score(model, feature_matrix(sample, features))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / REFERENCE_SAMPLE
-        sample.reset_index(drop=True).to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path="reference")

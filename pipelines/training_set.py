@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import DayGrid, customer_spending, terminal_risk
+from features.definitions import REQUEST_FEATURES_TAG
 from features.store import feature_service
 from features.transforms import request_features
 
@@ -76,6 +77,10 @@ class TimeSplit:
         period[(ts >= self.test_start) & (ts < self.test_end)] = "test"
         return period
 
+    def train_period(self) -> str:
+        """Event dates of the training rows (what a model's `train_period` tag says)."""
+        return f"{self.train_start:%Y-%m-%d}..{self.validation_start - self.gap:%Y-%m-%d}"
+
     def describe(self) -> str:
         fmt = "%Y-%m-%d"
         return (
@@ -89,7 +94,7 @@ class TimeSplit:
 def service_features(service: FeatureService) -> tuple[list[str], list[str]]:
     """(entity features, request features) that a feature service names, in order."""
     entity = [f.name for proj in service.feature_view_projections for f in proj.features]
-    request = [n for n in service.tags.get("request_features", "").split(",") if n]
+    request = [n for n in service.tags.get(REQUEST_FEATURES_TAG, "").split(",") if n]
     return entity, request
 
 

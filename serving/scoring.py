@@ -82,10 +82,10 @@ class ServingModel:
         return cls(
             name=name,
             version=registered.version,
-            features=registered.features,
-            feature_service=tags["feature_service"],
-            review_threshold=float(tags["threshold_review"]),
-            decline_threshold=float(tags["threshold_decline"]),
+            features=tags.features,
+            feature_service=tags.feature_service,
+            review_threshold=tags.threshold_review,
+            decline_threshold=tags.threshold_decline,
             score=scorer,
         )
 

@@ -17,7 +17,7 @@ import pytest
 
 from fraudlab.errors import MissingInput
 from monitoring.drift import run_drift
-from monitoring.reference import load_reference
+from pipelines.reference import load_reference
 from pipelines.training_set import with_request_features
 from serving.prediction_log import read_predictions
 from tests.conftest import World
@@ -91,12 +91,13 @@ def test_too_few_requests_is_insufficient_data(monitor_world, steady_reference, 
 
 def test_champion_reference_from_mlflow(world, monitor_world, log_path, tmp_path):
     mw = monitor_world
-    version, reference = load_reference(mw.settings)
-    assert version == mw.champion.version
-    assert list(reference.columns) == [*mw.champion.features, "score"]
-    assert len(reference) == mw.settings.training.reference_sample_rows
+    sample = load_reference(mw.settings)
+    assert sample.version == mw.champion.version
+    assert sample.tags.feature_service == mw.champion.feature_service
+    assert list(sample.frame.columns) == [*mw.champion.features, "score"]
+    assert len(sample.frame) == mw.settings.training.reference_sample_rows
     window = day_of_traffic(world, mw, log_path, SHIFTED_DAY)
-    finding = run_drift(window, reference, mw.champion.features, tmp_path)
+    finding = run_drift(window, sample.frame, mw.champion.features, tmp_path)
     columns = {row["column"]: row for row in finding.details["columns"]}
     assert columns["amount"]["statistic_kind"] == "p_value"  # 500 rows: Evidently picks K-S
     # Healthy traffic against the champion's own held-out sample: no feature alarm, and

@@ -61,7 +61,9 @@ def stale_terminal_risk(store) -> Callable[[pd.DataFrame], pd.DataFrame]:
 
 def test_healthy_serving_has_no_skew(monitor_world, traffic, store, log_path, tmp_path):
     logged = log_and_read(log_path, traffic, traffic, monitor_world)
-    finding = run_skew(store, logged, monitor_world.champion.features, tmp_path)
+    finding = run_skew(
+        store, logged, monitor_world.champion.features, tmp_path, service_name="fraud_v2"
+    )
     assert finding.status == "ok", finding.summary
     assert finding.metrics == {"max_mismatch_rate": 0.0, "skewed_feature_count": 0.0}
     assert finding.details["sampled_rows"] == min(2000, len(traffic))
@@ -99,7 +101,9 @@ def test_skew_names_the_feature_computed_differently(
 ):
     corrupt, expected = CASES[case]
     logged = log_and_read(log_path, traffic, corrupt(traffic), monitor_world)
-    finding = run_skew(store, logged, monitor_world.champion.features, tmp_path)
+    finding = run_skew(
+        store, logged, monitor_world.champion.features, tmp_path, service_name="fraud_v2"
+    )
     assert finding.status == "alert"
     assert set(finding.details["skewed_features"]) == expected, finding.summary
     rates = [row["mismatch_rate"] for row in finding.details["features"]]
@@ -116,7 +120,9 @@ def test_skew_report_shows_the_size_and_kind_of_difference(
 ):
     cents = traffic.assign(amount=traffic["amount"] * 100)
     logged = log_and_read(log_path, traffic, cents, monitor_world)
-    amount = run_skew(store, logged, ["amount"], tmp_path).details["features"][0]
+    amount = run_skew(store, logged, ["amount"], tmp_path, service_name="fraud_v2").details[
+        "features"
+    ][0]
     assert amount["mismatch_rate"] == 1.0
     assert amount["median_ratio_served_to_offline"] == pytest.approx(100.0)
     example = amount["examples"][0]
@@ -124,7 +130,9 @@ def test_skew_report_shows_the_size_and_kind_of_difference(
 
     zeroed = traffic.assign(customer_mean_amount_1d=traffic["customer_mean_amount_1d"].fillna(0))
     logged = log_and_read(tmp_path / "zeroed.sqlite", traffic, zeroed, monitor_world)
-    default = run_skew(store, logged, ["customer_mean_amount_1d"], tmp_path).details["features"][0]
+    default = run_skew(
+        store, logged, ["customer_mean_amount_1d"], tmp_path, service_name="fraud_v2"
+    ).details["features"][0]
     assert default["mismatches"] == default["missing_offline_only"] > 0
     assert default["examples"][0]["served"] == 0.0 and default["examples"][0]["offline"] is None
 
@@ -133,7 +141,9 @@ def test_stale_online_store_flags_only_the_stale_view(
     monitor_world, traffic, store, log_path, tmp_path
 ):
     logged = log_and_read(log_path, traffic, stale_terminal_risk(store)(traffic), monitor_world)
-    finding = run_skew(store, logged, monitor_world.champion.features, tmp_path)
+    finding = run_skew(
+        store, logged, monitor_world.champion.features, tmp_path, service_name="fraud_v2"
+    )
     skewed = set(finding.details["skewed_features"])
     # Counts move every day; a fraud rate that stayed 0 over two days looks the same
     # stale or fresh, so which rates show depends on the data, never outside the view.
