@@ -19,7 +19,6 @@ Last line:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
 import shutil
@@ -104,9 +103,12 @@ def run_jobs(home: str, log_name: str) -> dict[str, float]:
     os.environ["FRAUDLAB_HOME"] = home
     import pandas as pd
 
+    from data.validate import load_transactions
     from features.store import open_store
     from fraudlab.settings import Settings
     from monitoring.drift import run_drift
+    from monitoring.performance import run_performance
+    from monitoring.policy import load_policy
     from monitoring.skew import run_skew
     from pipelines.reference import load_reference
     from serving.prediction_log import read_predictions
@@ -123,7 +125,8 @@ def run_jobs(home: str, log_name: str) -> dict[str, float]:
     version, reference, features = sample.version, sample.frame, sample.features
     timings["reference_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    drift = run_drift(predictions, reference, features, out_dir)
+    jobs = load_policy().jobs
+    drift = run_drift(predictions, reference, features, out_dir, jobs.drift)
     timings["drift_s"] = time.perf_counter() - t
     t = time.perf_counter()
     skew = run_skew(
@@ -131,24 +134,20 @@ def run_jobs(home: str, log_name: str) -> dict[str, float]:
         predictions,
         features,
         out_dir,
+        jobs.skew,
         service_name=sample.tags.feature_service,
     )
     timings["skew_s"] = time.perf_counter() - t
-    timings["performance_s"] = float("nan")
-    if importlib.util.find_spec("monitoring.performance") is not None:
-        from monitoring.performance import run_performance
-        from pipelines.train import load_inputs
-
-        t = time.perf_counter()
-        transactions = load_inputs(settings)
-        timings["inputs_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        now = predictions["event_timestamp"].max() + pd.Timedelta(microseconds=1)
-        performance = run_performance(
-            predictions, transactions, now, review_cost=settings.training.review_cost
-        )
-        timings["performance_s"] = time.perf_counter() - t
-        print(f"  performance: {performance.status}: {performance.summary[:160]}")
+    t = time.perf_counter()
+    transactions = load_transactions(settings)
+    timings["inputs_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    now = predictions["event_timestamp"].max() + pd.Timedelta(microseconds=1)
+    performance = run_performance(
+        predictions, transactions, now, jobs.performance, review_cost=settings.training.review_cost
+    )
+    timings["performance_s"] = time.perf_counter() - t
+    print(f"  performance: {performance.status}: {performance.summary[:160]}")
     timings["total_s"] = time.perf_counter() - started
     timings["rows"] = float(len(predictions))
     timings["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB

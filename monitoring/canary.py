@@ -9,14 +9,16 @@ Two comparisons of average precision (challenger minus champion), labels as know
   customers, so the fraud mix differs too, and the canary arm is the small one.
 The paired comparison decides whenever shadow scores exist; the arms decide otherwise.
 
+Every threshold below is the policy's (`jobs.canary` in monitoring/policy.yaml).
+
 The rule, in order:
 1. Guardrails, which need no labels: roll back if the challenger arm's decline rate is
    more than `max_decline_ratio` times the champion arm's (once it has made at least
-   MIN_DECLINES declines), its p99 latency more than `max_latency_ratio` times (once it
-   has answered MIN_LATENCY_ROWS requests), its shadow error rate above
-   `max_error_rate`, or its feature-fallback rate above the champion's by more than
-   `max_error_rate`.
-2. Evidence: fewer than `min_frauds_per_arm` known frauds in the deciding comparison
+   `min_declines` declines), its model-stage p99 more than `max_latency_ratio` times the
+   champion's (once it has answered `min_latency_rows` requests, and only above
+   `latency_floor_ms`), its shadow error rate above `max_error_rate`, or its
+   feature-fallback rate above the champion's by more than `max_error_rate`.
+2. Evidence: fewer than `min_frauds` known frauds in the deciding comparison
    (paired: among its payments; arms: in the smaller arm) -> wait.
 3. The 90% bootstrap interval of the AP difference: upper bound < 0 -> roll back
    (clearly worse); lower bound > -`ap_margin` -> promote (not worse by more than the
@@ -35,16 +37,12 @@ import pandas as pd
 
 from monitoring.findings import Finding, Status
 from monitoring.performance import average_precision, join_labels
+from monitoring.policy import CanaryConfig
 from pipelines.evaluate import GateComparison, bootstrap_ap_difference
 
-MIN_DECLINES = 5  # fewer challenger declines than this is noise, not a decline-rate change
-MIN_LATENCY_ROWS = 100  # a p99 needs at least ~100 requests to mean anything
 OUTCOME_CODE = {"promote": 1.0, "wait": 0.0, "rollback": -1.0}
-OUTCOME_STATUS: dict[str, Status] = {
-    "promote": "ok",
-    "wait": "insufficient_data",
-    "rollback": "alert",
-}
+# The policy's rules turn a rollback into an alert; the job itself only waits or not.
+OUTCOME_STATUS: dict[str, Status] = {"promote": "ok", "wait": "insufficient_data", "rollback": "ok"}
 
 
 def bootstrap_arm_difference(
@@ -89,11 +87,16 @@ def guardrails(
     champion: pd.DataFrame, canary: pd.DataFrame, paired: pd.DataFrame, shadow: pd.DataFrame
 ) -> dict[str, float]:
     """Decline, latency and error figures of the challenger relative to the champion.
-    Without canary traffic, decline and latency come from the shadow on the same payments."""
+    Without canary traffic, decline and latency come from the shadow on the same payments.
+
+    Latency is the model stage's (the part the challenger changes), not the whole
+    request's: a request that waited behind others on a busy machine, or on the feature
+    store, says nothing about the model, and on a few hundred requests such waits set
+    the total's p99."""
     if len(canary):
         declines = float((canary["decision"] == "decline").sum())
         decline_ratio = _ratio(declines / len(canary), (champion["decision"] == "decline").mean())
-        latency = (canary["total_ms"], champion["total_ms"])
+        latency = (canary["model_ms"], champion["model_ms"])
         fallback_excess = float(canary["fallback"].mean() - champion["fallback"].mean())
     else:
         declines = float((paired["decision_shadow"] == "decline").sum())
@@ -107,20 +110,28 @@ def guardrails(
         "challenger_declines": declines,
         "decline_ratio": float(decline_ratio),
         "latency_rows": float(len(latency[0])),
+        "challenger_p99_ms": p99[0],
         "latency_ratio": _ratio(*p99) if len(latency[0]) and len(latency[1]) else math.nan,
         "shadow_error_rate": float(shadow["error"].notna().mean()) if len(shadow) else 0.0,
         "fallback_excess": fallback_excess,
     }
 
 
-def breaches(
-    g: dict[str, float], max_decline: float, max_latency: float, max_error: float
-) -> list[str]:
+def breaches(g: dict[str, float], config: CanaryConfig) -> list[str]:
     found = []
-    if g["decline_ratio"] > max_decline and g["challenger_declines"] >= MIN_DECLINES:
+    max_decline, max_latency, max_error = (
+        config.max_decline_ratio,
+        config.max_latency_ratio,
+        config.max_error_rate,
+    )
+    if g["decline_ratio"] > max_decline and g["challenger_declines"] >= config.min_declines:
         found.append(f"decline rate {g['decline_ratio']:.2f}x the champion's (max {max_decline})")
-    if g["latency_ratio"] > max_latency and g["latency_rows"] >= MIN_LATENCY_ROWS:
-        found.append(f"p99 latency {g['latency_ratio']:.2f}x the champion's (max {max_latency})")
+    slow = g["latency_ratio"] > max_latency and g["challenger_p99_ms"] > config.latency_floor_ms
+    if slow and g["latency_rows"] >= config.min_latency_rows:
+        found.append(
+            f"model latency p99 {g['challenger_p99_ms']:.1f} ms, {g['latency_ratio']:.2f}x the "
+            f"champion's (max {max_latency}x above {config.latency_floor_ms:g} ms)"
+        )
     if g["shadow_error_rate"] > max_error:
         found.append(f"shadow error rate {g['shadow_error_rate']:.1%} (max {max_error:.1%})")
     if g["fallback_excess"] > max_error:
@@ -190,13 +201,8 @@ def run_canary(
     shadow_scores: pd.DataFrame,
     transactions: pd.DataFrame,
     now: pd.Timestamp,
+    config: CanaryConfig,
     *,
-    min_frauds_per_arm: int = 30,
-    max_decline_ratio: float = 2.0,
-    max_latency_ratio: float = 1.5,
-    max_error_rate: float = 0.01,
-    ap_margin: float = 0.01,
-    rounds: int = 200,
     seed: int = 0,
 ) -> Finding:
     """Decide promote / wait / rollback for the challenger; see the module docstring."""
@@ -205,11 +211,13 @@ def run_canary(
     canary = labelled[labelled["route"] == "canary"]
     paired = paired_rows(labelled, shadow_scores)
     g = guardrails(champion, canary, paired, shadow_scores)
-    breached = breaches(g, max_decline_ratio, max_latency_ratio, max_error_rate)
+    breached = breaches(g, config)
     basis, frauds, cmp, arms_cmp = compare(
-        champion, canary, paired, min_frauds_per_arm, rounds, seed
+        champion, canary, paired, config.min_frauds, config.bootstrap_rounds, seed
     )
-    outcome, reason, needed = decide(breached, cmp, basis, frauds, min_frauds_per_arm, ap_margin)
+    outcome, reason, needed = decide(
+        breached, cmp, basis, frauds, config.min_frauds, config.ap_margin
+    )
     nan = math.nan
     metrics = {
         "delta_ap": cmp.delta_ap if cmp else nan,
@@ -264,5 +272,5 @@ def _summary(
     )
     return (
         f"{outcome}: {reason}. {evidence}; decline ratio {g['decline_ratio']:.2f}, "
-        f"p99 latency ratio {g['latency_ratio']:.2f}, shadow errors {g['shadow_error_rate']:.1%}."
+        f"model p99 ratio {g['latency_ratio']:.2f}, shadow errors {g['shadow_error_rate']:.1%}."
     )

@@ -42,23 +42,19 @@ class MonitorRun:
 
 
 def triggered(policy: Policy, findings: list[Finding]) -> list[Decision]:
-    """Every rule whose condition holds, in policy order."""
-    by_job = {f.job: f for f in findings}
-    out = []
-    for rule in policy.rules:
-        finding = by_job.get(rule.job)
-        if finding is not None and rule.holds(finding):
-            out.append(
-                Decision(
-                    rule.name,
-                    rule.job,
-                    rule.action,
-                    rule.condition(),
-                    finding.metrics.get(rule.metric),
-                    rule.why,
-                )
-            )
-    return out
+    """Every rule whose condition holds, in policy order (the findings it acts on are
+    marked as alerts: Policy.judge)."""
+    return [
+        Decision(
+            rule.name,
+            rule.job,
+            rule.action,
+            rule.condition(),
+            finding.metrics.get(rule.metric),
+            rule.why,
+        )
+        for rule, finding in policy.judge(findings)
+    ]
 
 
 class DecisionLog:

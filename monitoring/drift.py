@@ -1,19 +1,20 @@
 """Drift: has live traffic moved away from what the champion was trained on?
 
-Each of the model's features, and its `score`, is compared with the champion's
-reference sample (monitoring/reference.py) by one Evidently `ValueDrift` metric. The
-statistical test is Evidently's own choice, which depends on the reference size: up to
-1,000 reference rows a p-value test (K-S, chi-square or Z), beyond that a distance
-(normed Wasserstein, Jensen-Shannon). The default reference holds 5,000 rows, so
-production gets distances, whose verdict does not hinge on how many requests the window
-holds: with 100k requests a p-value test calls every negligible wobble "drift".
+Each of the model's features is compared with the champion's reference sample
+(pipelines/reference.py) by one Evidently `ValueDrift` metric, whose statistical test
+is Evidently's own choice by reference size: up to 1,000 reference rows a p-value test
+(K-S, chi-square or Z), beyond that a distance (normed Wasserstein, Jensen-Shannon).
+The default reference holds 5,000 rows, so production gets distances, whose verdict
+does not hinge on how many requests the window holds: with 100k requests a p-value test
+calls every negligible wobble "drift". The score is tested by PSI (see `_value_drift`),
+with the policy's threshold.
 
 Drift alone is a warning, not a verdict (labels decide whether the model got worse), so
-the finding names every drifted column with its test, threshold and statistic. A window
-shorter than a week always "drifts" on `is_weekend` (a day is all weekend or none):
-one feature of 18, well under the default alert share. Measured on the test world's
-20 healthy one-day windows against a steady-state 5,000-row reference: 2 alerts, both
-score drift just over the 0.1 threshold (0.13, 0.14); tests/monitoring/test_drift.py.
+the finding names every drifted column with its test, threshold and statistic; the
+policy's rules (drifted share, score drift) decide whether it is an alert. A window
+shorter than a week would always "drift" on `is_weekend` (a day is all weekend or
+none), so the reference is matched to the window's weekend share first.
+tests/monitoring/test_drift.py measures the alerts on the test world's healthy days.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ import pandas as pd
 
 from fraudlab.errors import MissingInput
 from monitoring.findings import Finding
+from monitoring.policy import DriftConfig
 
 WEEKEND = "is_weekend"  # weekly seasonality: matched, not tested for drift
 SCORE = "score"
 MAX_CURRENT_ROWS = 20_000  # Evidently's cost grows with rows; 20k pins a share to +-0.7%
 SUBSAMPLE_SEED = 0  # fixed, so a rerun over the same window gives the same report
-MIN_COLUMN_ROWS = 30  # fewer non-missing values than this cannot carry a test
 
 
 def run_drift(
@@ -41,21 +42,23 @@ def run_drift(
     reference: pd.DataFrame,
     features: list[str],
     out_dir: Path,
+    config: DriftConfig,
     *,
-    drift_share_alert: float = 0.3,
-    min_rows: int = 200,
     max_rows: int = MAX_CURRENT_ROWS,
+    html: bool = True,
 ) -> Finding:
     """Feature drift over `features` and prediction drift of `score`.
 
     `predictions` are the requests the reference's model scored (the champion route),
     one row each with the logged feature values and `score`, as monitoring/window.py
-    reads them. Writes `drift.html` (Evidently) and `drift.json` (this finding).
+    reads them. Writes `drift.json` (this finding) and, with `html`, `drift.html`
+    (Evidently's report).
     """
     columns = [*features, SCORE]
     missing = [c for c in columns if c not in reference.columns]
     if missing:
         raise MissingInput(f"the reference sample has no column(s) {', '.join(missing)}")
+    min_rows = config.min_requests
     if len(predictions) < min_rows:  # checked first: an empty window has no feature columns
         return _write(
             out_dir,
@@ -72,11 +75,12 @@ def run_drift(
     if len(current) > max_rows:
         compared = current.sample(n=max_rows, random_state=SUBSAMPLE_SEED)
     reference, seasonality = matched_to_week(reference[columns], compared)
-    table, snapshot = _compare(compared, reference)
+    table, snapshot = _compare(compared, reference, config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if snapshot is not None:
+    html = html and snapshot is not None
+    if html:
         snapshot.save_html(str(out_dir / "drift.html"))
-    finding = _finding(table, features, drift_share_alert)
+    finding = _finding(table, features)
     finding.details |= {
         "reference_rows": len(reference),
         "seasonality": seasonality,
@@ -90,7 +94,7 @@ def run_drift(
         ),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    if snapshot is not None:
+    if html:
         finding.reports.append(str(out_dir / "drift.html"))
     return _write(out_dir, finding)
 
@@ -131,7 +135,7 @@ def logged_values(predictions: pd.DataFrame, columns: list[str]) -> pd.DataFrame
     return predictions[columns].astype(np.float64).reset_index(drop=True)
 
 
-def _value_drift(column: str) -> Any:
+def _value_drift(column: str, score_psi_above: float) -> Any:
     """Evidently's default test per feature; PSI for the score.
 
     A fraud score is a heavy-tailed probability: Evidently's default for large samples
@@ -143,10 +147,14 @@ def _value_drift(column: str) -> Any:
     """
     from evidently.metrics import ValueDrift
 
-    return ValueDrift(column=column, method="psi") if column == SCORE else ValueDrift(column=column)
+    if column == SCORE:
+        return ValueDrift(column=column, method="psi", threshold=score_psi_above)
+    return ValueDrift(column=column)
 
 
-def _compare(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[dict[str, Any]], Any]:
+def _compare(
+    current: pd.DataFrame, reference: pd.DataFrame, config: DriftConfig
+) -> tuple[list[dict[str, Any]], Any]:
     """One row per column: Evidently's test, threshold, statistic and verdict."""
     from evidently import DataDefinition, Dataset, Report
 
@@ -159,7 +167,8 @@ def _compare(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[dict[
             "missing_share_current": round(float(current[column].isna().mean()), 4),
         }
         rows[column] = row
-        if min(reference[column].notna().sum(), current[column].notna().sum()) < MIN_COLUMN_ROWS:
+        values = min(reference[column].notna().sum(), current[column].notna().sum())
+        if values < config.min_column_values:
             # Evidently drops missing values; a column that is (almost) all missing on one
             # side has nothing to test, and a feature that vanished at serving is drift.
             gone = row["missing_share_current"] > row["missing_share_reference"] + 0.5
@@ -170,7 +179,9 @@ def _compare(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[dict[
     snapshot = None
     if testable:
         definition = DataDefinition(numerical_columns=testable)  # every logged value is a float
-        report = Report([_value_drift(c) for c in testable], include_tests=True)
+        report = Report(
+            [_value_drift(c, config.score_psi_above) for c in testable], include_tests=True
+        )
         snapshot = report.run(
             Dataset.from_pandas(current[testable], data_definition=definition),
             Dataset.from_pandas(reference[testable], data_definition=definition),
@@ -192,24 +203,22 @@ def _compare(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[dict[
     return list(rows.values()), snapshot
 
 
-def _finding(table: list[dict[str, Any]], features: list[str], drift_share_alert: float) -> Finding:
+def _finding(table: list[dict[str, Any]], features: list[str]) -> Finding:
     by_column = {row["column"]: row for row in table}
     drifted = [f for f in features if by_column[f]["drifted"]]
     share = len(drifted) / len(features) if features else 0.0
     score = by_column[SCORE]
     score_drift = bool(score["drifted"])
     statistic = score["statistic"] if score["statistic"] is not None else float("nan")
-    alert = share >= drift_share_alert or score_drift
     summary = (
-        f"{len(drifted)} of {len(features)} features drifted ({share:.0%}; alert at "
-        f"{drift_share_alert:.0%})"
+        f"{len(drifted)} of {len(features)} features drifted ({share:.0%})"
         + (f": {', '.join(drifted)}" if drifted else "")
         + f"; score {'drifted' if score_drift else 'stable'} "
         f"({score['method']} {statistic:.3g}, threshold {score['threshold']})"
     )
     return Finding(
         job="drift",
-        status="alert" if alert else "ok",
+        status="ok",
         summary=summary,
         metrics={
             "drift_share": share,
@@ -219,7 +228,6 @@ def _finding(table: list[dict[str, Any]], features: list[str], drift_share_alert
         },
         details={
             "drifted_features": drifted,
-            "drift_share_alert": drift_share_alert,
             "columns": sorted(table, key=lambda r: (not r["drifted"], r["column"] != SCORE)),
         },
     )

@@ -1,21 +1,55 @@
-"""What a monitoring job reports: the contract between the jobs and the policy."""
+"""What a monitoring job reports: the contract between the jobs and the policy.
+
+The jobs and the metrics each reports are declared here, once: a job that reports a
+metric not declared fails at once, and a policy rule naming an undeclared one is refused
+(monitoring/policy.py).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Status = Literal["ok", "alert", "insufficient_data"]
 Job = Literal["drift", "skew", "performance", "canary"]
+
+JOB_METRICS: dict[Job, tuple[str, ...]] = {
+    "drift": ("drift_share", "drifted_features", "score_drift", "score_drift_statistic"),
+    "skew": ("max_mismatch_rate", "skewed_feature_count"),
+    "performance": (
+        "average_precision",
+        "recall",
+        "precision",
+        "cost_per_1k",
+        "label_coverage",
+        "known_frauds",
+        "rows",
+    ),
+    "canary": (
+        "delta_ap",
+        "ci_low",
+        "ci_high",
+        "frauds_needed",
+        "known_frauds",
+        "decline_ratio",
+        "latency_ratio",
+        "shadow_error_rate",
+        "fallback_excess",
+        "outcome_code",
+    ),
+}
+JOBS: tuple[Job, ...] = get_args(Job)
+assert set(JOB_METRICS) == set(JOBS)
 
 
 @dataclass
 class Finding:
     """One job's result over one window.
 
-    `metrics` holds the numbers the policy thresholds refer to (flat, name -> float);
+    `metrics` holds the numbers the policy's rules refer to (flat, name -> float);
     `details` holds what a person needs to act (per-feature tables, examples, tests
-    used); `reports` the paths of any files written (HTML, JSON).
+    used); `reports` the paths of any files written (HTML, JSON). A job reports `ok` or
+    `insufficient_data`; `alert` is the policy's word, set when one of its rules holds.
     """
 
     job: Job
@@ -24,6 +58,11 @@ class Finding:
     metrics: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     reports: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.metrics) - set(JOB_METRICS[self.job])
+        if unknown:
+            raise ValueError(f"{self.job} reports undeclared metrics {sorted(unknown)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,54 +1,73 @@
 """The policy: one YAML file of thresholds and actions, validated before anything runs.
 
-A rule watches one metric of one job's finding and names the action to take when the
-condition holds. Cool-downs stop flapping: an action of a kind that already ran less
-than its cool-down ago (in monitor time) is recorded as held back, not taken again.
+It is the only place a threshold lives. `jobs` holds what each job needs to reach a
+finding (how many frauds make evidence, when a feature counts as skewed, the canary's
+guardrails); `rules` turn the findings' metrics into actions. A finding is an alert
+exactly when a rule acts on it: the jobs report `ok` or `insufficient_data`, and
+`judge` marks the findings its rules hold on. Cool-downs stop flapping: an action of a
+kind that already ran less than its cool-down ago (in monitor time) is held back.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fraudlab.errors import ConfigError
 from fraudlab.settings import describe_validation_error
-from monitoring.findings import Finding
+from monitoring.findings import JOB_METRICS, Finding, Job
 
-Action = Literal["alert", "rollback", "retrain", "promote"]
+# In the order a run takes them: safety first.
+Action = Literal["rollback", "promote", "retrain", "alert"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 
-# The metrics each job reports (monitoring/*.py); a rule naming another is refused.
-JOB_METRICS: dict[str, set[str]] = {
-    "drift": {"drift_share", "drifted_features", "score_drift", "score_drift_statistic"},
-    "skew": {"max_mismatch_rate", "skewed_feature_count"},
-    "performance": {
-        "average_precision",
-        "recall",
-        "precision",
-        "cost_per_1k",
-        "label_maturity",
-        "known_frauds",
-    },
-    "canary": {
-        "delta_ap",
-        "ci_low",
-        "ci_high",
-        "frauds_needed",
-        "decline_ratio",
-        "latency_ratio",
-        "outcome_code",
-    },
-}
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DriftConfig(_Strict):
+    min_requests: int = Field(ge=1)  # a window with fewer is insufficient data
+    min_column_values: int = Field(ge=2)  # a column with fewer non-missing values is untested
+    score_psi_above: float = Field(gt=0)  # the score drifted when its PSI exceeds this
 
+
+class SkewConfig(_Strict):
+    tolerance: float = Field(ge=0)  # relative difference that still counts as equal
+    feature_mismatch_above: float = Field(ge=0, le=1)  # a feature is skewed above this share
+
+
+class PerformanceConfig(_Strict):
+    label_lookback_days: float = Field(gt=0)  # how far back label jobs look for arrivals
+    min_known_frauds: int = Field(ge=1)  # fewer is insufficient data
+
+
+class CanaryConfig(_Strict):
+    min_frauds: int = Field(ge=1)  # known frauds in the deciding comparison
+    ap_margin: float = Field(ge=0)  # promote unless worse by more than this
+    bootstrap_rounds: int = Field(ge=20)
+    max_decline_ratio: float = Field(gt=0)
+    min_declines: int = Field(ge=0)  # a decline ratio on fewer declines is noise
+    max_latency_ratio: float = Field(gt=0)  # model-stage p99, challenger over champion
+    min_latency_rows: int = Field(ge=1)  # a p99 needs this many requests to mean anything
+    latency_floor_ms: float = Field(ge=0)  # a model-stage p99 below this is never too slow
+    max_error_rate: float = Field(ge=0, le=1)  # shadow errors; fallbacks above the champion's
+
+
+class JobConfigs(_Strict):
+    drift: DriftConfig
+    skew: SkewConfig
+    performance: PerformanceConfig
+    canary: CanaryConfig
+
+
+class Rule(_Strict):
     name: str = Field(min_length=1)
-    job: Literal["drift", "skew", "performance", "canary"]
+    job: Job
     metric: str
     above: float | None = None
     below: float | None = None
@@ -77,6 +96,11 @@ class Rule(BaseModel):
             return value < self.below
         return value == self.equals
 
+    @property
+    def threshold(self) -> float:
+        value = next(c for c in (self.above, self.below, self.equals) if c is not None)
+        return float(value)
+
     def condition(self) -> str:
         if self.above is not None:
             return f"{self.metric} > {self.above:g}"
@@ -85,32 +109,45 @@ class Rule(BaseModel):
         return f"{self.metric} == {self.equals:g}"
 
 
-class Cooldowns(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    alert: float = Field(6.0, ge=0)  # hours of monitor time
-    rollback: float = Field(24.0, ge=0)
-    retrain: float = Field(72.0, ge=0)
-    promote: float = Field(24.0, ge=0)
-
-    def hours(self, action: Action) -> float:
-        return float(getattr(self, action))
-
-
-class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: Literal[1] = 1
-    cooldown_hours: Cooldowns = Cooldowns()
-    canary_share_after_retrain: float = Field(0.2, ge=0, le=1)
+class Policy(_Strict):
+    version: Literal[2]
+    cooldown_hours: dict[Action, float]  # hours of monitor time, per action
+    canary_share_after_retrain: float = Field(ge=0, le=1)
+    jobs: JobConfigs
     rules: list[Rule] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> Policy:
+    def _complete_and_unique(self) -> Policy:
+        missing = [a for a in ACTIONS if a not in self.cooldown_hours]
+        if missing:
+            raise ValueError(f"cooldown_hours needs every action; missing: {missing}")
+        negative = [a for a, hours in self.cooldown_hours.items() if hours < 0]
+        if negative:
+            raise ValueError(f"cooldown_hours must be >= 0; negative: {negative}")
         names = [r.name for r in self.rules]
         if len(names) != len(set(names)):
             raise ValueError(f"rule names must be unique: {names}")
         return self
+
+    def rule(self, name: str) -> Rule:
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        raise ConfigError(f"the policy has no rule {name!r}")
+
+    def judge(self, findings: list[Finding]) -> list[tuple[Rule, Finding]]:
+        """Every rule that holds, in policy order; each finding a rule acts on with
+        anything but a promotion becomes an alert."""
+        by_job = {f.job: f for f in findings}
+        held = [
+            (rule, by_job[rule.job])
+            for rule in self.rules
+            if rule.job in by_job and rule.holds(by_job[rule.job])
+        ]
+        for rule, finding in held:
+            if rule.action != "promote":
+                finding.status = "alert"
+        return held
 
 
 def load_policy(path: Path | None = None) -> Policy:

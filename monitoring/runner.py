@@ -1,8 +1,9 @@
 """One monitor run: read the log, run the jobs, apply the policy, act, record.
 
 Drift and skew look at the window itself (what serving saw today). Performance and the
-canary need labels, which arrive weeks late, so they look back further
-(`LABEL_LOOKBACK`) and count only the chargebacks that have arrived by now.
+canary need labels, which arrive weeks late, so they look back further (the policy's
+`jobs.performance.label_lookback_days`) and count only the chargebacks that have
+arrived by now.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ from fraudlab.settings import Settings
 from monitoring import actions
 from monitoring.decisions import Decision, DecisionLog, MonitorRun, triggered
 from monitoring.findings import Finding
-from monitoring.policy import Policy
+from monitoring.policy import ACTIONS, Policy
 from monitoring.window import Window
 from pipelines.reference import load_reference
 from serving.prediction_log import read_predictions, read_shadow_scores
 
 log = logging.getLogger(__name__)
-LABEL_LOOKBACK = pd.Timedelta(days=28)  # most chargebacks arrive within four weeks
-ACTION_ORDER = ("rollback", "promote", "retrain", "alert")  # safety first
 Progress = Callable[[str], None]
 
 
-def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[list[Finding], str]:
+def run_jobs(
+    settings: Settings, window: Window, policy: Policy, progress: Progress, *, html: bool = True
+) -> tuple[list[Finding], str]:
     """Every job over the window; returns the findings and the reports folder."""
     from features.store import open_store
     from monitoring.canary import run_canary
@@ -49,7 +50,8 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
     progress(
         f"drift: {len(champion_rows):,} requests against champion v{reference.version}'s reference"
     )
-    findings = [run_drift(champion_rows, reference.frame, features, out_dir)]
+    jobs = policy.jobs
+    findings = [run_drift(champion_rows, reference.frame, features, out_dir, jobs.drift, html=html)]
     progress("skew: recomputing served features offline at the same timestamps")
     findings.append(
         run_skew(
@@ -57,17 +59,23 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
             current,
             features,
             out_dir,
+            jobs.skew,
             service_name=reference.tags.feature_service,
             sample_rows=settings.monitoring.skew_sample_rows,
         )
     )
     # Label jobs read the request and its scores, not the feature vector.
-    since = window.until - LABEL_LOOKBACK
+    lookback = jobs.performance.label_lookback_days
+    since = window.until - pd.Timedelta(days=lookback)
     history = read_predictions(log_path, since, window.until, with_features=False)
-    progress(f"performance: {len(history):,} requests of the last {LABEL_LOOKBACK.days} days")
+    progress(f"performance: {len(history):,} requests of the last {lookback:g} days")
     findings.append(
         run_performance(
-            history, transactions, window.until, review_cost=settings.training.review_cost
+            history,
+            transactions,
+            window.until,
+            jobs.performance,
+            review_cost=settings.training.review_cost,
         )
     )
     # A trial runs while a challenger is serving: the newest request names it. Once it is
@@ -77,7 +85,7 @@ def run_jobs(settings: Settings, window: Window, progress: Progress) -> tuple[li
         trial = history[history["challenger_version"] == latest]
         shadow = read_shadow_scores(log_path, trial["request_id"])
         progress(f"canary: challenger v{latest} against the champion on matured labels")
-        findings.append(run_canary(trial, shadow, transactions, window.until))
+        findings.append(run_canary(trial, shadow, transactions, window.until, jobs.canary))
     return findings, str(out_dir)
 
 
@@ -101,9 +109,9 @@ def decide_and_act(
     # A challenger still waiting for labels is the answer to the last retrain: replacing
     # it with a newer one every cool-down would restart its trial before it can finish.
     on_trial = any(f.job == "canary" and f.details.get("outcome") == "wait" for f in findings)
-    for decision in sorted(decisions, key=lambda d: ACTION_ORDER.index(d.action)):
+    for decision in sorted(decisions, key=lambda d: ACTIONS.index(d.action)):
         last = decision_log.last_taken(decision.action)
-        cooldown = pd.Timedelta(hours=policy.cooldown_hours.hours(decision.action))
+        cooldown = pd.Timedelta(hours=policy.cooldown_hours[decision.action])
         if decision.action in done:
             decision.held_back = f"a {decision.action} was already taken in this run"
         elif last is not None and now - last < cooldown:
@@ -155,8 +163,10 @@ def run_monitor(
     *,
     execute: bool = True,
     progress: Progress = lambda _: None,
+    html: bool = True,
 ) -> MonitorRun:
-    findings, reports = run_jobs(settings, window, progress)
+    """`html`: also write Evidently's drift report (drift.json is always written)."""
+    findings, reports = run_jobs(settings, window, policy, progress, html=html)
     decision_log = DecisionLog(settings.decision_log_path)
     decisions = decide_and_act(settings, policy, findings, window.until, decision_log, execute)
     run = MonitorRun(

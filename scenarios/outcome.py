@@ -63,6 +63,7 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         "recovered_day": recovery_day,
         "recovery": scenario.recovery,
         "losses": _losses(records, inject, recovery_day, baseline),
+        "review_cost": result.settings.training.review_cost,
         "normal_ranges": _ranges(before),
         "wall_clock_seconds": round(result.seconds, 1),
         "requests": sum(r.requests for r in records),

@@ -14,6 +14,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from monitoring.policy import load_policy
 from scenarios.engine import RunResult
 from scenarios.timeline import frame
 
@@ -32,6 +33,11 @@ def plot_timeline(result: RunResult, summary: dict[str, Any], path: Path) -> Pat
     # Each day's figures are stamped at its middle; monitor verdicts at the next midnight.
     mid = table["date"] + pd.Timedelta(hours=12)
     verdict = table["date"] + pd.Timedelta(days=1)
+    policy = load_policy(result.settings.monitoring.policy_path)
+    drift_share = policy.rule("input-drift").threshold
+    skewed_above = policy.jobs.skew.feature_mismatch_above
+    recall_below = policy.rule("recall-decay").threshold
+    review_cost = result.settings.training.review_cost
     fig, axes = plt.subplots(6, 1, figsize=(11, 14), sharex=True)
     scores, drift, skew, decisions, labels, losses = axes
 
@@ -43,12 +49,14 @@ def plot_timeline(result: RunResult, summary: dict[str, Any], path: Path) -> Pat
 
     drift.plot(verdict, table["drift_share"], marker="o", label="share of features drifted")
     drift.plot(verdict, table["score_drift"], marker="x", ls="", label="score drift (1 = yes)")
-    drift.axhline(0.3, color="grey", ls=":", label="policy: drift share 30%")
+    drift.axhline(drift_share, color="grey", ls=":", label=f"policy: drift share {drift_share:.0%}")
     drift.set_ylabel("drift")
     drift.set_title("drift (Evidently, against the champion's reference)")
 
     skew.plot(verdict, table["skew_max_mismatch"], marker="o", color="tab:brown")
-    skew.axhline(0.05, color="grey", ls=":", label="policy: 5% of requests")
+    skew.axhline(
+        skewed_above, color="grey", ls=":", label=f"policy: {skewed_above:.0%} of requests"
+    )
     skew.set_ylabel("worst feature\nmismatch rate")
     skew.set_title("training/serving skew (served vs recomputed offline)")
 
@@ -60,10 +68,14 @@ def plot_timeline(result: RunResult, summary: dict[str, Any], path: Path) -> Pat
 
     labels.plot(verdict, table["recall"], marker="o", label="recall")
     labels.plot(verdict, table["precision"], marker="s", label="precision")
-    labels.plot(verdict, table["label_maturity"], color="grey", ls=":", label="labels final")
-    labels.axhline(0.5, color="tab:red", ls=":", lw=0.8, label="policy: recall 0.5")
+    labels.plot(
+        verdict, table["label_coverage"], color="grey", ls=":", label="frauds reported (expected)"
+    )
+    labels.axhline(
+        recall_below, color="tab:red", ls=":", lw=0.8, label=f"policy: recall {recall_below:g}"
+    )
     labels.set_ylim(-0.05, 1.05)
-    labels.set_ylabel("last 28 days")
+    labels.set_ylabel(f"last {policy.jobs.performance.label_lookback_days:g} days")
     labels.set_title("champion route on labels known at the time (chargebacks arrive late)")
 
     losses.bar(
@@ -72,7 +84,9 @@ def plot_timeline(result: RunResult, summary: dict[str, Any], path: Path) -> Pat
     losses.plot(mid, table["cost"], marker="o", color="black", label="cost (fraud + reviews)")
     losses.set_yscale("symlog", linthresh=100)
     losses.set_ylabel("per day\n(amount)")
-    losses.set_title("what it cost: approved fraud, and fraud plus 5 per reviewed payment")
+    losses.set_title(
+        f"what it cost: approved fraud, and fraud plus {review_cost:g} per reviewed payment"
+    )
 
     for ax in axes:
         _marks(ax, result, summary)

@@ -70,7 +70,7 @@ def write_index(docs: Path) -> Path:
         rows.append(
             f"| [{name}]({name}.md) | {scenario.detector or '-'} | "
             f"{_fmt(s['time_to_detect_hours'], '.0f')} h | "
-            f"{', '.join(_action(a) for a in actions[:3]) or 'none'} | "
+            f"{_actions(actions) or 'none'} | "
             f"{_recovered(s)} | "
             f"{s['false_alarms']['count']} of {s['false_alarms']['monitor_runs']} runs | "
             f"{_fmt(excess, '+,.0f')} |"
@@ -85,8 +85,9 @@ def write_index(docs: Path) -> Path:
                 "(small scale, seed 11): what broke, how it showed, what caught it, what the "
                 "policy did, what it cost, and the design-round answer. Times are simulated "
                 "time from the injection to the monitor run that caught it (the monitor runs "
-                "at every simulated midnight). Cost = approved fraud + 5 per reviewed "
-                "payment, against the baseline run's same days (same payments).",
+                "at every simulated midnight). Cost = approved fraud + the review fee "
+                "(training.review_cost) per reviewed payment, against the baseline run's "
+                "same days (same payments).",
                 "",
                 *rows,
                 "",
@@ -96,8 +97,20 @@ def write_index(docs: Path) -> Path:
     return index
 
 
-def _action(action: dict[str, Any]) -> str:
-    return f"{action['action']} (day {action['day']})"
+def _actions(actions: list[dict[str, Any]]) -> str:
+    """Every action in order, a run of the same one folded: "retrain x6 (days 5-20)"."""
+    runs: list[list[dict[str, Any]]] = []
+    for action in actions:
+        if runs and runs[-1][-1]["action"] == action["action"]:
+            runs[-1].append(action)
+        else:
+            runs.append([action])
+    return ", ".join(
+        f"{run[0]['action']} (day {run[0]['day']})"
+        if len(run) == 1
+        else f"{run[0]['action']} x{len(run)} (days {run[0]['day']}-{run[-1]['day']})"
+        for run in runs
+    )
 
 
 def _recovered(summary: dict[str, Any]) -> str:
@@ -221,17 +234,19 @@ def _caught(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-COST_LABELS = {
-    "fraud_losses": "approved fraud (amount)",
-    "cost": "cost: approved fraud + 5 per review",
-    "legit_declined": "good customers declined",
-}
+def cost_labels(review_cost: float) -> dict[str, str]:
+    return {
+        "fraud_losses": "approved fraud (amount)",
+        "cost": f"cost: approved fraud + {review_cost:g} per review",
+        "legit_declined": "good customers declined",
+    }
 
 
 def _cost(summary: dict[str, Any]) -> list[str]:
     losses = summary["losses"]
+    labels = cost_labels(summary["review_cost"])
     if "incident_days" not in losses:
-        return [f"Over the run: {COST_LABELS[m]} {losses[m]['total']:,.0f}." for m in COST_LABELS]
+        return [f"Over the run: {labels[m]} {losses[m]['total']:,.0f}." for m in labels]
     first, last = losses["incident_days"]
     has_baseline = "baseline_same_days" in losses["cost"]
     lines = [
@@ -241,7 +256,7 @@ def _cost(summary: dict[str, Any]) -> list[str]:
         "incident minus baseline |",
         "|---|---|---|---|---|",
     ]
-    for measure, label in COST_LABELS.items():
+    for measure, label in labels.items():
         m = losses[measure]
         lines.append(
             f"| {label} | {m['during_incident']:,.0f} | "

@@ -146,7 +146,7 @@ def frame(records: list[DayRecord]) -> pd.DataFrame:
                 "skew_max_mismatch": r.metric("skew", "max_mismatch_rate"),
                 "precision": r.metric("performance", "precision"),
                 "recall": r.metric("performance", "recall"),
-                "label_maturity": r.metric("performance", "label_maturity"),
+                "label_coverage": r.metric("performance", "label_coverage"),
                 "canary_delta_ap": r.metric("canary", "delta_ap"),
             }
         )

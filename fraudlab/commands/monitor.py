@@ -139,21 +139,20 @@ def run(
 def status(last: int = typer.Option(5, min=1, help="How many runs to show.")) -> None:
     """The latest monitor runs: findings and decisions."""
     from monitoring.decisions import DecisionLog
+    from monitoring.findings import JOBS
 
     settings = get_settings()
     runs = DecisionLog(settings.decision_log_path).runs()[-last:]
     if not runs:
         console.print("no monitor runs yet: `fraudlab monitor run`")
         return
-    table = Table(
-        "now", "drift", "skew", "performance", "canary", "actions taken", title="monitor runs"
-    )
+    table = Table("now", *JOBS, "actions taken", title="monitor runs")
     for r in runs:
         status_of = {f["job"]: f["status"] for f in r["findings"]}
         taken = [f"{d['action']} ({d['rule']})" for d in r["decisions"] if d["taken"]]
         table.add_row(
             r["now"][:19],
-            *[status_of.get(j, "-") for j in ("drift", "skew", "performance", "canary")],
+            *[status_of.get(job, "-") for job in JOBS],
             ", ".join(taken) or "-",
         )
     console.print(table)

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from monitoring.canary import frauds_to_decide, run_canary
+from monitoring.policy import load_policy
 from pipelines.evaluate import GateComparison
 from serving.prediction_log import read_predictions, read_shadow_scores
 from serving.scoring import ServingModel
@@ -24,6 +25,8 @@ from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
 Log = tuple[pd.DataFrame, pd.DataFrame]
+CONFIG = load_policy().jobs.canary
+FAST = CONFIG.model_copy(update={"bootstrap_rounds": 50})  # where the interval is not the point
 
 
 def amount_blind(model: ServingModel) -> ServingModel:
@@ -75,7 +78,7 @@ def better_challenger_log(world, monitor_world, tmp_path_factory) -> Path:
 def test_canary_waits_while_few_frauds_have_matured(world, monitor_world, better_challenger_log):
     mw = monitor_world
     predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(58))
-    finding = run_canary(predictions, shadow, world.transactions, mw.day(58))
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(58), CONFIG)
 
     assert finding.details["outcome"] == "wait"
     assert finding.status == "insufficient_data"
@@ -89,7 +92,7 @@ def test_canary_waits_while_few_frauds_have_matured(world, monitor_world, better
 def test_canary_promotes_a_clearly_better_challenger(world, monitor_world, better_challenger_log):
     mw = monitor_world
     predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(70))
-    finding = run_canary(predictions, shadow, world.transactions, mw.day(75))
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), CONFIG)
 
     assert finding.details["outcome"] == "promote", finding.summary
     assert finding.status == "ok"
@@ -97,7 +100,8 @@ def test_canary_promotes_a_clearly_better_challenger(world, monitor_world, bette
     assert finding.details["basis"] == "paired"
     assert finding.metrics["known_frauds"] >= 30
     assert finding.metrics["ci_low"] > 0 < finding.metrics["delta_ap"]
-    assert finding.metrics["decline_ratio"] <= 2 and finding.metrics["latency_ratio"] <= 1.5
+    assert finding.metrics["decline_ratio"] <= CONFIG.max_decline_ratio
+    assert finding.details["breaches"] == []
     assert finding.details["arm_comparison"] is not None  # the unpaired view is reported too
 
 
@@ -105,11 +109,14 @@ def test_canary_rolls_back_a_clearly_worse_challenger(world, monitor_world, tmp_
     mw = monitor_world
     bad = inverted(mw.challenger)
     path = serve(tmp_path / "worse.sqlite", world, mw, mw.champion, bad, last_day=65)
-    finding = run_canary(*read(path, mw.day(55), mw.day(65)), world.transactions, mw.day(75))
+    finding = run_canary(
+        *read(path, mw.day(55), mw.day(65)), world.transactions, mw.day(75), CONFIG
+    )
 
     assert finding.details["outcome"] == "rollback", finding.summary
-    assert finding.status == "alert"
     assert finding.metrics["outcome_code"] == -1
+    load_policy().judge([finding])
+    assert finding.status == "alert"  # the policy's word: its rollback rule holds
     assert finding.details["breaches"] == []  # the labels caught it, not a guardrail
     assert finding.metrics["ci_high"] < 0
 
@@ -123,14 +130,18 @@ def test_canary_rolls_back_a_challenger_that_declines_far_more(world, monitor_wo
     )
     path = serve(tmp_path / "strict.sqlite", world, mw, mw.champion, strict, last_day=65)
     predictions, shadow = read(path, mw.day(55), mw.day(65))
-    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), rounds=50)
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), FAST)
 
     assert finding.details["outcome"] == "rollback", finding.summary
     assert finding.metrics["decline_ratio"] > 2
     assert finding.metrics["delta_ap"] == 0  # scores alone would not have stopped it
     assert "decline rate" in finding.details["breaches"][0]
     lenient = run_canary(
-        predictions, shadow, world.transactions, mw.day(75), max_decline_ratio=50, rounds=50
+        predictions,
+        shadow,
+        world.transactions,
+        mw.day(75),
+        FAST.model_copy(update={"max_decline_ratio": 50}),
     )
     assert lenient.details["outcome"] == "promote"
 
@@ -141,15 +152,15 @@ def test_canary_rolls_back_on_latency_and_error_guardrails(
 ):
     mw = monitor_world
     predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(65))
-    if fault == "latency":
+    if fault == "latency":  # the challenger's model takes 20 ms where the champion's 0.05
         slow = predictions["route"] == "canary"
-        predictions = predictions.assign(total_ms=predictions["total_ms"].where(~slow, 3.0))
+        predictions = predictions.assign(model_ms=predictions["model_ms"].where(~slow, 20.0))
     else:
         failed = shadow.index % 20 == 0  # 5% of shadow calls crash
         shadow = shadow.assign(
             score=shadow["score"].mask(failed), error=shadow["error"].mask(failed, "Timeout")
         )
-    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), rounds=50)
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), FAST)
 
     assert finding.details["outcome"] == "rollback", finding.summary
     assert len(finding.details["breaches"]) == 1
@@ -161,3 +172,18 @@ def test_inconclusive_interval_estimates_the_frauds_still_needed():
     # must rise above -0.01, i.e. the half-width shrink from 0.05 to 0.03.
     comparison = GateComparison(delta_ap=0.02, ci_low=-0.03, ci_high=0.07, rounds=200)
     assert frauds_to_decide(comparison, frauds=50, margin=0.01) == 89  # 50 * (5/3)^2 - 50
+
+
+def test_a_noisy_request_path_is_not_a_slow_challenger(world, monitor_world, better_challenger_log):
+    """Requests that waited on a busy machine (a slow feature lookup, a GC pause) make the
+    canary arm's total p99 twice the champion's while the challenger's own model stage
+    is as fast as the champion's: no rollback (the drift story's good v7 was rolled
+    back this way on a loaded machine, p99 ratio 1.68 on 293 requests)."""
+    mw = monitor_world
+    predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(65))
+    canary = predictions["route"] == "canary"
+    spikes = canary & (predictions.index % 20 == 0)  # 5% of its requests queued behind others
+    predictions = predictions.assign(total_ms=predictions["total_ms"].where(~spikes, 2.5))
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), FAST)
+
+    assert not any("latency" in b for b in finding.details["breaches"]), finding.summary

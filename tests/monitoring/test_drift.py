@@ -17,12 +17,15 @@ import pytest
 
 from fraudlab.errors import MissingInput
 from monitoring.drift import run_drift
+from monitoring.policy import load_policy
 from pipelines.reference import load_reference
 from pipelines.training_set import with_request_features
 from serving.prediction_log import read_predictions
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
+POLICY = load_policy()
+DRIFT = POLICY.jobs.drift
 HEALTHY_DAYS = (55, 58, 61, 64, 67)  # five one-day windows, weekdays and weekends
 SHIFTED_DAY = 70
 
@@ -49,7 +52,10 @@ def test_healthy_traffic_rarely_alerts(world, monitor_world, steady_reference, t
     statuses = []
     for day in HEALTHY_DAYS:
         window = day_of_traffic(world, mw, tmp_path / f"log_{day}.sqlite", day)
-        finding = run_drift(window, steady_reference, mw.champion.features, tmp_path / str(day))
+        finding = run_drift(
+            window, steady_reference, mw.champion.features, tmp_path / str(day), DRIFT
+        )
+        POLICY.judge([finding])
         statuses.append(finding.status)
         assert finding.details["seconds"] < 10
     assert statuses.count("alert") <= 1, statuses
@@ -64,7 +70,10 @@ def test_tripled_amounts_alert_with_the_drifted_columns_named(
         return with_request_features(frame.assign(amount=frame["amount"] * 3))
 
     window = day_of_traffic(world, mw, log_path, SHIFTED_DAY, tripled)
-    finding = run_drift(window, steady_reference, mw.champion.features, tmp_path, max_rows=1_000)
+    finding = run_drift(
+        window, steady_reference, mw.champion.features, tmp_path, DRIFT, max_rows=1_000
+    )
+    assert "score-drift" in {rule.name for rule, _ in POLICY.judge([finding])}
     assert finding.status == "alert"
     assert {"amount", "log_amount"} <= set(finding.details["drifted_features"])
     assert "customer_tx_count_7d" not in finding.details["drifted_features"]
@@ -84,7 +93,7 @@ def test_tripled_amounts_alert_with_the_drifted_columns_named(
 
 def test_too_few_requests_is_insufficient_data(monitor_world, steady_reference, tmp_path):
     few = steady_reference.head(50)
-    finding = run_drift(few, steady_reference, monitor_world.champion.features, tmp_path)
+    finding = run_drift(few, steady_reference, monitor_world.champion.features, tmp_path, DRIFT)
     assert finding.status == "insufficient_data"
     assert (tmp_path / "drift.json").exists()
 
@@ -97,7 +106,7 @@ def test_champion_reference_from_mlflow(world, monitor_world, log_path, tmp_path
     assert list(sample.frame.columns) == [*mw.champion.features, "score"]
     assert len(sample.frame) == mw.settings.training.reference_sample_rows
     window = day_of_traffic(world, mw, log_path, SHIFTED_DAY)
-    finding = run_drift(window, sample.frame, mw.champion.features, tmp_path)
+    finding = run_drift(window, sample.frame, mw.champion.features, tmp_path, DRIFT)
     columns = {row["column"]: row for row in finding.details["columns"]}
     assert columns["amount"]["statistic_kind"] == "p_value"  # 500 rows: Evidently picks K-S
     # Healthy traffic against the champion's own held-out sample: no feature alarm, and

@@ -1,5 +1,5 @@
-"""Performance on the prediction log with delayed labels: per version and route, label
-maturity next to every figure, and no label used before it arrives."""
+"""Performance on the prediction log with delayed labels: per version and route, the
+expected label coverage next to every figure, and no label used before it arrives."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 
 from monitoring.performance import join_labels, run_performance
+from monitoring.policy import load_policy
 from serving.prediction_log import read_predictions
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
 REVIEW_COST = 2.0
+CONFIG = load_policy().jobs.performance
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +33,16 @@ def served(
 def test_performance_reports_each_version_and_route(world, monitor_world, served):
     predictions, _ = served
     mw = monitor_world
-    finding = run_performance(predictions, world.transactions, mw.day(75), review_cost=REVIEW_COST)
+    finding = run_performance(
+        predictions, world.transactions, mw.day(75), CONFIG, review_cost=REVIEW_COST
+    )
 
     groups = {(g["model_version"], g["route"]): g for g in finding.details["by_version_route"]}
     assert set(groups) == {(mw.champion.version, "champion"), (mw.challenger.version, "canary")}
     assert sum(g["rows"] for g in groups.values()) == len(predictions)
     champion = groups[(mw.champion.version, "champion")]
     assert finding.status == "ok"
-    for name in ("average_precision", "recall", "precision", "cost_per_1k", "label_maturity"):
+    for name in ("average_precision", "recall", "precision", "cost_per_1k", "label_coverage"):
         assert finding.metrics[name] == pytest.approx(champion[name], nan_ok=True)
     assert finding.metrics["known_frauds"] == champion["known_frauds"] >= 10
     assert 0 < finding.metrics["recall"] <= 1 and 0 < finding.metrics["precision"] <= 1
@@ -51,19 +55,24 @@ def test_performance_reports_each_version_and_route(world, monitor_world, served
     assert champion["cost_per_1k"] == pytest.approx(1000 * cost / len(rows))
 
 
-def test_performance_shows_label_maturity_next_to_each_figure(world, monitor_world, served):
+def test_label_coverage_is_the_share_of_frauds_already_reported(world, monitor_world, served):
+    """The expected share of the window's frauds reported by now, from the delays of frauds
+    old enough to be complete, against the truth the simulator knows."""
     predictions, _ = served
     mw = monitor_world
     tx = world.transactions.set_index(world.transactions["transaction_id"].astype(str))
-    available = tx.loc[predictions["transaction_id"], "label_available_at"]
-    for now in (mw.day(75), mw.day(130)):  # legitimate labels become final after 60 days
-        finding = run_performance(predictions, world.transactions, now, review_cost=REVIEW_COST)
-        champion = (predictions["route"] == "champion").to_numpy()
-        final = (available.notna() & (available <= now)).to_numpy()
-        assert finding.metrics["label_maturity"] == pytest.approx(final[champion].mean())
-        assert all("label_maturity" in g for g in finding.details["by_version_route"])
-        assert "final]" in finding.summary and "optimistic" in finding.summary
-    assert finding.metrics["label_maturity"] > 0.95  # day 130: all but unreported fraud
+    champion = predictions[predictions["route"] == "champion"]
+    truth = tx.loc[champion["transaction_id"]]
+    frauds = truth[truth["is_fraud"] == 1]
+    coverage = []
+    for now in (mw.day(66), mw.day(75)):
+        finding = run_performance(predictions, world.transactions, now, CONFIG, review_cost=1.0)
+        reported = (frauds["label_available_at"] <= now).mean()
+        assert finding.metrics["label_coverage"] == pytest.approx(reported, abs=0.15)
+        assert all("label_coverage" in g for g in finding.details["by_version_route"])
+        assert "expected reported by now" in finding.summary
+        coverage.append(finding.metrics["label_coverage"])
+    assert coverage[0] < coverage[1] < 1
 
 
 def test_performance_ignores_labels_not_yet_reported(world, monitor_world, served):
@@ -77,12 +86,11 @@ def test_performance_ignores_labels_not_yet_reported(world, monitor_world, serve
 
     labelled = join_labels(predictions, tx, now).set_index("transaction_id")
     assert (labelled.loc[late["transaction_id"].astype(str), "label"] == 0).all()
-    assert not labelled.loc[late["transaction_id"].astype(str), "label_final"].any()
     known = (logged["is_fraud"] == 1) & (logged["label_available_at"] <= now)
     assert labelled["label"].sum() == known.sum()
 
-    early = run_performance(predictions, tx, now, review_cost=REVIEW_COST)
-    later = run_performance(predictions, tx, mw.day(90), review_cost=REVIEW_COST)
+    early = run_performance(predictions, tx, now, CONFIG, review_cost=REVIEW_COST)
+    later = run_performance(predictions, tx, mw.day(90), CONFIG, review_cost=REVIEW_COST)
     assert early.metrics["known_frauds"] < later.metrics["known_frauds"]
 
 
@@ -90,7 +98,9 @@ def test_performance_is_insufficient_without_enough_known_frauds(world, monitor_
     predictions, _ = served
     mw = monitor_world
     first_days = predictions[predictions["event_timestamp"] < mw.day(57)]
-    finding = run_performance(first_days, world.transactions, mw.day(57), review_cost=REVIEW_COST)
+    finding = run_performance(
+        first_days, world.transactions, mw.day(57), CONFIG, review_cost=REVIEW_COST
+    )
     assert finding.status == "insufficient_data"
     assert finding.metrics["known_frauds"] < 10
     assert finding.summary.startswith("insufficient data")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 from fraudlab.errors import ConfigError
 from monitoring.decisions import DecisionLog, MonitorRun
@@ -26,43 +29,55 @@ def test_the_shipped_policy_is_valid() -> None:
     assert {r.action for r in policy.rules} == {"alert", "rollback", "retrain", "promote"}
 
 
+def _shipped_with(change: Callable[[dict[str, Any]], object]) -> str:
+    """The shipped policy with one change: each case breaks one thing only."""
+    raw = yaml.safe_load(DEFAULT_POLICY.read_text())
+    change(raw)
+    return yaml.safe_dump(raw)
+
+
+RULE = {"name": "a", "job": "skew", "metric": "max_mismatch_rate", "above": 1, "action": "alert"}
+
+
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("change", "expected"),
     [
-        ("rules: []", "rules: List should have at least 1 item"),
+        (lambda p: p.update(rules=[]), "rules: List should have at least 1 item"),
         (
-            "rules:\n - {name: a, job: drift, metric: drift_share, action: alert}",
+            lambda p: p.update(rules=[{**RULE, "above": None}]),
             "give exactly one of above, below or equals",
         ),
         (
-            "rules:\n - {name: a, job: drift, metric: recall, below: 1, action: alert}",
+            lambda p: p.update(rules=[{**RULE, "job": "drift", "metric": "recall"}]),
             "job drift has no metric 'recall'",
         ),
-        ("rules:\n - {name: a, job: weather, metric: x, above: 1, action: alert}", "rules.0.job"),
-        (
-            "rules:\n - {name: a, job: skew, metric: max_mismatch_rate, above: 1, action: panic}",
-            "rules.0.action",
-        ),
-        (
-            "cooldown_hours: {alert: -1}\nrules:\n - {name: a, job: skew, "
-            "metric: max_mismatch_rate, above: 1, action: alert}",
-            "cooldown_hours.alert",
-        ),
-        (
-            "colour: blue\nrules:\n - {name: a, job: skew, metric: max_mismatch_rate, "
-            "above: 1, action: alert}",
-            "colour",
-        ),
-        ("rules: [", "is not valid YAML"),
-        ("- just\n- a list", "must hold a mapping"),
+        (lambda p: p.update(rules=[{**RULE, "job": "weather"}]), "rules.0.job"),
+        (lambda p: p.update(rules=[{**RULE, "action": "panic"}]), "rules.0.action"),
+        (lambda p: p["cooldown_hours"].update(alert=-1), "must be >= 0; negative: ['alert']"),
+        (lambda p: p["cooldown_hours"].pop("retrain"), "missing: ['retrain']"),
+        (lambda p: p.update(colour="blue"), "colour"),
+        (lambda p: p["jobs"]["canary"].pop("min_frauds"), "jobs.canary.min_frauds: Field required"),
+        (lambda p: p["jobs"]["skew"].update(feature_mismatch_above=2), "less than or equal to 1"),
+        (lambda p: p["jobs"].update(weather={}), "jobs.weather"),
+        (lambda p: p.update(version=1), "version"),
     ],
 )
 def test_bad_policy_is_refused_with_field_and_reason(
-    tmp_path: Path, text: str, expected: str
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], expected: str
 ) -> None:
     with pytest.raises(ConfigError) as refused:
-        load_policy(_write(tmp_path, text))
+        load_policy(_write(tmp_path, _shipped_with(change)))
     assert expected in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("rules: [", "is not valid YAML"), ("- a list", "must hold a mapping")]
+)
+def test_a_policy_file_that_is_not_a_mapping_is_refused(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_policy(_write(tmp_path, text))
 
 
 def test_missing_policy_file_is_named(tmp_path: Path) -> None:
@@ -73,7 +88,7 @@ def test_missing_policy_file_is_named(tmp_path: Path) -> None:
 def _skewed() -> list[Finding]:
     return [
         Finding(
-            "skew", "alert", "amount differs", {"max_mismatch_rate": 0.9, "skewed_feature_count": 1}
+            "skew", "ok", "amount differs", {"max_mismatch_rate": 0.9, "skewed_feature_count": 1}
         )
     ]
 
@@ -141,3 +156,28 @@ def test_no_retrain_while_a_challenger_is_on_trial(world: World, tmp_path: Path)
     )
     assert decision.action == "retrain" and not decision.taken
     assert decision.held_back == "a challenger is on trial (canary waiting for labels)"
+
+
+def test_a_finding_is_an_alert_exactly_when_a_rule_fires(world: World, tmp_path: Path) -> None:
+    """At exactly the policy's drift share, the drift job and the policy agree: a finding
+    shown as an alert is one that a rule acts on, and the other way round."""
+    from monitoring.drift import _finding
+
+    features = [f"f{i}" for i in range(10)]
+    table = [
+        {"column": c, "drifted": i < 3, "method": "psi", "threshold": 0.1, "statistic": 0.2}
+        for i, c in enumerate([*features, "score"])
+    ]
+    table[-1]["drifted"] = False  # the score is stable; 3 of 10 features drifted: 0.3
+    finding = _finding(table, features)
+    settings = world.settings.model_copy(update={"home": tmp_path})
+    decisions = decide_and_act(
+        settings,
+        load_policy(),
+        [finding],
+        pd.Timestamp("2026-03-01", tz="UTC"),
+        DecisionLog(tmp_path / "d.jsonl"),
+        execute=False,
+    )
+    assert finding.metrics["drift_share"] == 0.3
+    assert (finding.status == "alert") == bool(decisions), (finding.status, decisions)

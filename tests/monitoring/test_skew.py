@@ -18,12 +18,15 @@ import pandas as pd
 import pytest
 
 from features.definitions import TERMINAL_RISK_FEATURES
+from monitoring.policy import load_policy
 from monitoring.skew import run_skew
 from pipelines.training_set import with_request_features
 from serving.prediction_log import read_predictions
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
+POLICY = load_policy()
+SKEW = POLICY.jobs.skew
 DAY = 70  # a day of "live" traffic, after the models' cutoff
 
 
@@ -62,7 +65,7 @@ def stale_terminal_risk(store) -> Callable[[pd.DataFrame], pd.DataFrame]:
 def test_healthy_serving_has_no_skew(monitor_world, traffic, store, log_path, tmp_path):
     logged = log_and_read(log_path, traffic, traffic, monitor_world)
     finding = run_skew(
-        store, logged, monitor_world.champion.features, tmp_path, service_name="fraud_v2"
+        store, logged, monitor_world.champion.features, tmp_path, SKEW, service_name="fraud_v2"
     )
     assert finding.status == "ok", finding.summary
     assert finding.metrics == {"max_mismatch_rate": 0.0, "skewed_feature_count": 0.0}
@@ -102,8 +105,9 @@ def test_skew_names_the_feature_computed_differently(
     corrupt, expected = CASES[case]
     logged = log_and_read(log_path, traffic, corrupt(traffic), monitor_world)
     finding = run_skew(
-        store, logged, monitor_world.champion.features, tmp_path, service_name="fraud_v2"
+        store, logged, monitor_world.champion.features, tmp_path, SKEW, service_name="fraud_v2"
     )
+    assert [rule.name for rule, _ in POLICY.judge([finding])] == ["feature-skew"]
     assert finding.status == "alert"
     assert set(finding.details["skewed_features"]) == expected, finding.summary
     rates = [row["mismatch_rate"] for row in finding.details["features"]]
@@ -120,7 +124,7 @@ def test_skew_report_shows_the_size_and_kind_of_difference(
 ):
     cents = traffic.assign(amount=traffic["amount"] * 100)
     logged = log_and_read(log_path, traffic, cents, monitor_world)
-    amount = run_skew(store, logged, ["amount"], tmp_path, service_name="fraud_v2").details[
+    amount = run_skew(store, logged, ["amount"], tmp_path, SKEW, service_name="fraud_v2").details[
         "features"
     ][0]
     assert amount["mismatch_rate"] == 1.0
@@ -131,7 +135,7 @@ def test_skew_report_shows_the_size_and_kind_of_difference(
     zeroed = traffic.assign(customer_mean_amount_1d=traffic["customer_mean_amount_1d"].fillna(0))
     logged = log_and_read(tmp_path / "zeroed.sqlite", traffic, zeroed, monitor_world)
     default = run_skew(
-        store, logged, ["customer_mean_amount_1d"], tmp_path, service_name="fraud_v2"
+        store, logged, ["customer_mean_amount_1d"], tmp_path, SKEW, service_name="fraud_v2"
     ).details["features"][0]
     assert default["mismatches"] == default["missing_offline_only"] > 0
     assert default["examples"][0]["served"] == 0.0 and default["examples"][0]["offline"] is None
@@ -142,7 +146,7 @@ def test_stale_online_store_flags_only_the_stale_view(
 ):
     logged = log_and_read(log_path, traffic, stale_terminal_risk(store)(traffic), monitor_world)
     finding = run_skew(
-        store, logged, monitor_world.champion.features, tmp_path, service_name="fraud_v2"
+        store, logged, monitor_world.champion.features, tmp_path, SKEW, service_name="fraud_v2"
     )
     skewed = set(finding.details["skewed_features"])
     # Counts move every day; a fraud rate that stayed 0 over two days looks the same
