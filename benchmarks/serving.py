@@ -38,7 +38,6 @@ benchmarks/serving.py` shows what LightGBM's OpenMP threads cost on a busy machi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import secrets
@@ -52,6 +51,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from client.http import Answer
 
 RATE = 200  # requests/s of the latency targets
 CONCURRENCY = 16  # in-flight requests when saturated: enough to keep one worker busy
@@ -67,7 +70,7 @@ ROUTINGS: dict[str, dict[str, object]] = {  # fixed-rate scenario -> POST /admin
 }
 
 
-# ---- the load generator: runs in its own process, stdlib only --------------------------
+# ---- the load generator (client/http.py), in a process of its own -------------------
 
 
 @dataclass
@@ -80,90 +83,32 @@ class LoadResult:
     worst_lag_ms: float = 0.0  # fixed rate: latest departure behind schedule
 
 
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def exchange(self, request: bytes) -> tuple[int, bytes]:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        return int(head[9:12]), await self.reader.readexactly(length)
-
-
-async def _connect(port: int, count: int) -> list[Connection]:
-    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(count)]
-    return [Connection(r, w) for r, w in opened]
-
-
-def _tally(result: LoadResult, status: int, body: bytes) -> None:
-    result.failures += status != 200
-    result.canary += b'"route":"canary"' in body
-    result.fallback += b'"fallback":true' in body
-
-
-async def _fixed_rate(port: int, requests: list[bytes], rate: float) -> LoadResult:
-    idle: asyncio.Queue[Connection] = asyncio.Queue()
-    for conn in await _connect(port, CONNECTIONS):
-        idle.put_nowait(conn)
-    result = LoadResult([0.0] * len(requests), 0.0, 0, 0, 0)
-    loop = asyncio.get_running_loop()
-    start = loop.time() + 0.05
-
-    async def one(i: int, request: bytes) -> None:
-        conn = await idle.get()
-        result.worst_lag_ms = max(result.worst_lag_ms, (loop.time() - start - i / rate) * 1e3)
-        sent = time.perf_counter()
-        status, body = await conn.exchange(request)
-        result.latencies_ms[i] = (time.perf_counter() - sent) * 1e3
-        idle.put_nowait(conn)
-        _tally(result, status, body)
-
-    tasks = []
-    for i, request in enumerate(requests):
-        if (delay := start + i / rate - loop.time()) > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, request)))
-    await asyncio.gather(*tasks)
-    result.seconds = loop.time() - start
-    return result
-
-
-async def _saturated(port: int, requests: list[bytes], concurrency: int) -> LoadResult:
-    conns = await _connect(port, concurrency)
-    result = LoadResult([0.0] * len(requests), 0.0, 0, 0, 0)
-    cursor = iter(range(len(requests)))
-
-    async def worker(conn: Connection) -> None:
-        for i in cursor:  # one shared iterator: each request is sent exactly once
-            sent = time.perf_counter()
-            status, body = await conn.exchange(requests[i])
-            result.latencies_ms[i] = (time.perf_counter() - sent) * 1e3
-            _tally(result, status, body)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in conns))
-    result.seconds = time.perf_counter() - started
-    return result
+def _tally(result: LoadResult, answer: Answer) -> None:
+    result.latencies_ms[answer.index] = answer.latency_ms
+    result.failures += answer.status != 200
+    result.canary += b'"route":"canary"' in answer.body
+    result.fallback += b'"fallback":true' in answer.body
 
 
 def drive(
     port: int, warmup: list[bytes], requests: list[bytes], rate: float | None, concurrency: int
 ) -> LoadResult:
     """Warm up, then measure: at `rate` requests/s, or saturated when rate is None."""
-    try:
-        import uvloop  # a faster event loop keeps the client's own overhead small
+    from client.http import send_all
 
-        run = uvloop.run
-    except ImportError:
-        run = asyncio.run
-    run(_saturated(port, warmup, 4))
-    if rate is None:
-        return run(_saturated(port, requests, concurrency))
-    return run(_fixed_rate(port, requests, rate))
+    send_all("127.0.0.1", port, warmup, rate=0, connections=4, on_answer=lambda _: None)
+    result = LoadResult([0.0] * len(requests), 0.0, 0, 0, 0)
+    started = time.perf_counter()
+    result.worst_lag_ms = send_all(
+        "127.0.0.1",
+        port,
+        requests,
+        rate=rate or 0,
+        connections=concurrency if rate is None else CONNECTIONS,
+        on_answer=lambda answer: _tally(result, answer),
+    )
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 # ---- servers: uvicorn child processes ---------------------------------------------------
@@ -199,14 +144,17 @@ def set_routing(port: int, token: str, routing: dict[str, object]) -> None:
 def encode(payloads: list[dict[str, object]], tag: str, port: int, count: int) -> list[bytes]:
     """`count` POST /v1/score requests, cycling through the payloads; transaction ids
     carry `tag` so the prediction log tells the scenarios apart."""
-    requests = []
-    for i in range(count):
-        body = json.dumps(payloads[i % len(payloads)] | {"transaction_id": f"{tag}-{i}"}).encode()
-        requests.append(
-            b"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json"
-            b"\r\nContent-Length: %d\r\n\r\n%s" % (port, len(body), body)
+    from client.http import post
+
+    return [
+        post(
+            "127.0.0.1",
+            port,
+            "/v1/score",
+            payloads[i % len(payloads)] | {"transaction_id": f"{tag}-{i}"},
         )
-    return requests
+        for i in range(count)
+    ]
 
 
 @dataclass

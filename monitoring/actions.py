@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
 import pandas as pd
 from mlflow import MlflowClient
 
+from client.admin import ServingAdmin
 from data.calendar import Calendar
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect, set_alias
@@ -24,30 +24,6 @@ HISTORY_TAG = "champion_history"  # registered-model tag: earlier champions, old
 class ActionOutcome:
     executed: bool
     detail: str
-
-
-class ServingAdmin:
-    """The serving plane's admin API (reload, routing); failures are reported, not raised."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.url = settings.api_url
-        token = settings.serving.admin_token
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    def _post(self, path: str, body: dict | None = None) -> str:
-        if not self.headers:
-            return "serving not told (no admin token); its alias watcher will notice"
-        try:
-            response = httpx.post(f"{self.url}{path}", json=body, headers=self.headers, timeout=30)
-            return f"serving {path}: HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            return f"serving {path} unreachable ({type(exc).__name__}); the watcher will notice"
-
-    def set_canary(self, share: float) -> str:
-        return self._post("/admin/routing", {"canary_share": share})
-
-    def reload(self) -> str:
-        return self._post("/admin/reload")
 
 
 def _history(client: MlflowClient, name: str) -> list[str]:

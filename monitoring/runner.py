@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from client.admin import ServingAdmin
 from data.validate import load_transactions
 from fraudlab.settings import Settings
 from monitoring import actions
@@ -104,7 +105,7 @@ def decide_and_act(
     execute: bool,
 ) -> list[Decision]:
     decisions = triggered(policy, findings)
-    admin = actions.ServingAdmin(settings)
+    admin = ServingAdmin(settings)
     done: set[str] = set()
     # A challenger still waiting for labels is the answer to the last retrain: replacing
     # it with a newer one every cool-down would restart its trial before it can finish.
@@ -136,7 +137,7 @@ def _execute(
     settings: Settings,
     policy: Policy,
     decision: Decision,
-    admin: actions.ServingAdmin,
+    admin: ServingAdmin,
     now: pd.Timestamp,
 ) -> str:
     try:

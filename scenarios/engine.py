@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from client.admin import ServingAdmin
+from client.replay import ReplaySummary
 from features.definitions import feature_table_path
 from fraudlab.settings import Settings
-from monitoring.actions import ServingAdmin
 from monitoring.policy import Policy
 from scenarios.catalog import Scenario
 from scenarios.faults import NewFraudPattern
 from scenarios.timeline import DayRecord, Event, monitor_figures, traffic_figures
 from scenarios.world import Scale, WorldSpec, day_start, prepare_world
 from serving.process import running_server
-from serving.replay import ReplaySummary
 
 Say = Callable[[str], None]
 REPLAY_CONCURRENCY = 8
@@ -214,9 +214,9 @@ def _run_days(
 
 
 def _replay_day(ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float) -> ReplaySummary:
-    from serving.replay import load_payments, replay_payments
+    from client.replay import payments_of_days, replay_payments
 
-    payments = load_payments(ctx.settings, ctx.spec.cutoff_day + day, 1)
+    payments = payments_of_days(ctx.transactions, ctx.spec.cutoff_day + day)
     if amount_scale != 1.0:
         for body in payments:
             body["amount"] = round(body["amount"] * amount_scale, 2)

@@ -26,7 +26,7 @@ def replay(
     limit: int = typer.Option(None, min=1, help="Send at most this many payments."),
 ) -> None:
     """Replay payments against POST /v1/score and summarise; exits 1 if any request failed."""
-    from serving.replay import load_payments, replay_payments
+    from client.replay import load_payments, replay_payments
 
     settings = get_settings()
     url = url or f"http://{settings.serving.host}:{settings.serving.port}"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from client.admin import ServingAdmin
 from fraudlab.settings import Settings
 from monitoring import actions
 from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect, set_alias
@@ -71,7 +72,7 @@ def _serving_version(server: LiveServer, want: str, seconds: float = 15) -> str:
 
 def test_promote_moves_the_champion_and_the_server_follows(served, monitor_world) -> None:
     settings, server = served
-    outcome = actions.promote(settings, actions.ServingAdmin(settings))
+    outcome = actions.promote(settings, ServingAdmin(settings))
     client = connect(settings)
     assert outcome.executed, outcome.detail
     assert alias_version(client, "fraud-detector", CHAMPION) == monitor_world.challenger.version
@@ -84,7 +85,7 @@ def test_promote_moves_the_champion_and_the_server_follows(served, monitor_world
 
 def test_rollback_restores_the_previous_champion(served, monitor_world) -> None:
     settings, server = served
-    outcome = actions.rollback_champion(settings, actions.ServingAdmin(settings))
+    outcome = actions.rollback_champion(settings, ServingAdmin(settings))
     assert outcome.executed, outcome.detail
     assert (
         alias_version(connect(settings), "fraud-detector", CHAMPION)
@@ -93,7 +94,7 @@ def test_rollback_restores_the_previous_champion(served, monitor_world) -> None:
     assert (
         _serving_version(server, monitor_world.champion.version) == monitor_world.champion.version
     )
-    again = actions.rollback_champion(settings, actions.ServingAdmin(settings))
+    again = actions.rollback_champion(settings, ServingAdmin(settings))
     assert not again.executed and "no earlier champion" in again.detail
 
 
@@ -104,7 +105,7 @@ def test_canary_rollback_zeroes_the_canary_and_drops_the_challenger(served, moni
     assert server.admin("/admin/reload", TOKEN).status_code == 200
     assert server.admin("/admin/routing", TOKEN, {"canary_share": 1.0}).status_code == 200
     assert server.score(_payment()).json()["route"] == "canary"
-    outcome = actions.rollback_canary(settings, actions.ServingAdmin(settings))
+    outcome = actions.rollback_canary(settings, ServingAdmin(settings))
     assert outcome.executed, outcome.detail
     assert alias_version(client, "fraud-detector", CHALLENGER) is None
     routing = server.client.get("/admin/routing", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -123,7 +124,7 @@ def test_retrain_produces_a_gated_challenger_and_starts_its_canary(served, monit
     if alias_version(client, "fraud-detector", CHALLENGER):
         client.delete_registered_model_alias("fraud-detector", CHALLENGER)
     outcome = actions.retrain(
-        settings, actions.ServingAdmin(settings), monitor_world.day(72), canary_share=0.25
+        settings, ServingAdmin(settings), monitor_world.day(72), canary_share=0.25
     )
     assert outcome.executed
     challenger = alias_version(connect(settings), "fraud-detector", CHALLENGER)
@@ -142,5 +143,5 @@ def test_actions_report_an_unreachable_server_instead_of_failing(served, tmp_pat
             "monitoring": settings.monitoring.model_copy(update={"api_url": "http://127.0.0.1:9"})
         }
     )
-    message = actions.ServingAdmin(offline).set_canary(0.0)
+    message = ServingAdmin(offline).set_canary(0.0)
     assert "unreachable" in message

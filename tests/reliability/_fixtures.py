@@ -19,8 +19,8 @@ import httpx
 import pandas as pd
 import pytest
 
+from client.replay import payment_body
 from fraudlab.settings import Settings
-from serving.replay import payment_body
 from tests.conftest import TEST_SIMULATION, TEST_TRAINING, World
 from tests.serving.conftest import train_champion_and_challenger
 from tests.serving.live_server import LiveServer, furnish, server_home

@@ -24,11 +24,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
+from client.replay import payment_body
 from features.store import apply_definitions, materialize
 from fraudlab.settings import Settings
 from pipelines.train import run_training
 from serving.process import free_port, running_server
-from serving.replay import payment_body
 from tests.conftest import TEST_TRAINING, World, reachable, services_required
 from tests.serving.live_server import REPO_ROOT, settings_env
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from client.replay import payment_body
 from features.store import apply_definitions, materialize
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION, connect, set_alias
 from pipelines.train import run_training
 from serving.prediction_log import count_rows, rows_for_requests
-from serving.replay import payment_body
 from tests.conftest import TEST_SIMULATION, TEST_TRAINING, World
 from tests.serving.live_server import LiveServer, furnish, server_home
 

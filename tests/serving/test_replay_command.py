@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
+from client.replay import load_payments, replay_payments
 from fraudlab.cli import app
 from fraudlab.settings import get_settings
-from serving.replay import replay
 from tests.serving.conftest import Fleet, ServingWorld
 from tests.serving.live_server import free_port, settings_env
 
@@ -28,7 +28,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, live_world: ServingWorld) -> Iterat
 
 
 def test_replay_sends_the_future_and_sums_up(fleet: Fleet, live_world: ServingWorld) -> None:
-    summary = replay(live_world.settings, fleet.api.url, rate=0, concurrency=4, limit=300)
+    payments = load_payments(live_world.settings, limit=300)
+    summary = replay_payments(fleet.api.url, payments, rate=0, concurrency=4)
     fleet.api.answered += summary.answered
     assert summary.requests == summary.answered == 300 and summary.errors == {}
     assert sum(sum(d.values()) for d in summary.decisions.values()) == 300
@@ -40,7 +41,8 @@ def test_replay_sends_the_future_and_sums_up(fleet: Fleet, live_world: ServingWo
 
 
 def test_replay_holds_the_requested_rate(fleet: Fleet, live_world: ServingWorld) -> None:
-    summary = replay(live_world.settings, fleet.api.url, rate=100, concurrency=2, limit=50)
+    payments = load_payments(live_world.settings, limit=50)
+    summary = replay_payments(fleet.api.url, payments, rate=100, concurrency=2)
     fleet.api.answered += summary.answered
     assert summary.error_count == 0
     assert 0.45 <= summary.elapsed_seconds <= 2.0  # 50 payments at 100/s: about 0.5 s

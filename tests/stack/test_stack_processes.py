@@ -26,13 +26,13 @@ import redis
 import yaml
 from sqlalchemy import create_engine, text
 
+from client.replay import payment_body
 from features.store import apply_definitions, materialize
 from fraudlab.settings import ServingSettings, Settings
 from fraudlab.stack.processes import down, group, read_records, up
 from fraudlab.stack.services import Network, native_network, services
 from pipelines.train import run_training
 from serving.process import free_port
-from serving.replay import payment_body
 from tests.conftest import (
     TEST_SIMULATION,
     TEST_TRAINING,

@@ -1,15 +1,14 @@
-"""Replay the simulator's "future" payments against a running scoring API.
+"""Replay payments against a running scoring API, the way a payment gateway sends them.
 
 Payments of a range of days go out as POST /v1/score at a fixed rate (or as fast as
-the API answers) with a bounded number in flight, the way a payment gateway would
-send them. What comes back is tallied into a `ReplaySummary`: errors by status,
-fallbacks, client-side latency, achieved rate, and who decided what.
+the API answers) over a pool of keep-alive connections (client/http.py). What comes
+back is tallied into a `ReplaySummary`: errors by status, fallbacks, latency as this
+client saw it, achieved rate, and who decided what.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,13 +16,15 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 
+from client.http import Answer, host_and_port, post, send_all
 from data.calendar import Calendar
 from fraudlab.errors import ConfigError, ServiceUnavailable
 from fraudlab.settings import Settings
 
-REQUEST_TIMEOUT_SECONDS = 10.0  # far above any healthy answer; a stuck API shows as errors
 Progress = Callable[[int], None]  # called with the number of requests just completed
+REQUEST_COLUMNS = ["transaction_id", "customer_id", "terminal_id", "amount", "event_timestamp"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ReplaySummary:
     elapsed_seconds: float
     decisions: dict[str, dict[str, int]]  # route -> decision -> count
     versions: dict[str, int] = field(default_factory=dict)  # "alias vN" -> count
+    worst_lag_ms: float = 0.0  # fixed rate: the latest departure behind its schedule
 
     @property
     def error_count(self) -> int:
@@ -46,30 +48,31 @@ class ReplaySummary:
         return self.requests / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
 
+def payments_of_days(
+    tx: pd.DataFrame, from_day: int, days: int = 1, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Request bodies for the payments of days [from_day, from_day + days) of `tx`, day 0
+    being its first day (data/calendar.py), in time order."""
+    calendar = Calendar.of(tx["event_timestamp"])
+    if not 0 <= from_day <= calendar.last_day:
+        raise ConfigError(f"from day {from_day} is outside the data (days 0..{calendar.last_day})")
+    chosen = tx[calendar.days_between(from_day, days, tx["event_timestamp"])]
+    chosen = chosen.sort_values("event_timestamp", kind="stable")
+    if chosen.empty:
+        raise ConfigError(f"no payments in days {from_day}..{from_day + days - 1}")
+    if limit is not None:
+        chosen = chosen.head(limit)
+    return [payment_body(row) for row in chosen[REQUEST_COLUMNS].itertuples(index=False)]
+
+
 def load_payments(
     settings: Settings, from_day: int | None = None, days: int = 1, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """Request bodies for the payments of days [from_day, from_day + days), day 0 being
-    the first day of the data; from_day defaults to the training cutoff (the "future")."""
-    from data.validate import read_transactions
+    """The home's payments of those days; from_day defaults to the training cutoff."""
+    from data.validate import load_transactions
 
-    tx = read_transactions(settings.transactions_path)
-    calendar = Calendar.of(tx["event_timestamp"])
     start_day = settings.training.cutoff_day if from_day is None else from_day
-    if not 0 <= start_day <= calendar.last_day:
-        raise ConfigError(f"from day {start_day} is outside the data (days 0..{calendar.last_day})")
-    chosen = tx[calendar.days_between(start_day, days, tx["event_timestamp"])]
-    chosen = chosen.sort_values("event_timestamp", kind="stable")
-    if chosen.empty:
-        raise ConfigError(f"no payments in days {start_day}..{start_day + days - 1}")
-    if limit is not None:
-        chosen = chosen.head(limit)
-    return [
-        payment_body(row)
-        for row in chosen[
-            ["transaction_id", "customer_id", "terminal_id", "amount", "event_timestamp"]
-        ].itertuples(index=False)
-    ]
+    return payments_of_days(load_transactions(settings), start_day, days, limit)
 
 
 def payment_body(row: Any) -> dict[str, Any]:
@@ -83,20 +86,6 @@ def payment_body(row: Any) -> dict[str, Any]:
     }
 
 
-def replay(
-    settings: Settings,
-    url: str,
-    from_day: int | None = None,
-    days: int = 1,
-    rate: float = 100.0,
-    concurrency: int = 8,
-    limit: int | None = None,
-    progress: Progress | None = None,
-) -> ReplaySummary:
-    payments = load_payments(settings, from_day, days, limit)
-    return replay_payments(url, payments, rate, concurrency, progress)
-
-
 def replay_payments(
     url: str,
     payments: list[dict[str, Any]],
@@ -104,14 +93,18 @@ def replay_payments(
     concurrency: int = 8,
     progress: Progress | None = None,
 ) -> ReplaySummary:
-    """Send every payment (rate in requests/s, 0 = as fast as possible) and tally."""
+    """Send every payment (rate in requests/s, 0 = as fast as possible, on at most
+    `concurrency` connections) and tally."""
     if rate < 0 or concurrency < 1:
         raise ConfigError("rate must be >= 0 and concurrency >= 1")
+    host, port = host_and_port(url)
     check_ready(url)
-    tally = _Tally()
-    started = time.perf_counter()
-    asyncio.run(_send(url, payments, rate, concurrency, tally, progress or (lambda _: None)))
-    return tally.summary(time.perf_counter() - started)
+    requests = [post(host, port, "/v1/score", body) for body in payments]
+    tally = _Tally(progress or (lambda _: None))
+    started = pd.Timestamp.now()
+    lag = send_all(host, port, requests, rate=rate, connections=concurrency, on_answer=tally.add)
+    elapsed = (pd.Timestamp.now() - started).total_seconds()
+    return tally.summary(elapsed, lag)
 
 
 def check_ready(url: str) -> None:
@@ -132,7 +125,8 @@ def check_ready(url: str) -> None:
 
 
 class _Tally:
-    def __init__(self) -> None:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.decisions: Counter[tuple[str, str]] = Counter()
@@ -140,18 +134,22 @@ class _Tally:
         self.fallbacks = 0
         self.requests = 0
 
-    def add(self, latency_ms: float | None, status: str, body: dict[str, Any] | None) -> None:
+    def add(self, answer: Answer) -> None:
         self.requests += 1
-        if latency_ms is not None:
-            self.latencies.append(latency_ms)
-        if body is None:
-            self.errors[status] += 1
+        self.progress(1)
+        if answer.status is None:
+            self.errors[answer.error] += 1
             return
+        self.latencies.append(answer.latency_ms)
+        if answer.status != 200:
+            self.errors[str(answer.status)] += 1
+            return
+        body = json.loads(answer.body)
         self.fallbacks += bool(body["fallback"])
         self.decisions[(body["route"], body["decision"])] += 1
         self.versions[f"{body['model']['alias']} v{body['model']['version']}"] += 1
 
-    def summary(self, elapsed: float) -> ReplaySummary:
+    def summary(self, elapsed: float, worst_lag_ms: float) -> ReplaySummary:
         marks = np.percentile(self.latencies, [50, 95, 99]) if self.latencies else [np.nan] * 3
         decisions: dict[str, dict[str, int]] = {}
         for (route, decision), count in sorted(self.decisions.items()):
@@ -165,40 +163,5 @@ class _Tally:
             elapsed_seconds=elapsed,
             decisions=decisions,
             versions=dict(self.versions),
+            worst_lag_ms=worst_lag_ms,
         )
-
-
-async def _send(
-    url: str,
-    payments: list[dict[str, Any]],
-    rate: float,
-    concurrency: int,
-    tally: _Tally,
-    progress: Progress,
-) -> None:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    next_index = 0  # shared by the workers; the event loop runs one at a time
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal next_index
-        while next_index < len(payments):
-            index, next_index = next_index, next_index + 1
-            if rate > 0 and (wait := start + index / rate - loop.time()) > 0:
-                await asyncio.sleep(wait)  # a fixed schedule: payment i leaves at i / rate
-            sent = time.perf_counter()
-            try:
-                response = await client.post("/v1/score", json=payments[index])
-            except httpx.HTTPError as exc:
-                tally.add(None, type(exc).__name__, None)
-            else:
-                ok = response.status_code == 200
-                latency = (time.perf_counter() - sent) * 1e3
-                tally.add(latency, str(response.status_code), response.json() if ok else None)
-            progress(1)
-
-    async with httpx.AsyncClient(
-        base_url=url, timeout=REQUEST_TIMEOUT_SECONDS, limits=limits
-    ) as client:
-        await asyncio.gather(*(worker(client) for _ in range(min(concurrency, len(payments)))))
