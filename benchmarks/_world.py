@@ -3,9 +3,6 @@ store, and an MLflow registry with a LightGBM champion and a logistic-regression
 challenger, all under one home folder. Built once; a folder that already holds one
 (see MARKER) is reused as is.
 
-Set FRAUDLAB_HOME to the folder before importing fraudlab modules: the Feast
-definitions read their table paths through get_settings() at import.
-
 `load_redis` copies the same snapshots into a Redis database for the production
 profile's online store; the registry stays the world's SQLite MLflow store (it is off
 the request path: models load at startup and on alias moves).
@@ -22,7 +19,6 @@ import pandas as pd
 from fraudlab.settings import Settings
 
 MARKER = "benchmark_world.json"  # written last, so its presence means the world is complete
-SERVICE = "fraud_v2"
 
 
 @dataclass(frozen=True)
@@ -42,32 +38,24 @@ def build_world(settings: Settings, say=print) -> World:
         return World(
             settings, facts["champion"], facts["challenger"], pd.Timestamp(facts["online_until"])
         )
-    from data.simulator import SimulationConfig, generate
-    from data.validate import read_transactions
-    from features.build import build_feature_tables
-    from features.store import apply_definitions, materialize
-    from pipelines.registry import CHALLENGER, CHAMPION, connect, set_alias
-    from pipelines.train import run_training
+    from data.simulator import SimulationConfig
+    from pipelines.registry import CHALLENGER, CHAMPION
+    from pipelines.world import WorldBuilder, WorldRecipe
 
     started = time.perf_counter()
-    summary = generate(
-        SimulationConfig.from_settings(settings.simulation), settings.transactions_path
+    recipe = WorldRecipe(
+        SimulationConfig.from_settings(settings.simulation),
+        models=("logreg", "lightgbm"),
+        aliases={CHAMPION: "lightgbm", CHALLENGER: "logreg"},  # serving's fast path: a Booster
     )
-    say(f"simulated {summary.rows:,} payments ({time.perf_counter() - started:.0f} s)")
-    tx = read_transactions(settings.transactions_path)
-    build_feature_tables(tx, settings.feature_data_dir)
-    apply_definitions(settings)
-    say(f"feature tables built and applied ({time.perf_counter() - started:.0f} s)")
-    outcomes = {o.kind: o for o in run_training(settings, ["logreg", "lightgbm"], SERVICE)}
-    client = connect(settings)
-    name = settings.training.model_name
-    champion, challenger = outcomes["lightgbm"].version, outcomes["logreg"].version
-    set_alias(client, name, CHAMPION, champion)  # serving's fast path is the Booster
-    set_alias(client, name, CHALLENGER, challenger)
-    say(f"trained: champion lightgbm v{champion}, challenger logreg v{challenger}")
-    online_until = _day0(tx) + pd.Timedelta(days=settings.training.cutoff_day)
-    materialize(settings, end=online_until.to_pydatetime())
-    say(f"materialized up to {online_until} ({time.perf_counter() - started:.0f} s in all)")
+    built = WorldBuilder(settings, recipe).build(progress=say)
+    champion, challenger = built.version("lightgbm"), built.version("logreg")
+    online_until = built.cutoff
+    say(
+        f"{len(built.transactions):,} payments; champion lightgbm v{champion}, challenger "
+        f"logreg v{challenger}; online store up to {online_until} "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     marker.write_text(
         json.dumps(
             {"champion": champion, "challenger": challenger, "online_until": str(online_until)}
@@ -111,10 +99,6 @@ def load_redis(world: World, settings: Settings, say=print) -> None:
     started = time.perf_counter()
     materialize(settings, end=world.online_until.to_pydatetime())
     say(f"Redis db {db} emptied and loaded ({time.perf_counter() - started:.0f} s)")
-
-
-def _day0(tx: pd.DataFrame) -> pd.Timestamp:
-    return tx["event_timestamp"].min().floor("D")
 
 
 def payloads(world: World, count: int) -> list[dict[str, object]]:

@@ -19,7 +19,6 @@ Last line:
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import sys
@@ -100,7 +99,6 @@ def build_log(home: Path, rows: int, say=print) -> Path:
 
 def run_jobs(home: str, log_name: str) -> dict[str, float]:
     """One monitor run over the whole log; runs in a fresh process."""
-    os.environ["FRAUDLAB_HOME"] = home
     import pandas as pd
 
     from data.validate import load_transactions
@@ -164,7 +162,6 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="build or reuse the world here (kept)")
     args = parser.parse_args()
     home = args.home.resolve() if args.home else Path(tempfile.mkdtemp(prefix="monitor_bench_"))
-    os.environ["FRAUDLAB_HOME"] = str(home)  # before fraudlab imports: definitions read it
     try:
         log = build_log(home, args.rows)
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:

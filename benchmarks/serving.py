@@ -211,7 +211,6 @@ class Profile:
 
 
 def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None:
-    os.environ["FRAUDLAB_HOME"] = str(home)  # before fraudlab imports: definitions read it
     from benchmarks._world import (
         build_world,
         load_redis,

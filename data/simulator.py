@@ -54,7 +54,7 @@ CARD_TESTING_DAILY_SHARE = 1e-3  # ~2 bursts a day at 2k customers once the patt
 ROW_GROUP_ROWS = 262_144  # days are buffered into row groups of at least this size
 
 # Purposes of the random streams; keys are always (seed, purpose, index) of equal length.
-_WORLD, _SCHEDULE, _PAYMENTS, _LABELS, _PATTERN = 1, 2, 3, 4, 10
+_POPULATION, _SCHEDULE, _PAYMENTS, _LABELS, _PATTERN = 1, 2, 3, 4, 10
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class GenerationSummary:
 
 
 @dataclass(frozen=True)
-class World:
+class Population:
     """Who pays where: customer profiles and each customer's nearby terminals."""
 
     mean_amount: np.ndarray
@@ -129,15 +129,15 @@ def _rng(config: SimulationConfig, purpose: int, index: int = 0) -> np.random.Ge
     return np.random.default_rng(np.random.SeedSequence([config.seed, purpose, index]))
 
 
-def build_world(config: SimulationConfig) -> World:
-    rng = _rng(config, _WORLD)
+def draw_population(config: SimulationConfig) -> Population:
+    rng = _rng(config, _POPULATION)
     homes = rng.uniform(0, 100, size=(config.customers, 2))
     mean_amount = rng.uniform(5, MAX_MEAN_AMOUNT, size=config.customers)
     mean_payments = rng.uniform(0, MAX_MEAN_PAYMENTS_PER_DAY, size=config.customers)
     terminal_xy = rng.uniform(0, 100, size=(config.terminals, 2))
     k = min(NEAREST_TERMINALS, config.terminals)
     nearby = NearestNeighbors(n_neighbors=k).fit(terminal_xy).kneighbors(homes)[1]
-    return World(mean_amount, mean_amount / 2, mean_payments, nearby.astype(np.int64))
+    return Population(mean_amount, mean_amount / 2, mean_payments, nearby.astype(np.int64))
 
 
 def build_patterns(config: SimulationConfig) -> list[FraudPattern]:
@@ -163,20 +163,20 @@ def build_patterns(config: SimulationConfig) -> list[FraudPattern]:
     return patterns
 
 
-def normal_payments(config: SimulationConfig, world: World, day: int) -> DayPayments:
+def normal_payments(config: SimulationConfig, population: Population, day: int) -> DayPayments:
     """The day's legitimate spending: every customer pays as their profile says."""
     rng = _rng(config, _PAYMENTS, day)
-    counts = rng.poisson(world.mean_payments_per_day)
+    counts = rng.poisson(population.mean_payments_per_day)
     customer = np.repeat(np.arange(config.customers, dtype=np.int64), counts)
     n = len(customer)
-    choice = rng.integers(0, world.nearby_terminals.shape[1], size=n)
+    choice = rng.integers(0, population.nearby_terminals.shape[1], size=n)
     seconds = rng.normal(43_200, TIME_OF_DAY_STD_HOURS * 3_600, size=n)
     # Wrapped around midnight rather than clipped, so no spike of payments at 00:00:00.
     time_us = np.mod(np.round(seconds * 1e6).astype(np.int64), DAY_US)
-    amount = rng.normal(world.mean_amount[customer], world.std_amount[customer])
+    amount = rng.normal(population.mean_amount[customer], population.std_amount[customer])
     return DayPayments(
         customer_id=customer,
-        terminal_id=world.nearby_terminals[customer, choice],
+        terminal_id=population.nearby_terminals[customer, choice],
         time_of_day_us=time_us,
         amount=np.round(np.maximum(amount, MIN_AMOUNT), 2),
         pattern=np.zeros(n, dtype=np.int8),
@@ -198,10 +198,14 @@ def label_delays_us(rng: np.random.Generator, is_fraud: np.ndarray) -> np.ndarra
 
 
 def simulate_day(
-    config: SimulationConfig, world: World, patterns: list[FraudPattern], day: int, first_id: int
+    config: SimulationConfig,
+    population: Population,
+    patterns: list[FraudPattern],
+    day: int,
+    first_id: int,
 ) -> pa.Table:
     """One day of payments, in time order, with ids counting on from `first_id`."""
-    payments = normal_payments(config, world, day)
+    payments = normal_payments(config, population, day)
     for code, pattern in enumerate(patterns):
         payments = pattern.apply(day, payments, _rng(config, _PATTERN + code, day))
     is_fraud = payments.pattern != LEGITIMATE
@@ -235,11 +239,11 @@ def _epoch_us(day0: date) -> int:
 
 def iter_days(config: SimulationConfig) -> Iterator[pa.Table]:
     """The history day by day, as Arrow tables in the output schema."""
-    world = build_world(config)
+    population = draw_population(config)
     patterns = build_patterns(config)
     next_id = 0
     for day in range(config.days):
-        table = simulate_day(config, world, patterns, day, next_id)
+        table = simulate_day(config, population, patterns, day, next_id)
         next_id += table.num_rows
         yield table
 

@@ -35,6 +35,7 @@ def user_errors(func: F) -> F:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
 
+    wrapper.handles_user_errors = True  # type: ignore[attr-defined]  # checked by a test
     return wrapper  # type: ignore[return-value]
 
 

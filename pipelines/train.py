@@ -64,9 +64,10 @@ class TrainingOutcome:
     point_in_time_metrics: dict[str, float] | None = None  # naive runs: the honest test
 
 
-def load_inputs(settings: Settings) -> pd.DataFrame:
-    """The transactions, once the feature tables training joins against exist too."""
-    tx = load_transactions(settings)
+def load_inputs(settings: Settings, transactions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The transactions (read unless given), once the feature tables training joins
+    against exist too."""
+    tx = load_transactions(settings) if transactions is None else transactions
     for view in VIEWS:
         if not feature_table_path(settings.feature_data_dir, view).exists():
             raise MissingInput(f"no feature table for {view}: run `fraudlab features build`")
@@ -128,8 +129,11 @@ def run_training(
     join: JoinKind = "pit",
     cutoff_day: int | None = None,
     progress: Progress = lambda _: None,
+    transactions: pd.DataFrame | None = None,
 ) -> list[TrainingOutcome]:
-    tx = load_inputs(settings)
+    """Train each kind on one training set; `transactions`: the home's table when the
+    caller already holds it (read from the home otherwise)."""
+    tx = load_inputs(settings, transactions)
     store = open_store(settings)
     service = feature_service(store, service_name)
     entity_features, request_features = service_features(service)

@@ -16,19 +16,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
 from client.admin import ServingAdmin
 from client.replay import ReplaySummary
+from data.calendar import Calendar
 from features.definitions import feature_table_path
 from fraudlab.settings import Settings
 from monitoring.policy import Policy
 from scenarios.catalog import Scenario
 from scenarios.faults import NewFraudPattern
 from scenarios.timeline import DayRecord, Event, monitor_figures, traffic_figures
-from scenarios.world import Scale, WorldSpec, day_start, prepare_world
+from scenarios.world import Scale, WorldSpec, prepare_world
 from serving.process import running_server
 
 Say = Callable[[str], None]
@@ -44,15 +46,23 @@ class RunContext:
     transactions: pd.DataFrame
     admin: ServingAdmin
 
+    @cached_property
+    def calendar(self) -> Calendar:
+        return Calendar.of(self.transactions["event_timestamp"])
+
+    def day_start(self, day: int) -> pd.Timestamp:
+        """Midnight (UTC) that opens scenario day `day` (0 = the champion's cutoff day)."""
+        return self.calendar.start(self.spec.cutoff_day + day)
+
     def materialize(self, day: int) -> None:
         from features.store import materialize
 
         with quiet_output():
-            materialize(self.settings, end=day_start(self.settings, day, self.spec).to_pydatetime())
+            materialize(self.settings, end=self.day_start(day).to_pydatetime())
 
     def offline_snapshot(self, view: str, day: int) -> pd.DataFrame:
         table = pd.read_parquet(feature_table_path(self.settings.feature_data_dir, view))
-        return table[table["event_timestamp"] == day_start(self.settings, day, self.spec)].copy()
+        return table[table["event_timestamp"] == self.day_start(day)].copy()
 
     def write_online(self, view: str, rows: pd.DataFrame) -> None:
         from features.store import open_store
@@ -136,9 +146,9 @@ def run_scenario(
         say(f"building the {spec.key} world once: data, features, champion (cached in {cache})")
     with quiet_output():
         config_path, settings = prepare_world(spec, run_dir, cache)
-    from pipelines.train import load_inputs
+    from data.validate import load_transactions
 
-    transactions = load_inputs(settings)
+    transactions = load_transactions(settings)
     result = RunResult(scenario, run_dir, settings, spec, [])
     result.world_seconds = time.perf_counter() - started
     ctx = RunContext(settings, spec, transactions, ServingAdmin(settings))
@@ -176,7 +186,7 @@ def _run_days(
     story = _Story(result)
     days = scenario.full_days if ctx.spec.scale == "full" and scenario.full_days else scenario.days
     for day in range(days):
-        opens = day_start(ctx.settings, day, ctx.spec)
+        opens = ctx.day_start(day)
         closes = opens + pd.Timedelta(days=1)
         story.today = []
         fixed = story.fixed_day is not None and day >= story.fixed_day
@@ -230,8 +240,8 @@ def _wait_for_log(ctx: RunContext, answered: int, day: int, timeout: float = 30)
     from serving.prediction_log import count_between
 
     since, until = (
-        day_start(ctx.settings, day, ctx.spec),
-        day_start(ctx.settings, day + 1, ctx.spec),
+        ctx.day_start(day),
+        ctx.day_start(day + 1),
     )
     deadline = time.monotonic() + timeout
     rows = 0

@@ -2,8 +2,9 @@
 store and trained champion, all inside the run folder, so a run never touches the
 demo's working folder or another run.
 
-Two scales. `small` is what the test suite runs (every scenario in about a minute);
-`full` is the demo's population, for the committed runs in docs/scenarios/.
+Two scales. `small` (600 customers) is what the test suite and the committed runs in
+docs/scenarios/ use; `full` is the demo's population (2,000), for a closer look with
+`fraudlab scenario run NAME --scale full`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import json
 import secrets
 import shutil
 import sqlite3
-from dataclasses import asdict, dataclass
-from datetime import date
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 import yaml
 
+from data.simulator import SimulationConfig
 from fraudlab.settings import Settings
+from pipelines.world import WorldBuilder, WorldRecipe
 
 Scale = Literal["small", "full"]
 
@@ -119,7 +120,7 @@ def _build_into_cache(spec: WorldSpec, built: Path) -> None:
     shutil.rmtree(built, ignore_errors=True)
     try:
         _, settings = write_config(spec, built)
-        build_world(spec, settings)
+        WorldBuilder(settings, recipe(spec, settings)).build()
         (built / "world.yaml").write_text(yaml.safe_dump(asdict(spec)))
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)
@@ -158,36 +159,13 @@ def write_config(spec: WorldSpec, run_dir: Path) -> tuple[Path, Settings]:
     return path, Settings(**values)
 
 
-def build_world(spec: WorldSpec, settings: Settings) -> pd.DataFrame:
-    """Simulate, build features, register them, fill the online store as of the cutoff,
-    and train the champion (LightGBM on point-in-time features). Returns the payments."""
-    from data.simulator import SimulationConfig, generate
-    from data.validate import read_transactions
-    from features.build import build_feature_tables
-    from features.store import apply_definitions, materialize
-    from pipelines.train import run_training
-
-    sim = settings.simulation
+def recipe(spec: WorldSpec, settings: Settings) -> WorldRecipe:
+    """The payments (with the attack, if the story has one), their features and the
+    champion: LightGBM on point-in-time features, the online store as of the cutoff."""
     new_pattern = None if spec.new_pattern_day is None else spec.cutoff_day + spec.new_pattern_day
-    config = SimulationConfig(
-        customers=sim.customers,
-        terminals=sim.terminals,
-        days=sim.days,
-        seed=sim.seed,
-        start_date=date.fromisoformat(sim.start_date),
+    simulation = replace(
+        SimulationConfig.from_settings(settings.simulation),
         new_pattern_start_day=new_pattern,
         new_pattern_daily_share=spec.new_pattern_daily_share,
     )
-    generate(config, settings.transactions_path)
-    transactions = read_transactions(settings.transactions_path)
-    build_feature_tables(transactions, settings.feature_data_dir)
-    apply_definitions(settings)
-    materialize(settings, end=day_start(settings, 0, spec).to_pydatetime())
-    run_training(settings, ["lightgbm"], settings.training.feature_service)
-    return transactions
-
-
-def day_start(settings: Settings, scenario_day: int, spec: WorldSpec) -> pd.Timestamp:
-    """Midnight (UTC) that opens scenario day `scenario_day` (0 = the cutoff day)."""
-    start = pd.Timestamp(settings.simulation.start_date, tz="UTC")
-    return start + pd.Timedelta(days=spec.cutoff_day + scenario_day)
+    return WorldRecipe(simulation, models=("lightgbm",), cutoff_day=spec.cutoff_day)

@@ -7,17 +7,15 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from data.simulator import SimulationConfig, generate
-from data.validate import read_transactions
-from features.build import build_feature_tables
-from features.store import apply_definitions, open_store
+from data.simulator import SimulationConfig
+from features.store import open_store
 from fraudlab.settings import Settings, SimulationSettings, TrainingSettings
+from pipelines.world import WorldBuilder, WorldRecipe
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -40,20 +38,15 @@ def make_settings(home: Path, **overrides: object) -> Settings:
 
 
 def populate(settings: Settings) -> pd.DataFrame:
-    """Generate, build and apply: everything training needs, under settings.home."""
-    sim = settings.simulation
-    config = SimulationConfig(
-        customers=sim.customers,
-        terminals=sim.terminals,
-        days=sim.days,
-        seed=sim.seed,
-        start_date=date.fromisoformat(sim.start_date),
+    """Generate, build and apply: everything training needs, under settings.home (the
+    online store stays empty and no model is trained: tests that need them add them)."""
+    builder = WorldBuilder(
+        settings, WorldRecipe(SimulationConfig.from_settings(settings.simulation))
     )
-    generate(config, settings.transactions_path)
-    tx = read_transactions(settings.transactions_path)
-    build_feature_tables(tx, settings.feature_data_dir)
-    apply_definitions(settings)
-    return tx
+    builder.generate()
+    builder.build_features()
+    builder.apply()
+    return builder.transactions
 
 
 @dataclass(frozen=True)

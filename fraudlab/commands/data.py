@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -43,6 +45,14 @@ def generate_command(
     )
     path = out or settings.transactions_path
     started = time.perf_counter()
+    with day_progress(config.days) as on_day:
+        summary = generate(config, path, on_day=on_day)
+    console.print(generation_table(summary, time.perf_counter() - started))
+
+
+@contextmanager
+def day_progress(days: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar over simulated days; yields the callback the simulator calls."""
     with Progress(
         TextColumn("simulating days"),
         BarColumn(),
@@ -51,9 +61,8 @@ def generate_command(
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("days", total=config.days)
-        summary = generate(config, path, on_day=lambda _day: progress.advance(task))
-    console.print(_summary_table(summary, time.perf_counter() - started))
+        task = progress.add_task("days", total=days)
+        yield lambda _day: progress.advance(task)
 
 
 @app.command("validate")
@@ -62,10 +71,10 @@ def validate_command(
     file: Path = typer.Argument(..., help="A transactions file, .parquet or .csv."),
 ) -> None:
     """Check a transactions file against the schema in data/schema.py."""
-    console.print(_report_table(validate_transactions_file(file)))
+    console.print(validation_table(validate_transactions_file(file)))
 
 
-def _summary_table(summary: GenerationSummary, seconds: float) -> Table:
+def generation_table(summary: GenerationSummary, seconds: float) -> Table:
     table = Table(title=f"wrote {summary.path}", show_header=False)
     table.add_row("payments", f"{summary.rows:,}")
     table.add_row("frauds", f"{summary.frauds:,} ({summary.fraud_rate:.2%})")
@@ -76,7 +85,7 @@ def _summary_table(summary: GenerationSummary, seconds: float) -> Table:
     return table
 
 
-def _report_table(report: ValidationReport) -> Table:
+def validation_table(report: ValidationReport) -> Table:
     table = Table(title=f"{report.path} is a valid transactions file", show_header=False)
     table.add_row("payments", f"{report.rows:,}")
     table.add_row("frauds", f"{report.frauds:,} ({report.fraud_rate:.2%})")

@@ -1,34 +1,46 @@
-"""`fraudlab demo`: every plane end to end on embedded defaults, from an empty folder."""
+"""`fraudlab demo`: every plane end to end on embedded defaults, from an empty folder.
+
+The tour calls the planes' own functions (the world builder's steps, the replay client,
+the monitor, the scenario runner) and prints what the matching commands print.
+"""
 
 from __future__ import annotations
 
 import shutil
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.rule import Rule
 
 from fraudlab.console import console, user_errors
 from fraudlab.settings import Settings, get_settings
-from serving.process import running_server
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipelines.world import WorldBuilder
+
+T = TypeVar("T")
+SCENARIO_SCALE, SCENARIO_SEED = "small", 11  # the committed runs' (docs/scenarios/)
 
 
 def _fresh_start(settings: Settings) -> None:
     """Remove only what earlier demo runs wrote, never other files in the home folder."""
-    for sub in ("data", "feature_data", "feast", "mlartifacts"):
+    for sub in ("data", "feature_data", "feast", "mlartifacts", "monitoring"):
         shutil.rmtree(settings.home / sub, ignore_errors=True)
     for name in ("mlflow.db", "prediction_log.sqlite", "serve.log"):
         (settings.home / name).unlink(missing_ok=True)
 
 
-def _step(title: str, action: Callable[[], None]) -> None:
+def _step(title: str, action: Callable[[], T]) -> T:
     console.print(Rule(f"[bold]{title}"))
     started = time.perf_counter()
-    action()
+    result = action()
     console.print(f"[dim]{title}: {time.perf_counter() - started:.1f} s[/]")
+    return result
 
 
 @user_errors
@@ -36,7 +48,7 @@ def demo(
     fresh: bool = typer.Option(
         True,
         help="Start from an empty working folder (removes the "
-        "data, features, registry and runs of earlier demos).",
+        "data, features, registry, log and monitor runs of earlier demos).",
     ),
     canary_share: float = typer.Option(
         0.2, min=0.0, max=1.0, help="Share of customers the challenger decides in the replay."
@@ -52,83 +64,109 @@ def demo(
 ) -> None:
     """The full tour: data, features, training and gate, serving, monitoring, then one
     failure story (a scenario) with its report."""
-    from fraudlab.commands import data, features, replay, train
+    from data.simulator import SimulationConfig
+    from fraudlab.commands.data import day_progress, generation_table
+    from fraudlab.commands.features import applied_text, feature_rows_table
+    from fraudlab.commands.scenario import run_and_report
+    from fraudlab.commands.train import print_outcomes
+    from pipelines.world import WorldBuilder, WorldRecipe
     from scenarios.catalog import get_scenario
 
     get_scenario(scenario)  # an unknown name fails now, not after the first seven steps
-
     settings = get_settings()
     if fresh and settings.profile == "embedded":
         _fresh_start(settings)
     console.print(f"working folder: {settings.home} (profile: {settings.profile})")
-    _step(
-        "1/8 simulate payments with delayed chargebacks",
-        lambda: data.generate_command(None, None, None, None, None, None, None),
-    )
-    _step("2/8 batch feature pipeline: daily snapshots", features.build)
-    _step("3/8 feast apply: register entities, views, services", features.apply)
-    cutoff = cutoff_time(settings)
+    simulation = SimulationConfig.from_settings(settings.simulation)
+    builder = WorldBuilder(settings, WorldRecipe(simulation, models=("logreg", "lightgbm")))
+
+    def simulate() -> None:
+        started = time.perf_counter()
+        with day_progress(simulation.days) as on_day:
+            summary = builder.generate(on_day)
+        console.print(generation_table(summary, time.perf_counter() - started))
+
+    _step("1/8 simulate payments with delayed chargebacks", simulate)
+    rows = _step("2/8 batch feature pipeline: daily snapshots", builder.build_features)
+    console.print(feature_rows_table(rows, settings.feature_data_dir))
+    names = _step("3/8 feast apply: register entities, views, services", builder.apply)
+    console.print(applied_text(settings, names))
+    import pandas as pd
+
+    cutoff = builder.cutoff()
     _step(
         f"4/8 feast materialize: the online store as of the cutoff ({cutoff:%Y-%m-%d})",
-        lambda: features.materialize(cutoff.isoformat(), None),
+        builder.materialize,
+    )
+    outcomes = _step(
+        "5/8 train baseline and LightGBM, register, gate",
+        lambda: builder.train(progress=lambda msg: console.log(msg)),
+    )
+    print_outcomes(settings, outcomes, settings.training.feature_service)
+    _step(
+        f"6/8 serve: replay {days} day(s) after the cutoff through the API",
+        lambda: _serve_days(builder, days, canary_share, replay_rate),
     )
     _step(
-        "5/8 train baseline and LightGBM, register, gate",
-        lambda: train.train(None, train.ModelChoice.both, train.JoinChoice.pit, None),
+        "7/8 monitor: drift, skew, delayed-label performance, canary, policy",
+        lambda: _monitor_last_day(settings, cutoff + pd.Timedelta(days=days)),
     )
-
-    def serve_days() -> None:
-        from features.store import materialize
-
-        env = {"FRAUDLAB_SERVING__CANARY_SHARE": str(canary_share)}
-        log_file = settings.home / "serve.log"
-        with running_server(env=env, log_file=log_file) as url:
-            console.print(
-                f"scoring API up at {url} (log: {log_file}); canary share "
-                f"{canary_share:.0%}, shadow on"
-            )
-            for day in range(days):
-                # The daily batch cadence: each midnight's snapshot goes online first.
-                materialize(settings, end=cutoff + timedelta(days=day))
-                replay.replay(settings.training.cutoff_day + day, 1, replay_rate, 8, url, None)
-        console.print(f"every answer is in the prediction log: {settings.prediction_log_path}")
-
-    _step(f"6/8 serve: replay {days} day(s) after the cutoff through the API", serve_days)
-
-    def monitor_last_day() -> None:
-        from fraudlab.commands import monitor
-
-        last = cutoff + timedelta(days=days)
-        monitor.run(
-            (last - timedelta(days=1)).isoformat(), last.isoformat(), None, None, None, False
-        )
-        console.print("decision log: `fraudlab monitor status`")
-
-    _step("7/8 monitor: drift, skew, delayed-label performance, canary, policy", monitor_last_day)
-
-    reports: list[Path] = []
-
-    def break_it() -> None:
-        from fraudlab.commands.scenario import run_and_report
-
-        _, report = run_and_report(scenario, "small", 11, runs_dir)
-        reports.append(report)
-
-    _step(f"8/8 break it on purpose: scenario {scenario}", break_it)
+    _, report = _step(
+        f"8/8 break it on purpose: scenario {scenario}",
+        lambda: run_and_report(scenario, SCENARIO_SCALE, SCENARIO_SEED, runs_dir),
+    )
     console.print(Rule("[bold]where to look next"))
     console.print(
-        f"scenario report (plots, timeline, what to say in a design round): [bold]{reports[0]}[/]"
+        f"scenario report (plots, timeline, what to say in a design round): [bold]{report}[/]"
     )
     console.print(f"MLflow UI: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/]")
     console.print(
-        "decision log: [bold]fraudlab monitor status[/]; other stories: "
-        "[bold]fraudlab scenario list[/]"
+        "Feast: [bold]cd features/repo && feast feature-services list[/]; decision log: "
+        "[bold]fraudlab monitor status[/]; other stories: [bold]fraudlab scenario list[/]"
     )
 
 
-def cutoff_time(settings: Settings) -> datetime:
-    """The training cutoff: day `cutoff_day` of the data."""
-    from data.calendar import Calendar
+def _serve_days(builder: WorldBuilder, days: int, canary_share: float, rate: float) -> None:
+    """The API as a child process; each day the midnight snapshot goes online first (the
+    daily batch cadence), then the day's payments through the API."""
+    import pandas as pd
 
-    calendar = Calendar.of_file(settings.transactions_path)
-    return calendar.start(settings.training.cutoff_day).to_pydatetime()
+    from client.replay import payments_of_days
+    from features.store import materialize
+    from fraudlab.commands.replay import replay_table, send_with_progress, server_timings
+    from serving.process import running_server
+
+    settings = builder.settings
+    env = {"FRAUDLAB_SERVING__CANARY_SHARE": str(canary_share)}
+    log_file = settings.home / "serve.log"
+    with running_server(env=env, log_file=log_file) as url:
+        console.print(
+            f"scoring API up at {url} (log: {log_file}); canary share {canary_share:.0%}, shadow on"
+        )
+        for day in range(days):
+            materialize(settings, end=(builder.cutoff() + pd.Timedelta(days=day)).to_pydatetime())
+            payments = payments_of_days(builder.transactions, builder.cutoff_day + day)
+            summary = send_with_progress(url, payments, rate, concurrency=8)
+            time.sleep(2 * settings.serving.log_flush_seconds)  # the log's last batch
+            console.print(replay_table(summary, url, server_timings(settings, payments)))
+    console.print(
+        "client latency includes HTTP, the event loop and any wait for a connection; the "
+        "server's is its own time from request to answer (`score()`), from its log."
+    )
+    console.print(f"every answer is in the prediction log: {settings.prediction_log_path}")
+
+
+def _monitor_last_day(settings: Settings, end: pd.Timestamp) -> None:
+    import pandas as pd
+
+    from fraudlab.commands.monitor import decisions_table, findings_table
+    from monitoring.policy import load_policy
+    from monitoring.runner import run_monitor
+    from monitoring.window import Window
+
+    window = Window.of(end - pd.Timedelta(days=1), end)
+    policy = load_policy(settings.monitoring.policy_path)
+    result = run_monitor(settings, window, policy, progress=lambda msg: console.log(msg))
+    console.print(findings_table(result))
+    console.print(decisions_table(result))
+    console.print(f"reports: {result.reports_dir}; decision log: `fraudlab monitor status`")

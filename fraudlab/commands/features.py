@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -10,7 +11,7 @@ from rich.table import Table
 from data.calendar import Calendar
 from fraudlab.console import console, user_errors
 from fraudlab.errors import ConfigError, MissingInput
-from fraudlab.settings import get_settings
+from fraudlab.settings import Settings, get_settings
 
 app = typer.Typer(help="Build, register and materialize Feast features.", no_args_is_help=True)
 
@@ -31,22 +32,31 @@ def build() -> None:
         rows = build_feature_tables(
             read_transactions(settings.transactions_path), settings.feature_data_dir
         )
-    table = Table("feature view", "rows", title=f"feature tables in {settings.feature_data_dir}")
+    console.print(feature_rows_table(rows, settings.feature_data_dir))
+
+
+def feature_rows_table(rows: dict[str, int], folder: Path) -> Table:
+    table = Table("feature view", "rows", title=f"feature tables in {folder}")
     for view, count in rows.items():
         table.add_row(view, f"{count:,}")
-    console.print(table)
+    return table
 
 
 @app.command("apply")
 @user_errors
 def apply() -> None:
     """Register entities, feature views and feature services in the Feast registry."""
-    from features.store import EFFECTIVE_CONFIG, apply_definitions
+    from features.store import apply_definitions
 
     settings = get_settings()
-    names = apply_definitions(settings)
-    console.print(f"registered in Feast: {', '.join(names)}")
-    console.print(
+    console.print(applied_text(settings, apply_definitions(settings)))
+
+
+def applied_text(settings: Settings, names: list[str]) -> str:
+    from features.store import EFFECTIVE_CONFIG
+
+    return (
+        f"registered in Feast: {', '.join(names)}\n"
         f"the feast CLI on this registry: feast -f {settings.feast_dir / EFFECTIVE_CONFIG} "
         "feature-services list (in features/repo, the embedded default home needs no -f)"
     )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from fraudlab.console import console, user_errors
-from fraudlab.settings import get_settings
+from fraudlab.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from pipelines.train import TrainingOutcome
 
 
 class ModelChoice(StrEnum):
@@ -34,7 +38,7 @@ METRIC_ROWS = [
 ]
 
 
-def outcome_table(outcomes: list, title: str) -> Table:
+def outcome_table(outcomes: list[TrainingOutcome], title: str) -> Table:
     table = Table("test period", *[f"{o.kind} v{o.version}" for o in outcomes], title=title)
     for key, label, fmt in METRIC_ROWS:
         table.add_row(label, *[fmt.format(o.metrics[key]) for o in outcomes])
@@ -78,7 +82,13 @@ def train(
     outcomes = run_training(
         settings, kinds, service, join.value, cutoff_day, progress=lambda msg: console.log(msg)
     )
-    leak = " [bold red](LEAKY: naive join)[/]" if join == JoinChoice.naive else ""
+    print_outcomes(settings, outcomes, service, leaky=join == JoinChoice.naive)
+
+
+def print_outcomes(
+    settings: Settings, outcomes: list[TrainingOutcome], service: str, leaky: bool = False
+) -> None:
+    leak = " [bold red](LEAKY: naive join)[/]" if leaky else ""
     console.print(outcome_table(outcomes, f"{settings.training.model_name} on {service}{leak}"))
     for o in outcomes:
         for note in o.notes:

@@ -103,15 +103,22 @@ def rows_for_requests(path: Path, table: str, request_ids: list[str]) -> list[di
 
 
 def stage_latency(
-    path: Path, *, since: pd.Timestamp | None = None, transaction_prefix: str | None = None
+    path: Path,
+    *,
+    since: pd.Timestamp | None = None,
+    until: pd.Timestamp | None = None,
+    transaction_prefix: str | None = None,
 ) -> pd.DataFrame:
     """The server's own time per request, stage by stage (features, model, total, in
-    ms), for requests logged since `since` (event time) or whose transaction id starts
+    ms), for requests with event time in [since, until) or whose transaction id starts
     with `transaction_prefix`: what the service measured, free of any client's queueing."""
     where, params = [], []
     if since is not None:
         where.append("event_timestamp >= ?")
         params.append(since.isoformat())
+    if until is not None:
+        where.append("event_timestamp < ?")
+        params.append(until.isoformat())
     if transaction_prefix is not None:
         where.append("transaction_id LIKE ?")
         params.append(transaction_prefix.replace("%", "") + "%")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -62,3 +63,18 @@ def test_validate_bad_file_fails_with_the_problems(tmp_path: Path) -> None:
     assert "event_timestamp: missing required column" in result.output
     assert "amount: 1 row(s) are <= 0" in result.output
     assert isinstance(result.exception, SystemExit)
+
+
+def test_every_command_turns_our_errors_into_one_line() -> None:
+    """Each command is wrapped by user_errors: a FraudlabError is a red line and an exit
+    code, never a traceback."""
+
+    def callbacks(typer_app: Any) -> dict[str, Any]:
+        found = {c.name or c.callback.__name__: c.callback for c in typer_app.registered_commands}
+        for group in typer_app.registered_groups:
+            found |= {f"{group.name} {n}": c for n, c in callbacks(group.typer_instance).items()}
+        return found
+
+    every = callbacks(app)
+    assert {"train", "serve", "replay", "demo", "data generate", "monitor run"} <= set(every)
+    assert [name for name, c in every.items() if not getattr(c, "handles_user_errors", False)] == []

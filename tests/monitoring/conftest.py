@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data.calendar import Calendar
 from features.store import open_store
 from fraudlab.settings import Settings
-from pipelines.registry import CHALLENGER, CHAMPION, connect, load_version, set_alias
-from pipelines.train import run_training
+from pipelines.registry import CHALLENGER, CHAMPION, connect, load_version
 from pipelines.training_set import TimeSplit, build_training_frame
+from pipelines.world import WorldBuilder, WorldRecipe
 from serving.prediction_log import PredictionRecord, ShadowRecord, write_records
 from serving.routing import RoutingPolicy
 from serving.scoring import ServingModel
@@ -50,19 +51,21 @@ def monitor_world(world: World, tmp_path_factory: pytest.TempPathFactory) -> Mon
     for sub in ("data", "feature_data", "feast"):
         (home / sub).symlink_to(world.settings.home / sub)
     settings = world.settings.model_copy(update={"home": home})
-    outcomes = run_training(
-        settings, ["logreg", "lightgbm"], "fraud_v2", cutoff_day=MONITOR_CUTOFF_DAY
+    recipe = WorldRecipe(
+        models=("logreg", "lightgbm"),
+        cutoff_day=MONITOR_CUTOFF_DAY,
+        aliases={CHAMPION: "logreg", CHALLENGER: "lightgbm"},
     )
+    # Only the models: the Feast repository is the shared world's (linked, not refilled).
+    outcomes = WorldBuilder(settings, recipe).train()
     versions = {o.kind: o.version for o in outcomes}
     client = connect(settings)
     name = settings.training.model_name
-    set_alias(client, name, CHAMPION, versions["logreg"])
-    set_alias(client, name, CHALLENGER, versions["lightgbm"])
     models = {
         kind: ServingModel.from_registered(name, load_version(client, name, v))
         for kind, v in versions.items()
     }
-    day0 = world.transactions["event_timestamp"].min().floor("D")
+    day0 = Calendar.of(world.transactions["event_timestamp"]).day0
     return MonitorWorld(settings, day0, models["logreg"], models["lightgbm"])
 
 

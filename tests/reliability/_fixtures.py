@@ -22,7 +22,7 @@ import pytest
 from client.replay import payment_body
 from fraudlab.settings import Settings
 from tests.conftest import TEST_SIMULATION, TEST_TRAINING, World
-from tests.serving.conftest import train_champion_and_challenger
+from tests.serving.conftest import future_payments, train_champion_and_challenger
 from tests.serving.live_server import LiveServer, furnish, server_home
 
 CUTOFF_DAY = 65  # train before day 65 of the 75 simulated; the 2 days after it are scored
@@ -71,13 +71,9 @@ def reliability_world(world: World, tmp_path_factory: pytest.TempPathFactory) ->
             simulation=TEST_SIMULATION,
             training=TEST_TRAINING.model_copy(update={"cutoff_day": CUTOFF_DAY}),
         )
-        tx = world.transactions
-        day0 = tx["event_timestamp"].min().floor("D")
-        versions = train_champion_and_challenger(base, day0, CUTOFF_DAY)
-        cutoff = day0 + pd.Timedelta(days=CUTOFF_DAY)
-        future = tx[
-            (tx["event_timestamp"] >= cutoff) & (tx["event_timestamp"] < cutoff + FUTURE)
-        ].sort_values("event_timestamp", kind="stable")
+        trained = train_champion_and_challenger(base, CUTOFF_DAY)
+        versions = {kind: outcome.version for kind, outcome in trained.outcomes.items()}
+        future = future_payments(trained, FUTURE)
         payments = [payment_body(row) for row in future.itertuples()]
         _CACHE["world"] = ReliabilityWorld(root, base, payments, versions)
     return _CACHE["world"]

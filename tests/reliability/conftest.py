@@ -25,11 +25,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from client.replay import payment_body
-from features.store import apply_definitions, materialize
+from features.store import materialize
 from fraudlab.settings import Settings
-from pipelines.train import run_training
+from pipelines.world import WorldBuilder, WorldRecipe
 from serving.process import free_port, running_server
 from tests.conftest import TEST_TRAINING, World, reachable, services_required
+from tests.serving.conftest import future_payments
 from tests.serving.live_server import REPO_ROOT, settings_env
 
 POSTGRES = ("127.0.0.1", 5432)
@@ -188,25 +189,20 @@ def production_world(
     try:
         redis.start()
         mlflow.start()
-        day0 = world.transactions["event_timestamp"].min().floor("D")
-        cutoff = day0 + pd.Timedelta(days=CUTOFF_DAY)
-        apply_definitions(settings)
-        materialize(settings, end=cutoff.to_pydatetime())
-        (outcome,) = run_training(settings, ["logreg"], "fraud_v2")
+        trained = WorldBuilder(settings, WorldRecipe(models=("logreg",))).build()
+        cutoff, version = trained.cutoff, trained.version("logreg")
         env = settings_env(settings) | {
             "FRAUDLAB_PROFILE": "production",
             "FRAUDLAB_REDIS_CONNECTION": settings.redis_connection,
             "FRAUDLAB_SERVING__ALIAS_POLL_SECONDS": str(POLL_SECONDS),
             "FRAUDLAB_SERVING__ADMIN_TOKEN": ADMIN_TOKEN,
         }
-        tx = world.transactions
-        future = tx[(tx["event_timestamp"] >= cutoff) & (tx["event_timestamp"] < cutoff + FUTURE)]
-        future = future.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+        future = future_payments(trained, FUTURE)
         with (
             running_server(env=env, log_file=root / "api.out", cwd=REPO_ROOT) as url,
             httpx.Client(base_url=url, timeout=30.0) as api,
         ):
-            yield ProductionWorld(settings, api, redis, mlflow, future, cutoff, outcome.version)
+            yield ProductionWorld(settings, api, redis, mlflow, future, cutoff, version)
     finally:
         mlflow.stop()
         redis.stop()

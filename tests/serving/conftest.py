@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 
 from client.replay import payment_body
-from features.store import apply_definitions, materialize
 from fraudlab.settings import Settings
-from pipelines.registry import CHALLENGER, CHAMPION, connect, set_alias
-from pipelines.train import run_training
+from pipelines.registry import CHALLENGER, CHAMPION
+from pipelines.world import World as TrainedWorld
+from pipelines.world import WorldBuilder, WorldRecipe
 from serving.prediction_log import count_rows, rows_for_requests
-from tests.conftest import TEST_SIMULATION, TEST_TRAINING, World
+from tests.conftest import TEST_SIMULATION, TEST_TRAINING
+from tests.conftest import World as SessionWorld
 from tests.serving.live_server import LiveServer, furnish, server_home
 
 SERVING_CUTOFF_DAY = 65  # train before day 65 of the 75 simulated; days 65.. are the future
@@ -64,23 +65,28 @@ class Fleet:
 
 
 def train_champion_and_challenger(
-    settings: Settings, day0: pd.Timestamp, cutoff_day: int = SERVING_CUTOFF_DAY
-) -> dict[str, str]:
+    settings: Settings, cutoff_day: int = SERVING_CUTOFF_DAY
+) -> TrainedWorld:
     """Register logreg (champion) and LightGBM (challenger) on fraud_v2; fill the
     online store with the snapshots of the cutoff day."""
-    apply_definitions(settings)
-    materialize(settings, end=(day0 + pd.Timedelta(days=cutoff_day)).to_pydatetime())
-    outcomes = run_training(settings, ["logreg", "lightgbm"], "fraud_v2")
-    versions = {o.kind: o.version for o in outcomes}
-    client = connect(settings)
-    set_alias(client, settings.training.model_name, CHAMPION, versions["logreg"])
-    set_alias(client, settings.training.model_name, CHALLENGER, versions["lightgbm"])
-    return versions
+    recipe = WorldRecipe(
+        models=("logreg", "lightgbm"),
+        cutoff_day=cutoff_day,
+        aliases={CHAMPION: "logreg", CHALLENGER: "lightgbm"},
+    )
+    return WorldBuilder(settings, recipe).build()
+
+
+def future_payments(world: TrainedWorld, span: pd.Timedelta) -> pd.DataFrame:
+    """The payments of `span` after the world's cutoff (the "future"), in time order."""
+    tx = world.transactions
+    after = (tx["event_timestamp"] >= world.cutoff) & (tx["event_timestamp"] < world.cutoff + span)
+    return tx[after].sort_values("event_timestamp", kind="stable").reset_index(drop=True)
 
 
 @pytest.fixture(scope="session")
 def serving_world(
-    world: World, tmp_path_factory: pytest.TempPathFactory
+    world: SessionWorld, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServingWorld, Fleet]]:
     """Launch the servers (they import while we train), train, then let them start."""
     root = tmp_path_factory.mktemp("serving")
@@ -110,22 +116,17 @@ def serving_world(
     )
     go_file = root / "go"
     try:
-        day0 = world.transactions["event_timestamp"].min().floor("D")
         # The faulty server must know the challenger's version: the next one registered.
         fleet.faulty.extra_env["FAULTY_VERSION"] = "2"
         for server in fleet.servers:
             server.start(go_file)
-        versions = train_champion_and_challenger(base, day0)
+        trained = train_champion_and_challenger(base)
+        versions = {kind: outcome.version for kind, outcome in trained.outcomes.items()}
         assert versions["lightgbm"] == "2", versions
         for server in fleet.servers:
             furnish(base, server.settings)
         go_file.touch()
-        tx = world.transactions
-        cutoff = day0 + pd.Timedelta(days=SERVING_CUTOFF_DAY)
-        future = tx[
-            (tx["event_timestamp"] >= cutoff) & (tx["event_timestamp"] < cutoff + FUTURE)
-        ].sort_values("event_timestamp", kind="stable")
-        yield ServingWorld(base, future.reset_index(drop=True), versions), fleet
+        yield ServingWorld(base, future_payments(trained, FUTURE), versions), fleet
     finally:
         go_file.touch()
         running = [server for server in fleet.servers if server.running]
