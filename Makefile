@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench help
+.PHONY: demo test lint typecheck bench help
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,11 @@ demo: $(STAMP)  ## Run the whole system end to end on embedded defaults (SQLite 
 test: $(STAMP)  ## Run the test suite (production-mode tests use PostgreSQL and Redis on localhost)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)  ## ruff check and format check
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: $(STAMP)  ## ruff check, format check and mypy
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(MAKE) --no-print-directory typecheck
+
+typecheck: $(STAMP)  ## mypy on the packages (configured in pyproject.toml)
+	$(BIN)/mypy
 
 bench: $(STAMP)  ## Run the benchmarks (several minutes; pit_join's file store needs ~16 GB)
 	$(BIN)/python benchmarks/pit_join.py

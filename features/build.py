@@ -61,7 +61,7 @@ def _per_day(
     weights: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float64]:
     flat = np.bincount(entity * n_days + day, weights=weights, minlength=n_entities * n_days)
-    return flat.reshape(n_entities, n_days)
+    return flat.reshape(n_entities, n_days).astype(np.float64)  # counts are exact as floats
 
 
 def _window_sums(daily: npt.NDArray[np.float64], window: int) -> npt.NDArray[np.float64]:

@@ -56,7 +56,7 @@ class DuckDBAsofOfflineStore(DuckDBOfflineStore):
     """DuckDBOfflineStore whose historical retrieval is one ASOF LEFT JOIN per view."""
 
     @staticmethod
-    def get_historical_features(  # type: ignore[override]
+    def get_historical_features(
         config: RepoConfig,
         feature_views: list[FeatureView],
         feature_refs: list[str],
@@ -74,7 +74,7 @@ class DuckDBAsofOfflineStore(DuckDBOfflineStore):
                 feature_refs=feature_refs,
                 entity_df=entity_df,
                 registry=registry,
-                project=project,  # type: ignore[arg-type]
+                project=project,
                 full_feature_names=full_feature_names,
                 filter_by_created_timestamp=filter_by_created_timestamp,
                 **kwargs,

@@ -191,14 +191,14 @@ def _compare(
             t["metric_config"]["params"]["column"] for t in result["tests"] if t["status"] == "FAIL"
         }
         for metric in result["metrics"]:
-            config = metric["config"]
-            method = str(config["method"])
-            rows[config["column"]] |= {
+            chosen = metric["config"]  # the test Evidently ran on this column
+            method = str(chosen["method"])
+            rows[chosen["column"]] |= {
                 "method": method,
                 "statistic_kind": "p_value" if "p_value" in method else "distance",
-                "threshold": float(config["threshold"]),
+                "threshold": float(chosen["threshold"]),
                 "statistic": float(metric["value"]),
-                "drifted": config["column"] in failed,
+                "drifted": chosen["column"] in failed,
             }
     return list(rows.values()), snapshot
 

@@ -70,7 +70,7 @@ def run_skew(
     ]
     table.sort(key=lambda row: (-row["mismatch_rate"], row["feature"]))
     skewed = [row["feature"] for row in table if row["mismatch_rate"] > mismatch_alert]
-    worst = table[0] if table else {"feature": "-", "mismatch_rate": 0.0}
+    worst: dict[str, Any] = table[0] if table else {"feature": "-", "mismatch_rate": 0.0}
     summary = (
         f"{len(skewed)} of {len(features)} features differ from their offline value on more "
         f"than {mismatch_alert:.0%} of {len(sample):,} sampled requests"

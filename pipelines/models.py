@@ -8,7 +8,7 @@ makes on a one-row NumPy array.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import lightgbm as lgb
 import numpy as np
@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 ModelKind = Literal["logreg", "lightgbm"]
-Model = Pipeline | lgb.Booster
+Model: TypeAlias = Pipeline | lgb.Booster
 Matrix = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int8]
 

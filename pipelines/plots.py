@@ -18,7 +18,12 @@ def pr_curve(labels: npt.ArrayLike, scores: npt.ArrayLike, title: str) -> Figure
     precision, recall, _ = precision_recall_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(recall, precision)
-    ax.axhline(float(np.mean(labels)), ls="--", c="grey", label="fraud rate (random model)")
+    ax.axhline(
+        float(np.mean(np.asarray(labels, dtype=np.float64))),
+        ls="--",
+        c="grey",
+        label="fraud rate (random model)",
+    )
     ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="upper right")
     fig.tight_layout()

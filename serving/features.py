@@ -55,8 +55,8 @@ class OnlineFeatures:
         self._views: list[tuple[FeatureView, str, list[str]]] = []
         by_view: dict[str, list[str]] = {}
         for ref in refs:
-            view, name = ref.split(":", 1)
-            by_view.setdefault(view, []).append(name)
+            view_name, name = ref.split(":", 1)
+            by_view.setdefault(view_name, []).append(name)
         for view_name, names in by_view.items():
             view = store.get_feature_view(view_name)
             join_key = store.get_entity(view.entities[0]).join_key

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from pipelines.world import WorldBuilder
+    from scenarios.world import Scale
 
 T = TypeVar("T")
-SCENARIO_SCALE, SCENARIO_SEED = "small", 11  # the committed runs' (docs/scenarios/)
+SCENARIO_SCALE: Scale = "small"  # the committed runs' scale and seed (docs/scenarios/)
+SCENARIO_SEED = 11
 
 
 def _fresh_start(settings: Settings) -> None:
@@ -35,11 +37,15 @@ def _fresh_start(settings: Settings) -> None:
         (settings.home / name).unlink(missing_ok=True)
 
 
-def _step(title: str, action: Callable[[], T]) -> T:
+def _step(title: str, action: Callable[[], T], show: Callable[[T], object] | None = None) -> T:
+    """One step under its title; `show` prints its result; then the step's time."""
     console.print(Rule(f"[bold]{title}"))
     started = time.perf_counter()
     result = action()
-    console.print(f"[dim]{title}: {time.perf_counter() - started:.1f} s[/]")
+    seconds = time.perf_counter() - started
+    if show is not None and (shown := show(result)) is not None:
+        console.print(shown)
+    console.print(f"[dim]{title}: {seconds:.1f} s[/]")
     return result
 
 
@@ -65,6 +71,7 @@ def demo(
     """The full tour: data, features, training and gate, serving, monitoring, then one
     failure story (a scenario) with its report."""
     from data.simulator import SimulationConfig
+    from features.store import EFFECTIVE_CONFIG
     from fraudlab.commands.data import day_progress, generation_table
     from fraudlab.commands.features import applied_text, feature_rows_table
     from fraudlab.commands.scenario import run_and_report
@@ -87,10 +94,16 @@ def demo(
         console.print(generation_table(summary, time.perf_counter() - started))
 
     _step("1/8 simulate payments with delayed chargebacks", simulate)
-    rows = _step("2/8 batch feature pipeline: daily snapshots", builder.build_features)
-    console.print(feature_rows_table(rows, settings.feature_data_dir))
-    names = _step("3/8 feast apply: register entities, views, services", builder.apply)
-    console.print(applied_text(settings, names))
+    _step(
+        "2/8 batch feature pipeline: daily snapshots",
+        builder.build_features,
+        lambda rows: feature_rows_table(rows, settings.feature_data_dir),
+    )
+    _step(
+        "3/8 feast apply: register entities, views, services",
+        builder.apply,
+        lambda names: applied_text(settings, names),
+    )
     import pandas as pd
 
     cutoff = builder.cutoff()
@@ -98,11 +111,11 @@ def demo(
         f"4/8 feast materialize: the online store as of the cutoff ({cutoff:%Y-%m-%d})",
         builder.materialize,
     )
-    outcomes = _step(
+    _step(
         "5/8 train baseline and LightGBM, register, gate",
         lambda: builder.train(progress=lambda msg: console.log(msg)),
+        lambda outcomes: print_outcomes(settings, outcomes, settings.training.feature_service),
     )
-    print_outcomes(settings, outcomes, settings.training.feature_service)
     _step(
         f"6/8 serve: replay {days} day(s) after the cutoff through the API",
         lambda: _serve_days(builder, days, canary_share, replay_rate),
@@ -121,8 +134,9 @@ def demo(
     )
     console.print(f"MLflow UI: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/]")
     console.print(
-        "Feast: [bold]cd features/repo && feast feature-services list[/]; decision log: "
-        "[bold]fraudlab monitor status[/]; other stories: [bold]fraudlab scenario list[/]"
+        f"Feast: [bold]feast -f {settings.feast_dir / EFFECTIVE_CONFIG} feature-services "
+        "list[/]; decision log: [bold]fraudlab monitor status[/]; other stories: "
+        "[bold]fraudlab scenario list[/]"
     )
 
 

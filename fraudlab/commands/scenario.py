@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Column, Table
 
 from fraudlab.console import console, user_errors
+
+if TYPE_CHECKING:
+    from scenarios.world import Scale
 
 app = typer.Typer(
     help="Failure stories: inject skew, drift or a bad model and watch the system react.",
@@ -70,7 +74,7 @@ def run_command(
 
 
 def run_and_report(
-    name: str, scale: str, seed: int, runs_dir: Path, publish_to: Path | None = None
+    name: str, scale: Scale, seed: int, runs_dir: Path, publish_to: Path | None = None
 ) -> tuple[dict, Path]:
     """Run, write the report, print the verdict; shared with `fraudlab demo`."""
     from scenarios.catalog import get_scenario
@@ -84,7 +88,7 @@ def run_and_report(
         scale,
         seed,
         runs_dir.resolve(),
-        say=lambda line: console.print(line, highlight=False),  # type: ignore[arg-type]
+        say=lambda line: console.print(line, highlight=False),
     )
     summary = write_run(result, runs_dir.resolve(), publish_to)
     if publish_to is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import typer
 from rich.table import Table
@@ -12,6 +12,7 @@ from fraudlab.console import console, user_errors
 from fraudlab.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from pipelines.models import ModelKind
     from pipelines.train import TrainingOutcome
 
 
@@ -77,7 +78,9 @@ def train(
     from pipelines.train import run_training
 
     settings = get_settings()
-    kinds = ["logreg", "lightgbm"] if model == ModelChoice.both else [model.value]
+    kinds: list[ModelKind] = (
+        ["logreg", "lightgbm"] if model == ModelChoice.both else [cast("ModelKind", model.value)]
+    )
     service = feature_service or settings.training.feature_service
     outcomes = run_training(
         settings, kinds, service, join.value, cutoff_day, progress=lambda msg: console.log(msg)

@@ -117,9 +117,7 @@ def up(settings: Settings, net: Network, say: Say) -> None:
             elif service.name in running:
                 record = running[service.name]
                 say(f"{service.name}: already running (pid {record.pid})")
-                _wait_healthy(
-                    record, service.start_seconds, lambda r=record: None if group(r) else "stopped"
-                )
+                _wait_healthy(record, service.start_seconds, _stopped_unless_alive(record))
             else:
                 say(f"{service.name}: starting (log: {stack_dir(settings) / service.name}.log)")
                 started.append(_start(settings, net, service, program))
@@ -260,6 +258,11 @@ def _start(settings: Settings, net: Network, service: Service, program: str) -> 
         stop(settings, record)
         raise
     return record
+
+
+def _stopped_unless_alive(record: Record) -> Callable[[], str | None]:
+    """A process check for a service started before: "stopped" once its group is gone."""
+    return lambda: None if group(record) else "stopped"
 
 
 def _wait_healthy(record: Record, seconds: float, exited: Callable[[], str | None]) -> None:
