@@ -20,6 +20,7 @@ import pandas as pd
 
 from client.http import Answer, host_and_port, post, send_all
 from data.calendar import Calendar
+from data.validate import load_transactions
 from fraudlab.errors import ConfigError, ServiceUnavailable
 from fraudlab.settings import Settings
 
@@ -69,8 +70,6 @@ def load_payments(
     settings: Settings, from_day: int | None = None, days: int = 1, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The home's payments of those days; from_day defaults to the training cutoff."""
-    from data.validate import load_transactions
-
     start_day = settings.training.cutoff_day if from_day is None else from_day
     return payments_of_days(load_transactions(settings), start_day, days, limit)
 

@@ -16,6 +16,7 @@ from client.admin import ServingAdmin
 from data.calendar import Calendar
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect, set_alias
+from pipelines.train import run_training
 
 HISTORY_TAG = "champion_history"  # registered-model tag: earlier champions, oldest first
 
@@ -73,8 +74,6 @@ def retrain(
     settings: Settings, admin: ServingAdmin, now: pd.Timestamp, canary_share: float
 ) -> ActionOutcome:
     """Train on a fresh window ending now; a version that passes the gate gets a canary."""
-    from pipelines.train import run_training
-
     cutoff_day = Calendar.of_file(settings.transactions_path).day_of(now)
     (outcome,) = run_training(
         settings, ["lightgbm"], settings.training.feature_service, cutoff_day=cutoff_day

@@ -15,11 +15,16 @@ import pandas as pd
 
 from client.admin import ServingAdmin
 from data.validate import load_transactions
+from features.store import open_store
 from fraudlab.settings import Settings
 from monitoring import actions
+from monitoring.canary import run_canary
 from monitoring.decisions import Decision, DecisionLog, MonitorRun, triggered
+from monitoring.drift import run_drift
 from monitoring.findings import Finding
+from monitoring.performance import run_performance
 from monitoring.policy import ACTIONS, Policy
+from monitoring.skew import run_skew
 from monitoring.window import Window
 from pipelines.reference import load_reference
 from serving.prediction_log import read_predictions, read_shadow_scores
@@ -32,12 +37,6 @@ def run_jobs(
     settings: Settings, window: Window, policy: Policy, progress: Progress, *, html: bool = True
 ) -> tuple[list[Finding], str]:
     """Every job over the window; returns the findings and the reports folder."""
-    from features.store import open_store
-    from monitoring.canary import run_canary
-    from monitoring.drift import run_drift
-    from monitoring.performance import run_performance
-    from monitoring.skew import run_skew
-
     out_dir = settings.monitoring_dir / "runs" / window.until.strftime("%Y%m%dT%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     transactions = load_transactions(settings)  # the system of record, the chargeback feed

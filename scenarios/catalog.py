@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fraudlab.errors import ConfigError
 from scenarios.faults import (
     AmountInCents,
     Fault,
@@ -238,8 +239,6 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 def get_scenario(name: str) -> Scenario:
-    from fraudlab.errors import ConfigError
-
     if name not in SCENARIOS:
         raise ConfigError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     return SCENARIOS[name]

@@ -22,15 +22,20 @@ from pathlib import Path
 import pandas as pd
 
 from client.admin import ServingAdmin
-from client.replay import ReplaySummary
+from client.replay import ReplaySummary, payments_of_days, replay_payments
 from data.calendar import Calendar
+from data.validate import load_transactions
 from features.definitions import feature_table_path
+from features.store import materialize, open_store
 from fraudlab.settings import Settings
-from monitoring.policy import Policy
+from monitoring.policy import Policy, load_policy
+from monitoring.runner import run_monitor
+from monitoring.window import Window
 from scenarios.catalog import Scenario
 from scenarios.faults import NewFraudPattern
 from scenarios.timeline import DayRecord, Event, monitor_figures, traffic_figures
 from scenarios.world import Scale, WorldSpec, prepare_world
+from serving.prediction_log import count_between, read_predictions
 from serving.process import running_server
 
 Say = Callable[[str], None]
@@ -55,8 +60,6 @@ class RunContext:
         return self.calendar.start(self.spec.cutoff_day + day)
 
     def materialize(self, day: int) -> None:
-        from features.store import materialize
-
         with quiet_output():
             materialize(self.settings, end=self.day_start(day).to_pydatetime())
 
@@ -65,8 +68,6 @@ class RunContext:
         return table[table["event_timestamp"] == self.day_start(day)].copy()
 
     def write_online(self, view: str, rows: pd.DataFrame) -> None:
-        from features.store import open_store
-
         with quiet_output():
             open_store(self.settings).write_to_online_store(view, rows)
 
@@ -146,7 +147,6 @@ def run_scenario(
         say(f"building the {spec.key} world once: data, features, champion (cached in {cache})")
     with quiet_output():
         config_path, settings = prepare_world(spec, run_dir, cache)
-    from data.validate import load_transactions
 
     transactions = load_transactions(settings)
     result = RunResult(scenario, run_dir, settings, spec, [])
@@ -179,8 +179,6 @@ class _Story:
 def _run_days(
     scenario: Scenario, ctx: RunContext, api: ScoringAPI, result: RunResult, say: Say
 ) -> None:
-    from monitoring.policy import load_policy
-
     policy = load_policy(ctx.settings.monitoring.policy_path)
     fault, inject = scenario.fault, scenario.inject_day
     story = _Story(result)
@@ -224,8 +222,6 @@ def _run_days(
 
 
 def _replay_day(ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float) -> ReplaySummary:
-    from client.replay import payments_of_days, replay_payments
-
     payments = payments_of_days(ctx.transactions, ctx.spec.cutoff_day + day)
     if amount_scale != 1.0:
         for body in payments:
@@ -237,8 +233,6 @@ def _replay_day(ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float)
 
 def _wait_for_log(ctx: RunContext, answered: int, day: int, timeout: float = 30) -> None:
     """The API writes its log in batches: wait until the day's answers are all in it."""
-    from serving.prediction_log import count_between
-
     since, until = (
         ctx.day_start(day),
         ctx.day_start(day + 1),
@@ -256,10 +250,6 @@ def _wait_for_log(ctx: RunContext, answered: int, day: int, timeout: float = 30)
 def _monitor_day(
     ctx: RunContext, policy: Policy, day: int, opens: pd.Timestamp, summary: ReplaySummary
 ) -> DayRecord:
-    from monitoring.runner import run_monitor
-    from monitoring.window import Window
-    from serving.prediction_log import read_predictions
-
     window = Window(opens, opens + pd.Timedelta(days=1))
     requests = read_predictions(ctx.settings.prediction_log_path, window.since, window.until)
     with quiet_output():

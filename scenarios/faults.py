@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pipelines.train import run_training
+
 if TYPE_CHECKING:
     from scenarios.engine import RunContext
 
@@ -122,8 +124,6 @@ class LeakyChallenger(Fault):
     canary_share: float = 0.3
 
     def on_inject(self, ctx: RunContext, day: int) -> str:
-        from pipelines.train import run_training
-
         (outcome,) = run_training(
             ctx.settings,
             ["lightgbm"],

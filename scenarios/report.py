@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from scenarios.catalog import SCENARIOS
 from scenarios.engine import RunResult
 from scenarios.outcome import latest_baseline, summarize
 from scenarios.plots import plot_skew_features, plot_timeline
@@ -52,8 +53,6 @@ def publish(result: RunResult, summary: dict[str, Any], skew_plot: bool, docs: P
 
 def write_index(docs: Path) -> Path:
     """docs/scenarios/README.md: every published story in one table, from its summary."""
-    from scenarios.catalog import SCENARIOS
-
     rows = [
         "| scenario | caught by | time to detect | policy actions | recovered | "
         "false alarms before the fault | cost during the incident vs baseline |",

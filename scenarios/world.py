@@ -21,8 +21,10 @@ from typing import Any, Literal
 import yaml
 
 from data.simulator import SimulationConfig
+from features.store import apply_definitions
 from fraudlab.settings import Settings
 from pipelines.world import WorldBuilder, WorldRecipe
+from serving.process import free_port
 
 Scale = Literal["small", "full"]
 
@@ -108,7 +110,6 @@ def prepare_world(spec: WorldSpec, run_dir: Path, cache: Path) -> tuple[Path, Se
     shutil.copytree(built / "world", home)
     _rehome_registry(home / "mlflow.db", str(built / "world"), str(home))
     config_path, settings = write_config(spec, run_dir)
-    from features.store import apply_definitions
 
     apply_definitions(settings)  # Feast's registry names the table paths of this copy
     return config_path, settings
@@ -147,8 +148,6 @@ def _rehome_registry(db: Path, old: str, new: str) -> None:
 
 def write_config(spec: WorldSpec, run_dir: Path) -> tuple[Path, Settings]:
     """The run's fraudlab.yaml (the server child reads it too) and its Settings."""
-    from serving.process import free_port
-
     run_dir.mkdir(parents=True, exist_ok=True)
     values = spec.config(run_dir / "world")
     port = free_port()  # the run's own API, beside any other server on this machine

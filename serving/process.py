@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from fraudlab.errors import ServiceUnavailable
+from fraudlab.settings import get_settings
 from serving.routing import shared_routing_path
 
 # Imported by serving/metrics.py, never the reverse: this module must not import
@@ -129,8 +130,6 @@ def serve(
     log_level: str = "warning",
 ) -> None:
     """Reset the shared state, then run uvicorn here until SIGTERM or SIGINT."""
-    from fraudlab.settings import get_settings
-
     # Before anything imports prometheus_client (the app, in the workers or here with
     # one worker): it picks in-memory or file-backed samples at import.
     for name, value in reset_shared_state(get_settings().home, workers).items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from features.store import feature_service, open_store
 from fraudlab.errors import ModelUnavailable
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION
@@ -19,8 +20,6 @@ from serving.shadow import ShadowJob, ShadowScorer
 
 class ScoringService:
     def __init__(self, settings: Settings) -> None:
-        from features.store import open_store
-
         self.settings = settings
         self.metrics = ServingMetrics()
         self.store = open_store(settings)
@@ -53,8 +52,6 @@ class ScoringService:
 
     def _models_changed(self, loaded: LoadedModels) -> None:
         """Ask Feast for exactly the entity features the loaded models' services name."""
-        from features.store import feature_service
-
         refs: list[str] = []
         for model in (loaded.champion, loaded.challenger):
             if model is None:

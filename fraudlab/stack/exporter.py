@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fraudlab.settings import Settings
+from monitoring.decisions import DecisionLog
 
 # Ordered by severity, so a dashboard's thresholds colour 0 green, 1 amber, 2 red.
 STATUS_VALUE = {"ok": 0, "insufficient_data": 1, "alert": 2}
@@ -29,8 +30,6 @@ class MonitorFindings:
         self.path = decision_log
 
     def collect(self) -> Iterator[Metric]:
-        from monitoring.decisions import DecisionLog
-
         runs = DecisionLog(self.path).runs()
         status = GaugeMetricFamily(
             "fraudlab_monitor_status",
