@@ -151,3 +151,18 @@ def test_no_module_calls_get_settings_at_module_level() -> None:
         if not isinstance(node, definitions) and "get_settings()" in ast.unparse(node)
     ]
     assert offenders == []
+
+
+def test_the_command_line_starts_without_the_planes_libraries() -> None:
+    """`fraudlab --help` answers at once: the commands import the planes (and their
+    pandas, scikit-learn, Feast, MLflow) when they run, not when the CLI starts."""
+    script = (
+        "import sys, fraudlab.cli\n"
+        "heavy = {'pandas', 'sklearn', 'feast', 'mlflow', 'lightgbm', 'evidently'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -6,15 +6,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from data.simulator import GenerationSummary, SimulationConfig, generate, parse_start_date
-from data.validate import ValidationReport, validate_transactions_file
 from fraudlab.console import console, user_errors
 from fraudlab.settings import get_settings
+
+if TYPE_CHECKING:
+    from data.simulator import GenerationSummary
+    from data.validate import ValidationReport
 
 app = typer.Typer(help="Generate and validate transaction data.", no_args_is_help=True)
 
@@ -33,6 +36,8 @@ def generate_command(
     out: Path | None = typer.Option(None, help="Parquet file to write [settings home]."),
 ) -> None:
     """Simulate card payments with delayed fraud labels and write them to Parquet."""
+    from data.simulator import SimulationConfig, generate, parse_start_date
+
     settings = get_settings()
     defaults = settings.simulation
     config = SimulationConfig(
@@ -71,6 +76,8 @@ def validate_command(
     file: Path = typer.Argument(..., help="A transactions file, .parquet or .csv."),
 ) -> None:
     """Check a transactions file against the schema in data/schema.py."""
+    from data.validate import validate_transactions_file
+
     console.print(validation_table(validate_transactions_file(file)))
 
 

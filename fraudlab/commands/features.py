@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from data.calendar import Calendar
 from fraudlab.console import console, user_errors
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import Settings, get_settings
@@ -85,6 +84,7 @@ def materialize(
     ),
 ) -> None:
     """Copy the latest feature values per entity into the online store."""
+    from data.calendar import Calendar
     from features.definitions import VIEWS, feature_table_path
     from features.store import materialize as run_materialize
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import typer
 from rich.table import Table
 
 from fraudlab.console import console, err_console, user_errors
 from fraudlab.errors import ConfigError, FraudlabError, MissingInput
 from fraudlab.settings import Settings, get_settings
-from monitoring.decisions import MonitorRun
-from monitoring.window import Window
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from monitoring.decisions import MonitorRun
+    from monitoring.window import Window
 
 app = typer.Typer(
     help="Drift, skew, delayed-label performance, canary analysis "
@@ -33,6 +37,8 @@ def parse_duration(text: str) -> float:
 
 
 def latest_event(settings: Settings) -> pd.Timestamp:
+    import pandas as pd
+
     from serving.prediction_log import latest_event_time
 
     latest = latest_event_time(settings.prediction_log_path)
@@ -42,6 +48,9 @@ def latest_event(settings: Settings) -> pd.Timestamp:
 
 
 def _window(settings: Settings, since: str | None, until: str | None) -> Window:
+    import pandas as pd
+
+    from monitoring.window import Window
 
     end = pd.Timestamp(until) if until else latest_event(settings)
     start = (
