@@ -29,5 +29,6 @@ typecheck: $(STAMP)  ## mypy on the packages (configured in pyproject.toml)
 
 bench: $(STAMP)  ## Run the benchmarks (several minutes; pit_join's file store needs ~16 GB)
 	$(BIN)/python benchmarks/pit_join.py
+	$(BIN)/python benchmarks/online_lookup.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/monitor.py

@@ -1,8 +1,9 @@
 """Opening the Feast repository with the locations and online store the settings pick.
 
-features/repo/feature_store.yaml holds everything about the repository but where it
-lives: this module reads it and puts the settings' locations in (the registry and the
-SQLite online store under the home, or Redis in the production profile). Nothing is
+features/repo/feature_store.yaml describes the repository, with the embedded profile's
+default locations for the `feast` CLI: this module reads it and puts the settings'
+locations in (the registry and the SQLite online store under the home, or Redis in the
+production profile). Nothing is
 exported to the environment: the config is handed to Feast as an object.
 """
 

@@ -73,7 +73,8 @@ def rollback_champion(settings: Settings, admin: ServingAdmin) -> ActionOutcome:
 def retrain(
     settings: Settings, admin: ServingAdmin, now: pd.Timestamp, canary_share: float
 ) -> ActionOutcome:
-    """Train on a fresh window ending now; a version that passes the gate gets a canary."""
+    """Retrain with the labels known now (the split ends the training rows weeks before
+    now, so their labels have matured); a version that passes the gate gets a canary."""
     cutoff_day = Calendar.of_file(settings.transactions_path).day_of(now)
     (outcome,) = run_training(
         settings, ["lightgbm"], settings.training.feature_service, cutoff_day=cutoff_day
@@ -87,11 +88,12 @@ def retrain(
     if outcome.alias != CHALLENGER:
         return ActionOutcome(
             True,
-            f"retrained v{outcome.version} on data to day {cutoff_day}; gate refused it{gate_text}",
+            f"retrained v{outcome.version} with labels as of day {cutoff_day}; gate refused it"
+            f"{gate_text}",
         )
     told = f"{admin.reload()}; {admin.set_canary(canary_share)}"
     return ActionOutcome(
         True,
-        f"retrained v{outcome.version} to day {cutoff_day}; challenger"
+        f"retrained v{outcome.version} with labels as of day {cutoff_day}; challenger"
         f"{gate_text}; canary {canary_share:.0%}; {told}",
     )

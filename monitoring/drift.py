@@ -50,9 +50,9 @@ def run_drift(
     """Feature drift over `features` and prediction drift of `score`.
 
     `predictions` are the requests the reference's model scored (the champion route),
-    one row each with the logged feature values and `score`, as monitoring/window.py
-    reads them. Writes `drift.json` (this finding) and, with `html`, `drift.html`
-    (Evidently's report).
+    one row each with the logged feature values and `score`, as
+    serving.prediction_log.read_predictions reads them. Writes `drift.json` (this
+    finding) and, with `html`, `drift.html` (Evidently's report).
     """
     columns = [*features, SCORE]
     missing = [c for c in columns if c not in reference.columns]

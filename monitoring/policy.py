@@ -3,9 +3,10 @@
 It is the only place a threshold lives. `jobs` holds what each job needs to reach a
 finding (how many frauds make evidence, when a feature counts as skewed, the canary's
 guardrails); `rules` turn the findings' metrics into actions. A finding is an alert
-exactly when a rule acts on it: the jobs report `ok` or `insufficient_data`, and
-`judge` marks the findings its rules hold on. Cool-downs stop flapping: an action of a
-kind that already ran less than its cool-down ago (in monitor time) is held back.
+exactly when a rule acts on it with anything but a promotion (a promotion is good
+news): the jobs report `ok` or `insufficient_data`, and `judge` marks the findings.
+Cool-downs stop flapping: an action of a kind that already ran less than its cool-down
+ago (in monitor time) is held back.
 """
 
 from __future__ import annotations

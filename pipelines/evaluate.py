@@ -1,9 +1,12 @@
 """Metrics that mean something at a fraud rate under 1%, cost-based thresholds, and the
 offline gate's bootstrap comparison.
 
-Accuracy and ROC AUC look excellent for any model when 99.5% of payments are
-legitimate; average precision, recall at a fixed false-positive rate, the precision of
-the alerts an analyst can actually review per day, and money are what separate models.
+Accuracy looks excellent for any model when 99.5% of payments are legitimate (always
+saying "legitimate" scores 0.995). ROC AUC does not flatter a random model (0.5), but it
+averages over every false-positive rate, most of which no fraud team operates at: at
+0.4% fraud, a 5% false-positive rate already means a dozen false alarms per fraud caught.
+Average precision, recall at a fixed low false-positive rate, the precision of the alerts
+an analyst can actually review per day, and money are what separate models.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class Scenario:
 
 _SKEW_ANSWER_TAIL = (
     "Skew is a code or pipeline defect, not a model problem: no retraining fixes it, so the "
-    "policy pages a human with the feature named, and the fix is a revert. The detector is "
+    "policy alerts a human with the feature named, and the fix is a revert. The detector is "
     "recomputing logged features offline at the same timestamps (monitoring/skew.py); "
     "drift can hint at it, but cannot tell a broken pipeline from a changed world."
 )
@@ -66,9 +66,9 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             design_answer=(
                 "Before trusting any alert, measure its false-alarm rate on healthy traffic "
-                "and know the normal range of each metric (weekly seasonality, label "
-                "maturity). A monitor that pages every weekend gets muted, and then it "
-                "misses the real incident."
+                "and know the normal range of each metric (weekly seasonality, how many "
+                "labels have arrived). A monitor that alerts every weekend gets muted, and "
+                "then it misses the real incident."
             ),
         ),
         Scenario(
@@ -200,9 +200,9 @@ SCENARIOS: dict[str, Scenario] = {
             design_answer=(
                 "Drift alone is a warning: labels decide. With delayed labels, the time to "
                 "recover is bounded by label maturity plus the training calendar, not by "
-                "how fast you can retrain; retrain on a schedule and on matured-label decay, "
-                "gate offline, then canary, and count fraud losses meanwhile (rules or "
-                "velocity features cover the gap)."
+                "how fast you can retrain; retrain when matured-label recall decays, gate "
+                "offline, then canary, and count fraud losses meanwhile (rules or velocity "
+                "features cover the gap)."
             ),
         ),
         Scenario(

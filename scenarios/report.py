@@ -140,6 +140,8 @@ def render(
         f"{summary['requests']:,} requests through the real API, "
         f"{summary['wall_clock_seconds']:.0f} s wall clock). Verdict: **{verdict}**.",
         "",
+        _world(result),
+        "",
         "| check | result |",
         "|---|---|",
         *[
@@ -178,6 +180,23 @@ def render(
         *(_files(result) if not image_prefix else _published_note(summary)),
     ]
     return "\n".join(lines)
+
+
+def _world(result: RunResult) -> str:
+    """The world the run is in: its own population and training calendar, shorter than
+    the demo's so a story runs in a minute."""
+    sim, t = result.settings.simulation, result.settings.training
+    return (
+        f"The world: {sim.customers:,} customers and {sim.terminals:,} terminals "
+        f"({result.spec.scale} scale, seed {result.spec.seed}); the champion (LightGBM on "
+        f"{t.feature_service}) was trained with the cutoff at day {result.spec.cutoff_day} "
+        f"of the data (scenario day 0), {t.warmup_days} warm-up days, {t.validation_days} "
+        f"validation and {t.test_days} test days, {t.gap_days}-day gaps, a {t.label_maturity_days}"
+        f"-day label-maturity wait, {t.bootstrap_rounds} bootstrap rounds for the gate and a "
+        f"{t.reference_sample_rows:,}-row reference sample; the monitor runs at every "
+        "simulated midnight over the day (skew samples "
+        f"{result.settings.monitoring.skew_sample_rows:,} requests)."
+    )
 
 
 def _published_note(summary: dict[str, Any]) -> list[str]:

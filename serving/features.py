@@ -48,8 +48,8 @@ class OnlineFeatures:
         self.names = [ref.split(":", 1)[1] for ref in refs]
         self.ttl_seconds = SNAPSHOT_TTL.total_seconds()
         # Read through the provider's `online_read`, the call Feast's own
-        # get_online_features makes per view, minus its response assembly: 0.08 ms
-        # instead of 0.34 ms p50 per lookup (benchmarks/serving.py, SQLite store).
+        # get_online_features makes per view, minus its response assembly (the two are
+        # timed side by side by benchmarks/online_lookup.py).
         self._provider = store._get_provider()
         _fail_fast(self._provider.online_store, store.config.online_store)
         self._views: list[tuple[FeatureView, str, list[str]]] = []

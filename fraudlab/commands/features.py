@@ -80,7 +80,7 @@ def materialize(
         "(default: the last snapshot in the feature tables).",
     ),
     start: str | None = typer.Option(
-        None, help="Start of the window (default: incremental, from where the last run stopped)."
+        None, help="Start of the window (default: one snapshot TTL, 2 days, before --end)."
     ),
 ) -> None:
     """Copy the latest feature values per entity into the online store."""

@@ -1,5 +1,5 @@
 """SIGKILL under load: the prediction log loses at most the answers of the last flush
-interval (serving/prediction_log.py documents the bound), and a server restarted on the
+interval (serving/prediction_log/writer.py documents the bound), and a server restarted on the
 same home becomes ready, serves again and logs its new answers after the old ones."""
 
 from __future__ import annotations
