@@ -75,11 +75,13 @@ def run_drift(
     if len(current) > max_rows:
         compared = current.sample(n=max_rows, random_state=SUBSAMPLE_SEED)
     reference, seasonality = matched_to_week(reference[columns], compared)
-    table, snapshot = _compare(compared, reference, config)
+    table, testable = _compare(compared, reference, config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = html and snapshot is not None
+    html = html and bool(testable)
     if html:
-        snapshot.save_html(str(out_dir / "drift.html"))
+        evidently_report(compared, reference, testable, config).save_html(
+            str(out_dir / "drift.html")
+        )
     finding = _finding(table, features)
     finding.details |= {
         "reference_rows": len(reference),
@@ -136,14 +138,15 @@ def logged_values(predictions: pd.DataFrame, columns: list[str]) -> pd.DataFrame
 
 
 def _value_drift(column: str, score_psi_above: float) -> Any:
-    """Evidently's default test per feature; PSI for the score.
+    """Evidently's ValueDrift for one column: its default test per feature, PSI for the
+    score (the tests `_column_drift` runs, as a report's metric).
 
     A fraud score is a heavy-tailed probability: Evidently's default for large samples
     (Wasserstein distance over the reference's standard deviation) moves with a handful
     of high scores, and on healthy one-day windows of ~1,200 requests it crossed its 0.1
     threshold about one day in four (scenario `baseline`). PSI over the reference's
-    quantile bins measures the bulk of the distribution: 0.015-0.032 on those same days
-    against its 0.1 threshold, and far above it when the scores really move.
+    quantile bins measures the bulk of the distribution, and is far above its threshold
+    when the scores really move.
     """
     from evidently.metrics import ValueDrift
 
@@ -152,12 +155,56 @@ def _value_drift(column: str, score_psi_above: float) -> Any:
     return ValueDrift(column=column)
 
 
+def _column_drift(
+    current: pd.DataFrame, reference: pd.DataFrame, column: str, score_psi_above: float
+) -> dict[str, Any]:
+    """One column's test, threshold, statistic and verdict, by Evidently's own per-column
+    drift calculation: the one its ValueDrift metric runs, without building the report's
+    plots (most of a report's time). tests/monitoring/test_drift.py checks both agree."""
+    from evidently.legacy.calculations.data_drift import get_one_column_drift
+    from evidently.legacy.core import ColumnType
+    from evidently.legacy.metric_results import DatasetColumns, DatasetUtilityColumns
+    from evidently.legacy.options.data_drift import DataDriftOptions
+
+    score = column == SCORE
+    options = DataDriftOptions(
+        all_features_stattest="psi" if score else None,
+        all_features_threshold=score_psi_above if score else None,
+    )
+    columns = DatasetColumns(
+        utility_columns=DatasetUtilityColumns(date=None, id=None, target=None, prediction=None),
+        target_type=None,
+        task=None,
+        num_feature_names=[column],  # every logged value is a float
+        cat_feature_names=[],
+        text_feature_names=[],
+        datetime_feature_names=[],
+        target_names=None,
+    )
+    drift = get_one_column_drift(
+        current_data=current,
+        reference_data=reference,
+        column_name=column,
+        options=options,
+        dataset_columns=columns,
+        column_type=ColumnType.Numerical,
+        agg_data=True,
+    )
+    method = "psi" if score else str(drift.stattest_name)  # as the report names what it was told
+    return {
+        "method": method,
+        "statistic_kind": "p_value" if "p_value" in method else "distance",
+        "threshold": float(drift.stattest_threshold),
+        "statistic": float(drift.drift_score),
+        "drifted": bool(drift.drift_detected),
+    }
+
+
 def _compare(
     current: pd.DataFrame, reference: pd.DataFrame, config: DriftConfig
-) -> tuple[list[dict[str, Any]], Any]:
-    """One row per column: Evidently's test, threshold, statistic and verdict."""
-    from evidently import DataDefinition, Dataset, Report
-
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per column: Evidently's test, threshold, statistic and verdict; and the
+    columns that could be tested."""
     rows: dict[str, dict[str, Any]] = {}
     testable = []
     for column in reference.columns:
@@ -176,31 +223,22 @@ def _compare(
             row |= {"statistic_kind": None, "drifted": bool(gone)}
         else:
             testable.append(column)
-    snapshot = None
-    if testable:
-        definition = DataDefinition(numerical_columns=testable)  # every logged value is a float
-        report = Report(
-            [_value_drift(c, config.score_psi_above) for c in testable], include_tests=True
-        )
-        snapshot = report.run(
-            Dataset.from_pandas(current[testable], data_definition=definition),
-            Dataset.from_pandas(reference[testable], data_definition=definition),
-        )
-        result = snapshot.dict()
-        failed = {  # Evidently's own verdict: its drift test per column failed
-            t["metric_config"]["params"]["column"] for t in result["tests"] if t["status"] == "FAIL"
-        }
-        for metric in result["metrics"]:
-            chosen = metric["config"]  # the test Evidently ran on this column
-            method = str(chosen["method"])
-            rows[chosen["column"]] |= {
-                "method": method,
-                "statistic_kind": "p_value" if "p_value" in method else "distance",
-                "threshold": float(chosen["threshold"]),
-                "statistic": float(metric["value"]),
-                "drifted": chosen["column"] in failed,
-            }
-    return list(rows.values()), snapshot
+            row |= _column_drift(current, reference, column, config.score_psi_above)
+    return list(rows.values()), testable
+
+
+def evidently_report(
+    current: pd.DataFrame, reference: pd.DataFrame, columns: list[str], config: DriftConfig
+) -> Any:
+    """Evidently's report (a snapshot) of the same tests, for its HTML."""
+    from evidently import DataDefinition, Dataset, Report
+
+    definition = DataDefinition(numerical_columns=columns)
+    report = Report([_value_drift(c, config.score_psi_above) for c in columns], include_tests=True)
+    return report.run(
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
 
 
 def _finding(table: list[dict[str, Any]], features: list[str]) -> Finding:

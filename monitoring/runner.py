@@ -34,12 +34,19 @@ Progress = Callable[[str], None]
 
 
 def run_jobs(
-    settings: Settings, window: Window, policy: Policy, progress: Progress, *, html: bool = True
+    settings: Settings,
+    window: Window,
+    policy: Policy,
+    progress: Progress,
+    *,
+    html: bool = True,
+    transactions: pd.DataFrame | None = None,
 ) -> tuple[list[Finding], str]:
     """Every job over the window; returns the findings and the reports folder."""
     out_dir = settings.monitoring_dir / "runs" / window.until.strftime("%Y%m%dT%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    transactions = load_transactions(settings)  # the system of record, the chargeback feed
+    if transactions is None:  # the system of record, and the chargeback feed
+        transactions = load_transactions(settings)
     log_path = settings.prediction_log_path
     current = with_recorded_amount(
         read_predictions(log_path, window.since, window.until), transactions
@@ -164,9 +171,13 @@ def run_monitor(
     execute: bool = True,
     progress: Progress = lambda _: None,
     html: bool = True,
+    transactions: pd.DataFrame | None = None,
 ) -> MonitorRun:
-    """`html`: also write Evidently's drift report (drift.json is always written)."""
-    findings, reports = run_jobs(settings, window, policy, progress, html=html)
+    """`html`: also write Evidently's drift report (drift.json is always written);
+    `transactions`: the home's table when the caller already holds it."""
+    findings, reports = run_jobs(
+        settings, window, policy, progress, html=html, transactions=transactions
+    )
     decision_log = DecisionLog(settings.decision_log_path)
     decisions = decide_and_act(settings, policy, findings, window.until, decision_log, execute)
     run = MonitorRun(

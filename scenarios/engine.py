@@ -253,7 +253,10 @@ def _monitor_day(
     window = Window(opens, opens + pd.Timedelta(days=1))
     requests = read_predictions(ctx.settings.prediction_log_path, window.since, window.until)
     with quiet_output():
-        run = run_monitor(ctx.settings, window, policy)
+        # No Evidently HTML on the way (its plots are most of a run's time); the drift
+        # figures are in each day's drift.json, and `fraudlab monitor run` over a day of
+        # the run's world writes the HTML for it (report.md says how).
+        run = run_monitor(ctx.settings, window, policy, html=False, transactions=ctx.transactions)
     findings, decisions = monitor_figures(run)
     last = requests.iloc[-1] if len(requests) else None  # the versions deciding at day's end
     return DayRecord(

@@ -215,8 +215,10 @@ def _files(result: RunResult) -> list[str]:
         "## Files",
         "- `summary.json`: the figures above; `timeline.json`: every day's findings and decisions",
         f"- decision log: `{result.settings.decision_log_path}`",
-        f"- monitor reports (Evidently HTML, skew, performance, canary JSON): "
-        f"`{result.settings.monitoring_dir / 'runs'}`",
+        f"- monitor reports (drift, skew, performance, canary JSON) per day: "
+        f"`{result.settings.monitoring_dir / 'runs'}`; Evidently's HTML drift report of a "
+        f"day D: `FRAUDLAB_CONFIG={result.run_dir / 'fraudlab.yaml'} fraudlab monitor run "
+        "--since D --until D+1 --dry-run`",
         f"- the scoring API's log: `{result.run_dir / 'serve.log'}`",
         "",
     ]

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from fraudlab.errors import MissingInput
-from monitoring.drift import run_drift
+from monitoring.drift import _compare, evidently_report, logged_values, run_drift
 from monitoring.policy import load_policy
 from pipelines.reference import load_reference
 from pipelines.training_set import with_request_features
@@ -119,3 +119,34 @@ def test_champion_reference_from_mlflow(world, monitor_world, log_path, tmp_path
 def test_missing_reference_is_a_clear_error(monitor_world):
     with pytest.raises(MissingInput, match="alias 'retired'"):
         load_reference(monitor_world.settings, alias="retired")
+
+
+@pytest.mark.parametrize("reference_rows", [500, 5_000])  # Evidently's p-value and distance tests
+def test_the_findings_tests_are_evidently_reports_tests(
+    world, monitor_world, steady_reference, log_path, tmp_path, reference_rows
+):
+    """The finding runs Evidently's per-column drift calculation without building the
+    report's plots; on the same rows its tests, statistics and verdicts are exactly those
+    of Evidently's report (the HTML), column by column, the score's PSI included."""
+    mw = monitor_world
+
+    def tripled(frame: pd.DataFrame) -> pd.DataFrame:
+        return with_request_features(frame.assign(amount=frame["amount"] * 3))
+
+    window = day_of_traffic(world, mw, log_path, SHIFTED_DAY, tripled)
+    current = logged_values(window, [*mw.champion.features, "score"])
+    reference = steady_reference.head(reference_rows)
+    table, testable = _compare(current, reference, DRIFT)
+    report = evidently_report(current, reference, testable, DRIFT).dict()
+    failed = {
+        t["metric_config"]["params"]["column"] for t in report["tests"] if t["status"] == "FAIL"
+    }
+    by_column = {row["column"]: row for row in table}
+    assert len(report["metrics"]) == len(testable) > 10
+    for metric in report["metrics"]:
+        ours = by_column[metric["config"]["column"]]
+        assert ours["method"] == metric["config"]["method"]
+        assert ours["threshold"] == pytest.approx(metric["config"]["threshold"])
+        assert ours["statistic"] == pytest.approx(metric["value"])
+        assert ours["drifted"] == (metric["config"]["column"] in failed)
+    assert by_column["amount"]["drifted"] and by_column["score"]["method"] == "psi"
