@@ -22,7 +22,7 @@ from monitoring.findings import Finding
 from monitoring.policy import PerformanceConfig
 from pipelines.evaluate import expected_cost
 from pipelines.training_set import labels_known_at
-from serving.prediction_log import COLUMNS
+from serving.prediction_log import COLUMNS, table_ids
 
 LOG_COLUMNS = [c for c in COLUMNS if c != "features"]  # the request, not its feature vector
 
@@ -37,9 +37,8 @@ def join_labels(
     # The logged request, not its feature vector; losses are the request's amount.
     request = predictions.drop(columns="amount", errors="ignore")  # `amount` is the feature
     logged = request.rename(columns={"request_amount": "amount"})[LOG_COLUMNS]
-    tx = transactions[["transaction_id", "is_fraud", "label_available_at"]]
-    tx = tx.assign(transaction_id=tx["transaction_id"].astype(str))  # the log keeps ids as text
-    joined = logged.merge(tx, on="transaction_id", how="left", validate="many_to_one")
+    tx = transactions.set_index("transaction_id")[["is_fraud", "label_available_at"]]
+    joined = logged.join(tx, on=table_ids(logged["transaction_id"]), how="left")
     joined["label"] = labels_known_at(joined.fillna({"is_fraud": 0}), now)
     joined["flagged"] = joined["decision"] != "approve"  # the model's own review threshold
     return joined.drop(columns=["is_fraud", "label_available_at"])
@@ -130,7 +129,7 @@ def run_performance(
             "never_reported_share": 1 - len(delays.delays_days) / delays.cohort,
         },
         "unmatched_predictions": int(
-            (~joined["transaction_id"].isin(transactions["transaction_id"].astype(str))).sum()
+            (~table_ids(joined["transaction_id"]).isin(transactions["transaction_id"])).sum()
         ),
         "note": (
             "labels as known at `now`: unreported fraud counts as legitimate (precision "

@@ -27,7 +27,7 @@ from monitoring.policy import ACTIONS, Policy
 from monitoring.skew import run_skew
 from monitoring.window import Window
 from pipelines.reference import load_reference
-from serving.prediction_log import read_predictions, read_shadow_scores
+from serving.prediction_log import read_predictions, read_shadow_scores, table_ids
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -98,8 +98,10 @@ def run_jobs(
 
 def with_recorded_amount(requests: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
     """Each request's amount as the transactions table recorded it (for the skew job)."""
-    recorded = transactions.set_index(transactions["transaction_id"].astype(str))["amount"]
-    return requests.assign(recorded_amount=requests["transaction_id"].map(recorded))
+    recorded = transactions.set_index("transaction_id")["amount"]
+    return requests.assign(
+        recorded_amount=table_ids(requests["transaction_id"]).map(recorded).astype("float64")
+    )
 
 
 def decide_and_act(

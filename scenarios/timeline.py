@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.decisions import MonitorRun
+from serving.prediction_log import table_ids
 
 
 @dataclass
@@ -77,9 +78,8 @@ def traffic_figures(
             "cost": 0.0,
             "canary_requests": 0,
         }
-    truth = transactions.assign(transaction_id=transactions["transaction_id"].astype(str))
-    truth = truth.set_index("transaction_id")[["is_fraud", "amount"]]
-    joined = requests.join(truth, on="transaction_id", rsuffix="_recorded")
+    truth = transactions.set_index("transaction_id")[["is_fraud", "amount"]]
+    joined = requests.join(truth, on=table_ids(requests["transaction_id"]), rsuffix="_recorded")
     fraud = joined["is_fraud"].fillna(0).astype(bool)
     missed = fraud & (joined["decision"] == "approve")
     flagged = int((joined["decision"] != "approve").sum())

@@ -14,6 +14,7 @@ from serving.prediction_log.reader import (
     read_shadow_scores,
     rows_for_requests,
     stage_latency,
+    table_ids,
 )
 from serving.prediction_log.record import (
     COLUMNS,
@@ -36,5 +37,6 @@ __all__ = [
     "read_shadow_scores",
     "rows_for_requests",
     "stage_latency",
+    "table_ids",
     "write_records",
 ]

@@ -62,6 +62,13 @@ def read_predictions(
     return pd.concat([frame.drop(columns="features"), features], axis=1)
 
 
+def table_ids(transaction_ids: pd.Series) -> pd.Series:
+    """The transactions table's id (int64, data/schema.py) of each logged transaction id:
+    the log keeps what the caller sent, as text; one that is not a number matches no row.
+    Converting the log's few ids is cheaper than the table's many to text."""
+    return pd.to_numeric(transaction_ids, errors="coerce").astype("Int64")
+
+
 def read_shadow_scores(path: Path, request_ids: Iterable[str]) -> pd.DataFrame:
     """Shadow (challenger) scores logged for the given requests."""
     with connect(_existing(path)) as conn:
