@@ -15,6 +15,7 @@ from scenarios.timeline import DayRecord, frame
 
 RANGE_COLUMNS = (
     "drift_share",
+    "score_psi",
     "skew_max_mismatch",
     "recall",
     "precision",

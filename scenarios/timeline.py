@@ -143,6 +143,7 @@ def frame(records: list[DayRecord]) -> pd.DataFrame:
                 "fallback_rate": r.fallbacks / r.requests if r.requests else math.nan,
                 "drift_share": r.metric("drift", "drift_share"),
                 "score_drift": r.metric("drift", "score_drift"),
+                "score_psi": r.metric("drift", "score_drift_statistic"),
                 "skew_max_mismatch": r.metric("skew", "max_mismatch_rate"),
                 "precision": r.metric("performance", "precision"),
                 "recall": r.metric("performance", "recall"),
