@@ -79,6 +79,7 @@ def test_canary_waits_while_few_frauds_have_matured(world, monitor_world, better
     mw = monitor_world
     predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(58))
     finding = run_canary(predictions, shadow, world.transactions, mw.day(58), CONFIG)
+    print(f"\ncanary, few frauds yet: {finding.summary}")  # the figures docs quote
 
     assert finding.details["outcome"] == "wait"
     assert finding.status == "insufficient_data"
@@ -93,6 +94,7 @@ def test_canary_promotes_a_clearly_better_challenger(world, monitor_world, bette
     mw = monitor_world
     predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(70))
     finding = run_canary(predictions, shadow, world.transactions, mw.day(75), CONFIG)
+    print(f"\ncanary, a better challenger: {finding.summary}")  # the figures docs quote
 
     assert finding.details["outcome"] == "promote", finding.summary
     assert finding.status == "ok"
@@ -112,6 +114,7 @@ def test_canary_rolls_back_a_clearly_worse_challenger(world, monitor_world, tmp_
     finding = run_canary(
         *read(path, mw.day(55), mw.day(65)), world.transactions, mw.day(75), CONFIG
     )
+    print(f"\ncanary, a worse challenger: {finding.summary}")  # the figures docs quote
 
     assert finding.details["outcome"] == "rollback", finding.summary
     assert finding.metrics["outcome_code"] == -1
@@ -131,6 +134,7 @@ def test_canary_rolls_back_a_challenger_that_declines_far_more(world, monitor_wo
     path = serve(tmp_path / "strict.sqlite", world, mw, mw.champion, strict, last_day=65)
     predictions, shadow = read(path, mw.day(55), mw.day(65))
     finding = run_canary(predictions, shadow, world.transactions, mw.day(75), FAST)
+    print(f"\ncanary, a challenger that declines more: {finding.summary}")  # the docs quote it
 
     assert finding.details["outcome"] == "rollback", finding.summary
     assert finding.metrics["decline_ratio"] > 2
