@@ -77,3 +77,32 @@ def reachable(address: tuple[str, int]) -> bool:
 
 def services_required() -> bool:
     return os.environ.get("FRAUDLAB_REQUIRE_SERVICES", "") not in ("", "0", "false")
+
+
+# Longest first: with two workers (`make test` runs pytest-xdist), whoever starts the
+# scenario stories first finishes them while the other worker takes the rest.
+FOLDERS_BY_LENGTH = (
+    "scenarios",
+    "reliability",
+    "serving",
+    "stack",
+    "monitoring",
+    "pipelines",
+    "features",
+    "data",
+    "",  # tests/*.py: code quality and architecture
+)
+
+
+def _folder(item: pytest.Item) -> str:
+    parts = Path(str(item.fspath)).relative_to(Path(__file__).parent).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test folder runs on one worker (`--dist loadgroup`): its tests share
+    expensive session fixtures (a trained world, a fleet of live servers, the stories'
+    world cache) that a second worker would build again."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_folder(item) or "root"))
+    items.sort(key=lambda item: FOLDERS_BY_LENGTH.index(_folder(item)))

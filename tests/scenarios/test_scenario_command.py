@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from fraudlab.cli import app
+from fraudlab.console import console
 from scenarios.catalog import SCENARIOS
 
 runner = CliRunner()
 
 
-def test_list_names_every_story_and_its_detector() -> None:
-    result = runner.invoke(app, ["scenario", "list"], env={"COLUMNS": "200"})
+def test_list_names_every_story_and_its_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Wide enough for every cell on one line, whatever width the console found at import.
+    monkeypatch.setattr(console, "width", 200)
+    result = runner.invoke(app, ["scenario", "list"])
     assert result.exit_code == 0, result.output
     for name, scenario in SCENARIOS.items():
         assert name in result.output
