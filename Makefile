@@ -19,7 +19,7 @@ demo: $(STAMP)  ## Run the whole system end to end on embedded defaults (SQLite 
 	$(BIN)/fraudlab demo
 
 test: $(STAMP)  ## Run the test suite (production-mode tests use PostgreSQL and Redis on localhost)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -n 2 --durations=15
 
 lint: $(STAMP)  ## ruff check, format check and mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(MAKE) --no-print-directory typecheck

@@ -94,15 +94,25 @@ FOLDERS_BY_LENGTH = (
 )
 
 
-def _folder(item: pytest.Item) -> str:
-    parts = Path(str(item.fspath)).relative_to(Path(__file__).parent).parts
-    return parts[0] if len(parts) > 1 else ""
+def _folder(nodeid: str) -> str:
+    """`tests/serving/test_api.py::test_x` -> "serving"; tests/*.py -> ""."""
+    parts = nodeid.split("::", 1)[0].split("/")
+    return parts[1] if len(parts) > 2 else ""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each test folder runs on one worker (`--dist loadgroup`): its tests share
-    expensive session fixtures (a trained world, a fleet of live servers, the stories'
-    world cache) that a second worker would build again."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_folder(item) or "root"))
-    items.sort(key=lambda item: FOLDERS_BY_LENGTH.index(_folder(item)))
+    items.sort(key=lambda item: FOLDERS_BY_LENGTH.index(_folder(item.nodeid)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Each test folder runs on one worker: its tests share expensive session fixtures
+    (a trained world, a fleet of live servers, the stories' world cache) that a second
+    worker would build again. (xdist's own `loadgroup` marks do not take effect with
+    pytest 9.2's node ids; a scope per folder is xdist's documented way to the same end.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadFolderScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _folder(nodeid) or "tests"
+
+    return LoadFolderScheduling(config, log)  # type: ignore[arg-type]
