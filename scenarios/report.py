@@ -193,7 +193,7 @@ def _world(result: RunResult) -> str:
         f"of the data (scenario day 0), {t.warmup_days} warm-up days, {t.validation_days} "
         f"validation and {t.test_days} test days, {t.gap_days}-day gaps, a {t.label_maturity_days}"
         f"-day label-maturity wait, {t.bootstrap_rounds} bootstrap rounds for the gate and a "
-        f"{t.reference_sample_rows:,}-row reference sample; the monitor runs at every "
+        f"reference sample of {t.reference_sample_rows:,} rows; the monitor runs at every "
         "simulated midnight over the day (skew samples "
         f"{result.settings.monitoring.skew_sample_rows:,} requests)."
     )
