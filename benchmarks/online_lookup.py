@@ -18,6 +18,7 @@ Feast's p50 over ours.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from datetime import date
@@ -25,12 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.simulator import SimulationConfig
-from features.store import feature_service, open_store
-from fraudlab.settings import Settings
-from pipelines.world import WorldBuilder, WorldRecipe
-from serving.features import OnlineFeatures
-
+ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "fraud_v2"
 DAYS = 40
 
@@ -40,9 +36,18 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=2_000, help="per way")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
     parser.add_argument(
-        "--redis", help="host:port of a Redis to use as the online store (its db 0 is written)"
+        "--redis",
+        help="a Redis to use as the online store instead, e.g. 127.0.0.1:6379,db=12 (written)",
     )
     args = parser.parse_args()
+    # benchmarks/serving.py shares its name with the `serving` package this imports.
+    sys.path.insert(0, str(ROOT))
+    from data.simulator import SimulationConfig
+    from features.store import feature_service, open_store
+    from fraudlab.settings import Settings
+    from pipelines.world import WorldBuilder, WorldRecipe
+    from serving.features import OnlineFeatures
+
     with tempfile.TemporaryDirectory(prefix="online_lookup_") as home:
         settings = Settings(home=Path(home))
         if args.redis:
