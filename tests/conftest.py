@@ -104,15 +104,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: FOLDERS_BY_LENGTH.index(_folder(item.nodeid)))
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+class FolderScheduling:
     """Each test folder runs on one worker: its tests share expensive session fixtures
     (a trained world, a fleet of live servers, the stories' world cache) that a second
     worker would build again. (xdist's own `loadgroup` marks do not take effect with
-    pytest 9.2's node ids; a scope per folder is xdist's documented way to the same end.)"""
-    from xdist.scheduler import LoadScopeScheduling
+    pytest 9.2's node ids; a scope per folder is xdist's documented way to the same end.)
+    A plugin registered only when xdist is loaded: `pytest -p no:xdist` must still run."""
 
-    class LoadFolderScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return _folder(nodeid) or "tests"
+    @staticmethod
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+        from xdist.scheduler import LoadScopeScheduling
 
-    return LoadFolderScheduling(config, log)  # type: ignore[arg-type]
+        class LoadFolderScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return _folder(nodeid) or "tests"
+
+        return LoadFolderScheduling(config, log)  # type: ignore[arg-type]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(FolderScheduling(), "fraudlab-folder-scheduling")
