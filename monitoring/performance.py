@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from data.labels import ReportingDelays
-from monitoring.findings import Finding
+from monitoring.findings import JOB_METRICS, Finding
 from monitoring.policy import PerformanceConfig
 from pipelines.evaluate import expected_cost
 from pipelines.training_set import labels_known_at
@@ -102,16 +102,7 @@ def run_performance(
     champion = group_metrics(
         champion_rows[champion_rows["model_version"] == current], review_cost, delays, now
     )
-    keys = (
-        "average_precision",
-        "recall",
-        "precision",
-        "cost_per_1k",
-        "label_coverage",
-        "known_frauds",
-        "rows",
-    )
-    metrics = {key: champion[key] for key in keys}
+    metrics = {key: champion[key] for key in JOB_METRICS["performance"]}
     enough = champion["known_frauds"] >= config.min_known_frauds
     details = {
         "now": now.isoformat(),
