@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from features.definitions import FEATURE_SERVICE_NAMES, SNAPSHOT_TTL, define
+from features.definitions import FEATURE_SERVICE_NAMES, REQUEST_FEATURES_TAG, SNAPSHOT_TTL, define
 from fraudlab.errors import FeatureServiceNotFound, MissingInput, ServiceUnavailable
 from fraudlab.settings import Settings
 
@@ -84,6 +84,13 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
         raise FeatureServiceNotFound(
             f"unknown feature service {name!r}; defined: {', '.join(FEATURE_SERVICE_NAMES)}"
         ) from exc
+
+
+def service_features(service: FeatureService) -> tuple[list[str], list[str]]:
+    """(entity features, request features) that a feature service names, in order."""
+    entity = [f.name for proj in service.feature_view_projections for f in proj.features]
+    request = [n for n in service.tags.get(REQUEST_FEATURES_TAG, "").split(",") if n]
+    return entity, request
 
 
 def materialize(settings: Settings, end: datetime, start: datetime | None = None) -> None:

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from data.calendar import Calendar
 from data.validate import load_transactions
 from features.definitions import VIEWS, feature_table_path
-from features.store import feature_service, open_store
+from features.store import feature_service, open_store, service_features
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import Settings
 from pipelines import plots
@@ -42,7 +42,7 @@ from pipelines.models import (
 )
 from pipelines.reference import log_reference_sample
 from pipelines.registry import VersionTags, code_version, connect, log_model_version
-from pipelines.training_set import JoinKind, TimeSplit, build_training_frame, service_features
+from pipelines.training_set import JoinKind, TimeSplit, build_training_frame
 
 if TYPE_CHECKING:
     from feast import FeatureStore

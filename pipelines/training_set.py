@@ -20,12 +20,11 @@ import numpy as np
 import pandas as pd
 
 from features.build import DayGrid, customer_spending, terminal_risk
-from features.definitions import REQUEST_FEATURES_TAG
 from features.store import feature_service
 from features.transforms import request_features
 
 if TYPE_CHECKING:
-    from feast import FeatureService, FeatureStore
+    from feast import FeatureStore
 
 JoinKind = Literal["pit", "naive"]
 ENTITY_COLUMNS = ["transaction_id", "customer_id", "terminal_id", "event_timestamp"]
@@ -89,13 +88,6 @@ class TimeSplit:
             f"test {self.test_start:{fmt}}..{self.test_end:{fmt}}, "
             f"labels as known at {self.cutoff:{fmt}}"
         )
-
-
-def service_features(service: FeatureService) -> tuple[list[str], list[str]]:
-    """(entity features, request features) that a feature service names, in order."""
-    entity = [f.name for proj in service.feature_view_projections for f in proj.features]
-    request = [n for n in service.tags.get(REQUEST_FEATURES_TAG, "").split(",") if n]
-    return entity, request
 
 
 def labels_known_at(tx: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Series:

@@ -10,6 +10,7 @@ and the old one keeps serving.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from serving.scoring import ServingModel
 log = logging.getLogger(__name__)
 ALIASES = (CHAMPION, CHALLENGER)
 Loader = Callable[[str], ServingModel]
+ServedFeatures = Callable[[str], set[str]]  # feature service -> the names it serves
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ModelManager:
         self,
         settings: Settings,
         on_change: Callable[[LoadedModels], None],
+        served_features: ServedFeatures,
         on_refused: Callable[[dict[str, str]], None] = lambda _: None,
     ) -> None:
         self.settings = settings
@@ -48,6 +51,7 @@ class ModelManager:
         self.current = LoadedModels()
         self.last_errors: dict[str, str] = {}
         self.on_change = on_change
+        self.served_features = served_features
         self.on_refused = on_refused  # every refresh that failed, the watcher's included
         # Other shared state each worker picks up on the same beat (the routing row):
         # one thread and one period for everything a worker learns from outside.
@@ -106,9 +110,7 @@ class ModelManager:
 
     def _checked(self, version: str) -> ServingModel:
         model = self.load_version(version)
-        probe = model.score(np.full(len(model.features), np.nan))
-        if not 0.0 <= probe <= 1.0:
-            raise ValueError(f"probe score {probe} is not a probability")
+        check_servable(model, self.served_features(model.feature_service))
         return model
 
     def start_watching(self) -> None:
@@ -133,3 +135,25 @@ class ModelManager:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def check_servable(model: ServingModel, served: set[str]) -> None:
+    """Refuse a version before it can serve: every feature it reads must be one its
+    feature service serves (a renamed name would fail every request that builds its
+    row), its thresholds must be ordered probabilities, and a probe row must score a
+    probability. The probe's length matches `features`, so it cannot catch a renamed
+    name: the first check does."""
+    unknown = [name for name in model.features if name not in served]
+    if unknown:
+        raise ValueError(
+            f"features {unknown} are not served by feature service {model.feature_service!r}"
+        )
+    review, decline = model.review_threshold, model.decline_threshold
+    if not (math.isfinite(review) and math.isfinite(decline) and 0 <= review <= decline <= 1):
+        raise ValueError(
+            f"thresholds must satisfy 0 <= review <= decline <= 1: review {review}, "
+            f"decline {decline}"
+        )
+    probe = model.score(np.full(len(model.features), np.nan))
+    if not 0.0 <= probe <= 1.0:  # NaN fails this too
+        raise ValueError(f"probe score {probe} is not a probability")

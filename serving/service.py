@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from features.store import feature_service, open_store
+from features.store import feature_service, open_store, service_features
 from fraudlab.errors import ModelUnavailable
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION
@@ -38,7 +38,10 @@ class ScoringService:
             self.log.pending,
         )
         self.models = ModelManager(
-            settings, on_change=self._models_changed, on_refused=self._count_refusals
+            settings,
+            on_change=self._models_changed,
+            served_features=self._served_features,
+            on_refused=self._count_refusals,
         )
 
     def start(self) -> None:
@@ -67,6 +70,10 @@ class ScoringService:
         for alias in (CHAMPION, CHALLENGER):
             model = loaded.get(alias)
             self.metrics.model_version.labels(alias).set(int(model.version) if model else 0)
+
+    def _served_features(self, service_name: str) -> set[str]:
+        entity, request = service_features(feature_service(self.store, service_name))
+        return set(entity) | set(request)
 
     def _count_refusals(self, errors: dict[str, str]) -> None:
         for alias in errors:
@@ -107,9 +114,9 @@ class ScoringService:
         model_done = time.perf_counter()
         request_id = uuid.uuid4().hex
         if self.routing.shadow and route == "champion" and loaded.challenger is not None:
-            self.shadow.submit(
-                ShadowJob(request_id, loaded.challenger, vector.row(loaded.challenger.features))
-            )
+            # The challenger's row is built in the shadow worker: nothing about the
+            # challenger can fail or slow the champion's answer.
+            self.shadow.submit(ShadowJob(request_id, loaded.challenger, vector))
         alias = CHALLENGER if route == "canary" else CHAMPION
         self._record(
             request,

@@ -2,8 +2,9 @@
 
 The request path only does `put_nowait` on a bounded queue; a worker thread scores
 and logs. When the queue is full the job is dropped and counted, so a slow shadow
-model costs shadow coverage, never caller latency. Exceptions from the shadow model
-are caught and counted; they never reach a response.
+model costs shadow coverage, never caller latency. The challenger's row is assembled
+here too, from the champion's lookup: exceptions from building it or from the shadow
+model are caught and counted; they never reach a response.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
+from serving.features import FeatureVector
 from serving.prediction_log import ShadowRecord
 from serving.scoring import ServingModel
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class ShadowJob:
     request_id: str
     model: ServingModel
-    row: np.ndarray
+    vector: FeatureVector  # the champion's lookup; the row is built off the request path
 
 
 class ShadowScorer:
@@ -64,7 +64,7 @@ class ShadowScorer:
             score: float | None = None
             decision = error = None
             try:
-                score = job.model.score(job.row)
+                score = job.model.score(job.vector.row(job.model.features))
                 decision = job.model.decide(score)
                 self.scored += 1
             except Exception as exc:  # a failing shadow model is recorded, never raised

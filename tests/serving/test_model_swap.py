@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from mlflow import MlflowClient
 
-from pipelines.registry import CHAMPION, connect, set_alias
+from pipelines.registry import CHALLENGER, CHAMPION, connect, set_alias
 from tests.serving.conftest import ADMIN_TOKEN, POLL_SECONDS, Fleet, ServingWorld
 from tests.serving.live_server import LiveServer
 
@@ -116,8 +116,63 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_keeps_serving(
     set_alias(registry, MODEL, CHAMPION, live_world.champion)
 
 
-def _reload_failures(server: LiveServer) -> float:
+def _reload_failures(server: LiveServer, alias: str = "champion") -> float:
     for line in server.metrics().splitlines():
-        if line.startswith('fraudlab_model_reload_failures_total{alias="champion"}'):
+        if line.startswith(f'fraudlab_model_reload_failures_total{{alias="{alias}"}}'):
             return float(line.split()[-1])
     return 0.0
+
+
+def _register_like(registry: MlflowClient, version: str, **changed_tags: str) -> str:
+    """A new version of the same artifact whose tags differ as given (a mis-tagged one)."""
+    good = registry.get_model_version(MODEL, version)
+    bad = registry.create_model_version(
+        MODEL, good.source, run_id=good.run_id, tags=dict(good.tags) | changed_tags
+    )
+    return str(bad.version)
+
+
+@pytest.mark.parametrize(
+    "mistag",
+    [
+        pytest.param("renamed feature", id="renamed-feature"),
+        pytest.param("nan threshold", id="nan-threshold"),
+        pytest.param("review above decline", id="review-above-decline"),
+        pytest.param("unknown service", id="unknown-service"),
+    ],
+)
+def test_a_mis_tagged_challenger_is_refused_and_the_champion_answers_stay_whole(
+    fleet: Fleet, live_world: ServingWorld, registry: MlflowClient, mistag: str
+) -> None:
+    """Issue 11, finding 1: a `features` tag with one name renamed passed the all-NaN
+    probe (same length), then broke every champion answer through the shadow row."""
+    good = registry.get_model_version(MODEL, live_world.challenger)
+    tags = dict(good.tags)
+    changed = {
+        "renamed feature": {"features": tags["features"].replace("amount", "amount_eur", 1)},
+        "nan threshold": {"threshold_review": "nan"},
+        "review above decline": {
+            "threshold_review": tags["threshold_decline"],
+            "threshold_decline": tags["threshold_review"],
+        },
+        "unknown service": {"feature_service": "fraud_v9"},
+    }[mistag]
+    if mistag == "review above decline" and float(tags["threshold_review"]) == float(
+        tags["threshold_decline"]
+    ):
+        pytest.skip("the thresholds are equal: swapping them changes nothing")
+    bad = _register_like(registry, live_world.challenger, **changed)
+    refused = _reload_failures(fleet.swap, "challenger")
+    set_alias(registry, MODEL, CHALLENGER, bad)
+    try:
+        answer = fleet.swap.admin("/admin/reload", ADMIN_TOKEN).json()
+        assert f"version {bad} refused" in answer["errors"].get("challenger", ""), answer
+        assert answer["loaded"]["challenger"] == live_world.challenger
+        assert _reload_failures(fleet.swap, "challenger") > refused
+        statuses = Counter(
+            fleet.swap.score(p).status_code for p in live_world.payments(40, skip=100)
+        )
+        assert statuses == {200: 40}, statuses
+    finally:
+        set_alias(registry, MODEL, CHALLENGER, live_world.challenger)
+        fleet.swap.admin("/admin/reload", ADMIN_TOKEN)
