@@ -10,7 +10,6 @@ and the old one keeps serving.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable
@@ -149,7 +148,7 @@ def check_servable(model: ServingModel, served: set[str]) -> None:
             f"features {unknown} are not served by feature service {model.feature_service!r}"
         )
     review, decline = model.review_threshold, model.decline_threshold
-    if not (math.isfinite(review) and math.isfinite(decline) and 0 <= review <= decline <= 1):
+    if not 0 <= review <= decline <= 1:  # NaN fails every comparison, infinities the bounds
         raise ValueError(
             f"thresholds must satisfy 0 <= review <= decline <= 1: review {review}, "
             f"decline {decline}"

@@ -7,8 +7,13 @@ from __future__ import annotations
 import statistics
 import time
 
+import numpy as np
 import pytest
 
+from serving.features import FeatureVector
+from serving.prediction_log import ShadowRecord
+from serving.scoring import ServingModel
+from serving.shadow import ShadowJob, ShadowScorer
 from tests.serving.conftest import Fleet, ServingWorld
 from tests.serving.live_server import LiveServer
 
@@ -75,3 +80,25 @@ def test_a_broken_shadow_model_changes_no_answer_and_no_latency(
         assert errors - errors_before == PAYMENTS
     else:  # the queue of 20 fills faster than a 50 ms model drains it
         assert _gauge(faulty, "fraudlab_shadow_dropped") - dropped_before > 0
+
+
+def test_a_challenger_row_that_cannot_be_built_is_a_counted_shadow_error() -> None:
+    """The challenger's row is assembled in the shadow worker, not on the request path:
+    a feature missing from the champion's lookup is recorded there, never raised."""
+    records: list[ShadowRecord] = []
+    shadow = ShadowScorer(capacity=4, on_result=records.append)
+    model = ServingModel(
+        name="fraud-detector",
+        version="7",
+        features=["amount", "amount_eur"],  # the second is not in the lookup below
+        feature_service="fraud_v2",
+        review_threshold=0.5,
+        decline_threshold=0.9,
+        score=lambda row: float(np.clip(row.sum(), 0, 1)),
+    )
+    vector = FeatureVector(values={"amount": 0.3}, fallback=[])
+    assert shadow.submit(ShadowJob("r1", model, vector))  # the request path: never raises
+    shadow.close()
+    assert (shadow.errors, shadow.scored, len(records)) == (1, 0, 1)
+    assert records[0].request_id == "r1" and records[0].score is None
+    assert records[0].error is not None and "amount_eur" in records[0].error
