@@ -72,6 +72,10 @@ class ServingSettings(BaseModel):
     # None (right): a missing feature reaches the model as NaN, as in training. A number
     # reproduces the classic `fillna(0)` serving bug (scenario skew-missing-default).
     fill_missing_with: float | None = None
+    # Online features' time per request: Redis socket and connect timeouts, and no
+    # further view is read once it is spent. A loopback lookup takes ~1 ms; past the
+    # budget the payment is scored on an explicit, counted fallback instead of waiting.
+    online_budget_ms: float = Field(20.0, gt=0, le=5_000)
 
 
 class MonitoringSettings(BaseModel):

@@ -9,6 +9,7 @@ its tags: `VersionTags` is that contract, written by training and read by servin
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,13 @@ from sklearn.pipeline import Pipeline
 
 from fraudlab.errors import ModelUnavailable, ServiceUnavailable
 from fraudlab.settings import Settings, describe_validation_error
+from pipelines.model_files import (
+    SKOPS_TRUSTED,
+    model_file,
+    read_input_example,
+    read_model,
+    sha256,
+)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 EXPERIMENT = "fraudlab-training"
@@ -35,7 +43,7 @@ class VersionTags(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    flavor: Literal["lightgbm", "sklearn"]  # how to load it
+    flavor: Literal["lightgbm", "sklearn"]  # which model file its artifact must hold
     features: list[str] = Field(min_length=1)  # the model's column order
     feature_service: str  # the Feast service that serves exactly those features
     threshold_review: float
@@ -46,6 +54,8 @@ class VersionTags(BaseModel):
     join: Literal["pit", "naive"]
     leaky: bool
     code_version: str
+    # The model file's SHA-256, set by log_model_version; serving refuses a mismatch.
+    artifact_sha256: str = ""
 
     @field_validator("features", mode="before")
     @classmethod
@@ -78,6 +88,7 @@ class RegisteredModel:
     version: str
     model: Pipeline | lgb.Booster
     tags: VersionTags
+    example: pd.DataFrame | None = None  # the rows logged with it (its input example)
 
     @property
     def features(self) -> list[str]:
@@ -162,9 +173,15 @@ def log_model_version(
     }
     if isinstance(model, lgb.Booster):
         info = mlflow.lightgbm.log_model(model, **common)
-    else:
-        info = mlflow.sklearn.log_model(model, serialization_format="cloudpickle", **common)
+    else:  # skops, not pickle: reading it back runs no code (pipelines/model_files.py)
+        info = mlflow.sklearn.log_model(
+            model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
+        )
     version = str(info.registered_model_version)
+    with tempfile.TemporaryDirectory() as scratch:
+        logged = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=scratch))
+        _, path = model_file(logged)
+        tags = tags.model_copy(update={"artifact_sha256": sha256(path)})
     client = MlflowClient()
     for key, value in tags.to_tags().items():
         client.set_model_version_tag(model_name, version, key, value)
@@ -190,9 +207,17 @@ def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -
 
 
 def load_version(client: MlflowClient, model_name: str, version: str) -> RegisteredModel:
-    """The native model behind a version (a Booster or an sklearn pipeline) and its tags."""
+    """The native model behind a version (a Booster or an sklearn pipeline), its tags and
+    input example, read without unpickling anything and only if its digest matches."""
     mv = client.get_model_version(model_name, version)
     tags = VersionTags.from_tags(version, dict(mv.tags))
-    loader = mlflow.lightgbm if tags.flavor == "lightgbm" else mlflow.sklearn
-    model = loader.load_model(f"models:/{model_name}/{version}")
-    return RegisteredModel(version=version, model=model, tags=tags)
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=scratch)
+        )
+        try:
+            model = read_model(local, tags.flavor, tags.artifact_sha256)
+        except ModelUnavailable as exc:
+            raise ModelUnavailable(f"version {version}: {exc}") from exc
+        example = read_input_example(local)
+    return RegisteredModel(version=version, model=model, tags=tags, example=example)

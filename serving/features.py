@@ -8,6 +8,7 @@ flag naming them, never a silent zero: the models were trained with NaN for miss
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -24,13 +25,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STORE_ERROR = "feature_store_unavailable"
+OVER_BUDGET = "feature_budget_spent"  # the views not read because the budget ran out
 MEAN_30D = "customer_mean_amount_30d"  # the request-time ratio needs it
 
 
 @dataclass(frozen=True)
 class FeatureVector:
     values: dict[str, float]
-    fallback: list[str]  # features that were missing or stale (or STORE_ERROR)
+    fallback: list[str]  # features missing or stale, or STORE_ERROR / OVER_BUDGET
 
     def row(self, names: list[str]) -> np.ndarray:
         return np.fromiter((self.values[n] for n in names), dtype=np.float64, count=len(names))
@@ -40,9 +42,14 @@ class OnlineFeatures:
     """Looks up the entity features named by `refs` ("view:feature") for one payment."""
 
     def __init__(
-        self, store: FeatureStore, refs: list[str], fill_missing_with: float | None = None
+        self,
+        store: FeatureStore,
+        refs: list[str],
+        fill_missing_with: float | None = None,
+        budget_seconds: float = 0.02,
     ) -> None:
         self.store = store
+        self.budget_seconds = budget_seconds
         self.fill_missing_with = fill_missing_with
         self.refs = refs
         self.names = [ref.split(":", 1)[1] for ref in refs]
@@ -51,7 +58,7 @@ class OnlineFeatures:
         # get_online_features makes per view, minus its response assembly (the two are
         # timed side by side by benchmarks/online_lookup.py).
         self._provider = store._get_provider()
-        _fail_fast(self._provider.online_store, store.config.online_store)
+        _bound_redis(self._provider.online_store, store.config.online_store, budget_seconds)
         self._views: list[tuple[FeatureView, str, list[str]]] = []
         by_view: dict[str, list[str]] = {}
         for ref in refs:
@@ -86,7 +93,12 @@ class OnlineFeatures:
         oldest_fresh = event_time.timestamp() - self.ttl_seconds
         values: dict[str, float] = {}
         fallback: list[str] = []
+        deadline = time.perf_counter() + self.budget_seconds
         for view, join_key, names in self._views:
+            if time.perf_counter() > deadline:  # a slow store: the rest is a fallback
+                values.update(dict.fromkeys(names, np.nan))
+                fallback += [*names] if OVER_BUDGET in fallback else [OVER_BUDGET, *names]
+                continue
             key = EntityKey(join_keys=[join_key], entity_values=[Value(int64_val=ids[join_key])])
             try:
                 ((stamp, row),) = self._provider.online_read(
@@ -120,16 +132,27 @@ class OnlineFeatures:
             return False
 
 
-def _fail_fast(online_store: object, config: object) -> None:
-    """redis-py retries a failed command 3 times with 1-10 s backoff: seconds of a blocked
-    request per lookup while Redis is down. One immediate retry (for a connection a
-    restarted server closed), then the explicit fallback."""
+def _bound_redis(online_store: object, config: object, budget_seconds: float) -> None:
+    """Bound every Redis call of this client by the budget. redis-py has no socket or
+    connect timeout by default (a paused or black-holed Redis blocks a lookup forever)
+    and retries a failed command 3 times with 1-10 s backoff. Now: one immediate retry
+    on a refused or reset connection (a restarted server closed it), none on a timeout,
+    then the explicit fallback. Only serving's client: a bulk materialize keeps its own."""
     if getattr(config, "type", None) != "redis":
         return
     from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.retry import Retry
 
-    online_store._get_client(config).set_retry(Retry(NoBackoff(), 1))  # type: ignore[attr-defined]
+    client = online_store._get_client(config)  # type: ignore[attr-defined]
+    pool = client.connection_pool
+    pool.connection_kwargs.update(
+        socket_timeout=budget_seconds,
+        socket_connect_timeout=budget_seconds,
+        retry_on_timeout=False,
+    )
+    pool.disconnect()  # connections made before this pick the timeouts up on reconnect
+    client.set_retry(Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
 
 
 def _number(value: Value | None) -> float:

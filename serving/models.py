@@ -1,10 +1,12 @@
 """Models by alias, loaded off the request path and swapped atomically.
 
 The request path reads `manager.current` once per request: an immutable snapshot of
-(champion, challenger). A reload builds a new snapshot beside it and replaces the
-reference in one assignment, so a request sees either the old pair or the new one,
-never half of each. A version that fails to load or to score a probe row is refused
-and the old one keeps serving.
+(champion, challenger, and the online-feature client that serves both). A reload builds
+the whole next snapshot beside it, client included, and replaces the reference in one
+assignment, so a request sees the old snapshot or the new one, never new models with
+the old feature list. A version that fails to load, to pass its checks, or to get an
+online client is refused and the old snapshot keeps serving. So is an alias lookup
+that says the champion is gone: only a cold start with nothing loaded answers 503.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mlflow import MlflowClient
 
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect, load_version
+from serving.features import OnlineFeatures
 from serving.scoring import ServingModel
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ ServedFeatures = Callable[[str], set[str]]  # feature service -> the names it se
 class LoadedModels:
     champion: ServingModel | None = None
     challenger: ServingModel | None = None
+    online: OnlineFeatures | None = None  # reads exactly what these two models need
 
     def get(self, alias: str) -> ServingModel | None:
         return self.champion if alias == CHAMPION else self.challenger
@@ -41,15 +45,17 @@ class ModelManager:
     def __init__(
         self,
         settings: Settings,
-        on_change: Callable[[LoadedModels], None],
+        online_for: Callable[[LoadedModels], OnlineFeatures],
         served_features: ServedFeatures,
+        on_swapped: Callable[[LoadedModels], None] = lambda _: None,
         on_refused: Callable[[dict[str, str]], None] = lambda _: None,
     ) -> None:
         self.settings = settings
         self.model_name = settings.training.model_name
         self.current = LoadedModels()
         self.last_errors: dict[str, str] = {}
-        self.on_change = on_change
+        self.online_for = online_for  # builds the next snapshot's client, before the swap
+        self.on_swapped = on_swapped
         self.served_features = served_features
         self.on_refused = on_refused  # every refresh that failed, the watcher's included
         # Other shared state each worker picks up on the same beat (the routing row):
@@ -88,9 +94,16 @@ class ModelManager:
                 self.on_refused(self.last_errors)
                 return self.last_errors
             updated = self.current
+            moved: dict[str, str | None] = {}
             for alias, version in wanted.items():
                 loaded = updated.get(alias)
                 if version == (loaded.version if loaded else None):
+                    continue
+                if version is None and alias == CHAMPION and loaded is not None:
+                    # "Not found" from an empty or wrong backend looks like a deleted
+                    # alias; unloading on it would turn every answer into a 503.
+                    errors[alias] = f"alias not found in the registry; keeping v{loaded.version}"
+                    log.error("champion alias not found; keeping v%s", loaded.version)
                     continue
                 try:
                     model = None if version is None else self._checked(version)
@@ -98,14 +111,34 @@ class ModelManager:
                     errors[alias] = f"version {version} refused: {exc}"
                     log.error("alias %s -> v%s refused: %s", alias, version, exc)
                     continue
-                updated = replace(updated, **{alias: model})
-            if updated is not self.current:
-                self.current = updated  # the atomic swap
-                self.on_change(updated)
+                updated = (
+                    replace(updated, champion=model)
+                    if alias == CHAMPION
+                    else replace(updated, challenger=model)
+                )
+                moved[alias] = version
+            if moved:
+                self._swap(updated, moved, errors)
             self.last_errors = errors
             if errors:
                 self.on_refused(errors)
             return errors
+
+    def _swap(
+        self, updated: LoadedModels, moved: dict[str, str | None], errors: dict[str, str]
+    ) -> None:
+        try:
+            updated = replace(updated, online=self.online_for(updated))
+        except Exception as exc:  # no client for the new models: none of them serve
+            for alias, version in moved.items():
+                errors[alias] = f"version {version} refused: no online features for it: {exc}"
+            log.exception("online features for %s could not be built", moved)
+            return
+        self.current = updated  # the atomic swap: models and their client together
+        try:
+            self.on_swapped(updated)
+        except Exception:  # a gauge update must not undo or hide a done swap
+            log.exception("after-swap hook failed")
 
     def _checked(self, version: str) -> ServingModel:
         model = self.load_version(version)
@@ -139,9 +172,8 @@ class ModelManager:
 def check_servable(model: ServingModel, served: set[str]) -> None:
     """Refuse a version before it can serve: every feature it reads must be one its
     feature service serves (a renamed name would fail every request that builds its
-    row), its thresholds must be ordered probabilities, and a probe row must score a
-    probability. The probe's length matches `features`, so it cannot catch a renamed
-    name: the first check does."""
+    row), its thresholds must be ordered probabilities, and realistic rows (its input
+    example) and an all-missing row must each score a probability."""
     unknown = [name for name in model.features if name not in served]
     if unknown:
         raise ValueError(
@@ -153,6 +185,14 @@ def check_servable(model: ServingModel, served: set[str]) -> None:
             f"thresholds must satisfy 0 <= review <= decline <= 1: review {review}, "
             f"decline {decline}"
         )
-    probe = model.score(np.full(len(model.features), np.nan))
-    if not 0.0 <= probe <= 1.0:  # NaN fails this too
-        raise ValueError(f"probe score {probe} is not a probability")
+    probes = [np.full(len(model.features), np.nan)]
+    example = model.example
+    if example is not None:
+        missing = [name for name in model.features if name not in example.columns]
+        if missing:
+            raise ValueError(f"its input example has no columns {missing}")
+        probes += list(example[model.features].to_numpy(dtype=np.float64))
+    for row in probes:
+        probe = model.score(row)
+        if not 0.0 <= probe <= 1.0:  # NaN fails this too
+            raise ValueError(f"probe score {probe} is not a probability")

@@ -8,12 +8,13 @@ validation overhead. tests/serving checks both agree with the training-side scor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from pipelines.registry import RegisteredModel
@@ -71,6 +72,8 @@ class ServingModel:
     review_threshold: float
     decline_threshold: float
     score: Scorer
+    # The rows logged with the version: the load check's realistic probe.
+    example: pd.DataFrame | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_registered(cls, name: str, registered: RegisteredModel) -> ServingModel:
@@ -87,6 +90,7 @@ class ServingModel:
             review_threshold=tags.threshold_review,
             decline_threshold=tags.threshold_decline,
             score=scorer,
+            example=registered.example,
         )
 
     def decide(self, score: float) -> str:

@@ -9,7 +9,7 @@ from features.store import feature_service, open_store, service_features
 from fraudlab.errors import ModelUnavailable
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION
-from serving.features import STORE_ERROR, FeatureVector, OnlineFeatures
+from serving.features import OVER_BUDGET, STORE_ERROR, FeatureVector, OnlineFeatures
 from serving.metrics import ServingMetrics
 from serving.models import LoadedModels, ModelManager
 from serving.prediction_log import PredictionLog, PredictionRecord
@@ -23,7 +23,6 @@ class ScoringService:
         self.settings = settings
         self.metrics = ServingMetrics()
         self.store = open_store(settings)
-        self.online: OnlineFeatures | None = None
         self.routing = RoutingPolicy(settings.serving.canary_share, settings.serving.shadow)
         self.log = PredictionLog(
             settings.prediction_log_path,
@@ -39,8 +38,9 @@ class ScoringService:
         )
         self.models = ModelManager(
             settings,
-            on_change=self._models_changed,
+            online_for=self._online_for,
             served_features=self._served_features,
+            on_swapped=self._show_versions,
             on_refused=self._count_refusals,
         )
 
@@ -53,8 +53,8 @@ class ScoringService:
         self.shadow.close()
         self.log.close()
 
-    def _models_changed(self, loaded: LoadedModels) -> None:
-        """Ask Feast for exactly the entity features the loaded models' services name."""
+    def _online_for(self, loaded: LoadedModels) -> OnlineFeatures:
+        """A client asking Feast for exactly the entity features the models' services name."""
         refs: list[str] = []
         for model in (loaded.champion, loaded.challenger):
             if model is None:
@@ -64,9 +64,11 @@ class ScoringService:
                 refs += [f"{projection.name}:{f.name}" for f in projection.features]
         if not any(ref.endswith(":customer_mean_amount_30d") for ref in refs):
             refs.append("customer_spending:customer_mean_amount_30d")  # request-time ratio
-        self.online = OnlineFeatures(
+        return OnlineFeatures(
             self.store, sorted(set(refs)), self.settings.serving.fill_missing_with
         )
+
+    def _show_versions(self, loaded: LoadedModels) -> None:
         for alias in (CHAMPION, CHALLENGER):
             model = loaded.get(alias)
             self.metrics.model_version.labels(alias).set(int(model.version) if model else 0)
@@ -89,16 +91,20 @@ class ScoringService:
             errors=errors,
         )
 
-    def ready(self) -> tuple[bool, str]:
-        if self.models.current.champion is None:
-            return False, "no champion loaded"
-        if self.online is None or not self.online.ping():
-            return False, "feature store not answering"
-        return True, "ready"
+    def ready(self) -> tuple[bool, str, dict[str, str]]:
+        """Ready or not, why, and what the last reload refused (it keeps serving the
+        last good version then, and says so here rather than only in a log)."""
+        current, refused = self.models.current, dict(self.models.last_errors)
+        if current.champion is None:
+            return False, "no champion loaded", refused
+        if current.online is None or not current.online.ping():
+            return False, "feature store not answering", refused
+        return True, "ready", refused
 
     def score(self, request: ScoreRequest) -> ScoreResponse:
         started = time.perf_counter()
-        loaded, online = self.models.current, self.online
+        loaded = self.models.current  # one snapshot for the whole request
+        online = loaded.online
         if loaded.champion is None or online is None:
             raise ModelUnavailable("no champion model is loaded")
         route = self.routing.route(request.customer_id, loaded.challenger is not None)
@@ -162,7 +168,10 @@ class ScoringService:
         m.stage_seconds.labels("total").observe(total)
         m.requests.labels(route, decision).inc()
         if vector.fallback:
-            reason = STORE_ERROR if STORE_ERROR in vector.fallback else "missing_or_stale"
+            reason = next(
+                (r for r in (STORE_ERROR, OVER_BUDGET) if r in vector.fallback),
+                "missing_or_stale",
+            )
             m.fallbacks.labels(reason).inc()
         self.log.append(
             PredictionRecord(

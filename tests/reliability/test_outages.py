@@ -7,6 +7,7 @@ Run with `pytest -s` to see the measured numbers.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from serving.features import STORE_ERROR
-from tests.reliability.conftest import ProductionWorld
+from serving.prediction_log.record import PREDICTIONS
+from tests.reliability.conftest import ADMIN_TOKEN, ProductionWorld
+from tests.serving.conftest import logged_rows
 
 RATE = 50.0  # requests per second the load thread aims at
 OUTAGE_SECONDS = 3.0
@@ -31,6 +34,7 @@ class Answer:
     seconds: float  # how long the answer took
     status: int  # -1: no HTTP answer at all
     fallback_features: tuple[str, ...] = ()
+    request_id: str | None = None  # the API's id, for 200s
 
     @property
     def fallback(self) -> bool:
@@ -63,13 +67,16 @@ class Load:
             if self.stop.is_set():
                 return
             sent = time.monotonic()
+            request_id = None
             try:
                 response = self.world.api.post("/v1/score", json=body)
                 status = response.status_code
                 features = tuple(response.json()["fallback_features"]) if status == 200 else ()
+                request_id = response.json()["request_id"] if status == 200 else None
             except httpx.HTTPError:
                 status, features = -1, ()
-            self.answers.append(Answer(sent, time.monotonic() - sent, status, features))
+            answer = Answer(sent, time.monotonic() - sent, status, features, request_id)
+            self.answers.append(answer)
             self.stop.wait(max(0.0, 1 / RATE - (time.monotonic() - sent)))
 
     def between(self, start: float, end: float) -> list[Answer]:
@@ -172,3 +179,77 @@ def test_mlflow_down_keeps_models_and_reload_fails_safe(
         "loaded": {"champion": world.champion, "challenger": None},
         "errors": {},
     }
+
+
+def _probe_latencies(world: ProductionWorld, stop: threading.Event) -> dict[str, list[float]]:
+    """/healthz, /metrics and an admin read, one after another until stopped, timed."""
+    seconds: dict[str, list[float]] = {"healthz": [], "metrics": [], "admin": []}
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=str(world.api.base_url), timeout=30.0) as probe:
+        while not stop.is_set():
+            for name, call in (
+                ("healthz", lambda: probe.get("/healthz")),
+                ("metrics", lambda: probe.get("/metrics")),
+                ("admin", lambda: probe.get("/admin/routing", headers=headers)),
+            ):
+                sent = time.monotonic()
+                assert call().status_code == 200, name
+                seconds[name].append(time.monotonic() - sent)
+            stop.wait(0.05)
+    return seconds
+
+
+def test_a_paused_redis_gives_fallbacks_within_the_budget_and_the_api_stays_responsive(
+    production_world: ProductionWorld,
+) -> None:
+    """Issue 11, finding 3: SIGSTOP the redis-server (its socket still accepts, nothing
+    answers), score through the pause, SIGCONT. Before: no socket timeout, the lookup on
+    the event loop: every request of the worker, /healthz and /metrics included, hung
+    for the whole pause."""
+    world = production_world
+    budget = world.settings.serving.online_budget_ms / 1e3
+    assert world.redis.process is not None
+    stop_probes = threading.Event()
+    probed: dict[str, list[float]] = {}
+    prober = threading.Thread(
+        target=lambda: probed.update(_probe_latencies(world, stop_probes)), daemon=True
+    )
+    with Load(world) as load:
+        time.sleep(1.0)
+        prober.start()
+        os.killpg(world.redis.process.pid, signal.SIGSTOP)
+        paused = time.monotonic()
+        time.sleep(OUTAGE_SECONDS)
+        resumed = time.monotonic()
+        os.killpg(world.redis.process.pid, signal.SIGCONT)
+        time.sleep(AFTER_SECONDS)
+        stop_probes.set()
+        prober.join(timeout=30)
+    during = [a for a in load.between(paused, resumed) if a.sent + a.seconds < resumed]
+    after = load.between(resumed, time.monotonic())
+    clean_after = [a for a in after if not a.fallback]
+    recovery = clean_after[0].sent - resumed if clean_after else float("inf")
+    answered = [a.request_id for a in load.answers if a.request_id]
+    logged = logged_rows(world.settings.prediction_log_path, PREDICTIONS, answered)
+    worst = {name: max(times, default=float("inf")) for name, times in probed.items()}
+    during_ms = sorted(1e3 * a.seconds for a in during)
+    p99_ms = during_ms[int(0.99 * (len(during_ms) - 1))] if during_ms else float("inf")
+    print(
+        f"\n[redis paused] sent={len(load.answers)} during={len(during)} "
+        f"non_200={sum(a.status != 200 for a in load.answers)} "
+        f"fallback_during={sum(STORE_ERROR in a.fallback_features for a in during)} "
+        f"p99_during_ms={p99_ms:.1f} max_during_ms={max(during_ms, default=0):.1f} "
+        f"budget_ms={budget * 1e3:.0f} recovery_s={recovery:.2f} "
+        + " ".join(f"worst_{k}_ms={1e3 * v:.1f}" for k, v in worst.items())
+        + f" answered={len(answered)} logged={len(logged)}"
+    )
+    assert all(a.status == 200 for a in load.answers), [a for a in load.answers if a.status != 200][
+        :5
+    ]
+    assert len(during) >= 20, "too few requests reached the API while Redis was paused"
+    assert all(STORE_ERROR in a.fallback_features for a in during), during[:5]
+    # The budget plus the request's own work on a busy 2-core machine.
+    assert p99_ms <= 1e3 * budget + 150, during_ms[-5:]
+    assert all(v < 1.0 for v in worst.values()), worst
+    assert recovery <= RECOVERY_BOUND_SECONDS
+    assert {row["request_id"] for row in logged} == set(answered)

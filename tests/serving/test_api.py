@@ -185,7 +185,8 @@ def test_shadow_never_changes_the_answer_and_logs_challenger_scores(
 def test_health_and_readiness(fleet: Fleet) -> None:
     assert fleet.api.client.get("/healthz").json() == {"status": "ok"}
     ready = fleet.api.client.get("/readyz")
-    assert ready.status_code == 200 and ready.json() == {"ready": True, "reason": "ready"}
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "reason": "ready", "refused": {}}
 
 
 def test_metrics_expose_latency_histogram_and_counters(
