@@ -1,11 +1,15 @@
 """The operator's side of the scoring API: reload the models, change the routing.
 
-What the monitor's actions call after they move an alias. A failure is reported, never
-raised: the registry change is what counts, and the API's alias watcher finds it on its
-next poll even when this call did not get through.
+What the monitor's actions call after they move an alias. A failure is returned, never
+raised, as an answer that is not `ok`: anything but a 2xx (a 403 from a wrong token is
+a failure, not a success), no answer, or no admin token to send. The caller decides
+what it means: a reload the alias watcher will redo on its next poll is not worth
+failing an action over; a routing change nobody else will make is.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import httpx
 
@@ -14,25 +18,34 @@ from fraudlab.settings import Settings
 ADMIN_TIMEOUT_SECONDS = 30.0  # a reload loads models: seconds on a busy machine
 
 
+@dataclass(frozen=True)
+class AdminAnswer:
+    ok: bool
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class ServingAdmin:
     def __init__(self, settings: Settings) -> None:
         self.url = settings.api_url
         token = settings.serving.admin_token
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _post(self, path: str, body: dict[str, object] | None = None) -> str:
+    def _post(self, path: str, body: dict[str, object] | None = None) -> AdminAnswer:
         if not self.headers:
-            return "serving not told (no admin token); its alias watcher will notice"
+            return AdminAnswer(False, f"serving {path} not called: no admin token configured")
         try:
             response = httpx.post(
                 f"{self.url}{path}", json=body, headers=self.headers, timeout=ADMIN_TIMEOUT_SECONDS
             )
-            return f"serving {path}: HTTP {response.status_code}"
         except httpx.HTTPError as exc:
-            return f"serving {path} unreachable ({type(exc).__name__}); the watcher will notice"
+            return AdminAnswer(False, f"serving {path} unreachable ({type(exc).__name__})")
+        return AdminAnswer(response.is_success, f"serving {path}: HTTP {response.status_code}")
 
-    def set_canary(self, share: float) -> str:
+    def set_canary(self, share: float) -> AdminAnswer:
         return self._post("/admin/routing", {"canary_share": share})
 
-    def reload(self) -> str:
+    def reload(self) -> AdminAnswer:
         return self._post("/admin/reload")

@@ -161,6 +161,10 @@ class Settings(BaseSettings):
         return self.monitoring_dir / "decisions.jsonl"
 
     @property
+    def action_journal_path(self) -> Path:
+        return self.monitoring_dir / "actions.jsonl"
+
+    @property
     def api_url(self) -> str:
         return self.monitoring.api_url or f"http://{self.serving.host}:{self.serving.port}"
 

@@ -1,6 +1,7 @@
 """The decision log: every monitor run appends what it measured, what the policy
 decided and why, the reports it wrote, and what each action did. JSON lines, one run
-per line, append-only: the audit trail a postmortem starts from."""
+per line, append-only: the audit trail a postmortem starts from. A torn line (a crash
+mid-write) is skipped with a warning, not fatal to every later run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from monitoring.findings import Finding
+from monitoring.journal import append_json_line, read_json_lines
 from monitoring.policy import Action, Policy
 
 
@@ -25,7 +27,9 @@ class Decision:
     why: str
     taken: bool = False
     held_back: str = ""  # why a triggered action was not taken (cool-down, ...)
-    outcome: str = ""  # what the action did, when taken
+    outcome: str = ""  # what the action did, or why it failed
+    judged: str | None = None  # the model version the finding judged, if any
+    failed: bool = False  # tried and failed: not taken, no cool-down, tried again next run
 
 
 @dataclass
@@ -52,9 +56,18 @@ def triggered(policy: Policy, findings: list[Finding]) -> list[Decision]:
             rule.condition(),
             finding.metrics.get(rule.metric),
             rule.why,
+            judged=_judged_version(finding),
         )
         for rule, finding in policy.judge(findings)
     ]
+
+
+def _judged_version(finding: Finding) -> str | None:
+    """The version an action on this finding may touch: the challenger the canary
+    judged, or the champion whose performance was measured."""
+    key = {"canary": "challenger_version", "performance": "champion_version"}.get(finding.job)
+    value = finding.details.get(key) if key else None
+    return str(value) if value else None
 
 
 class DecisionLog:
@@ -62,14 +75,10 @@ class DecisionLog:
         self.path = path
 
     def runs(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        return read_json_lines(self.path)
 
     def append(self, run: MonitorRun) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as handle:
-            handle.write(run.to_json() + "\n")
+        append_json_line(self.path, asdict(run))
 
     def last_taken(self, action: Action) -> pd.Timestamp | None:
         """Monitor time of the latest run that took this kind of action."""

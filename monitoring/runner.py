@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import pandas as pd
 
@@ -18,12 +19,14 @@ from data.validate import load_transactions
 from features.store import open_store
 from fraudlab.settings import Settings
 from monitoring import actions
+from monitoring.actions import ActionOutcome
 from monitoring.canary import run_canary
 from monitoring.decisions import Decision, DecisionLog, MonitorRun, triggered
 from monitoring.drift import run_drift
 from monitoring.findings import Finding
+from monitoring.journal import ActionJournal, Entry, monitor_lock
 from monitoring.performance import run_performance
-from monitoring.policy import ACTIONS, Policy
+from monitoring.policy import ACTIONS, Action, Policy
 from monitoring.skew import run_skew
 from monitoring.window import Window
 from pipelines.reference import load_reference
@@ -92,7 +95,9 @@ def run_jobs(
         trial = history[history["challenger_version"] == latest]
         shadow = read_shadow_scores(log_path, trial["request_id"])
         progress(f"canary: challenger v{latest} against the champion on matured labels")
-        findings.append(run_canary(trial, shadow, transactions, window.until, jobs.canary))
+        canary = run_canary(trial, shadow, transactions, window.until, jobs.canary)
+        canary.details["challenger_version"] = latest  # what a promote or rollback may touch
+        findings.append(canary)
     return findings, str(out_dir)
 
 
@@ -111,15 +116,33 @@ def decide_and_act(
     now: pd.Timestamp,
     decision_log: DecisionLog,
     execute: bool,
+    journal: ActionJournal | None = None,
 ) -> list[Decision]:
-    decisions = triggered(policy, findings)
+    journal = journal or ActionJournal(settings.action_journal_path)
     admin = ServingAdmin(settings)
-    done: set[str] = set()
+    # An action an earlier run began and never finished comes first: it was decided
+    # on that run's evidence and is written to be resumed (monitoring/actions.py).
+    resumed = [
+        _resume(settings, policy, entry, admin, now, journal)
+        for entry in (journal.interrupted() if execute else [])
+    ]
+    decisions = triggered(policy, findings)
+    done: set[str] = {d.action for d in resumed if d.taken}
     # A challenger still waiting for labels is the answer to the last retrain: replacing
     # it with a newer one every cool-down would restart its trial before it can finish.
     on_trial = any(f.job == "canary" and f.details.get("outcome") == "wait" for f in findings)
     for decision in sorted(decisions, key=lambda d: ACTIONS.index(d.action)):
-        last = decision_log.last_taken(decision.action)
+        last = max(
+            (
+                t
+                for t in (
+                    decision_log.last_taken(decision.action),
+                    journal.last_done(decision.action),
+                )
+                if t is not None
+            ),
+            default=None,
+        )
         cooldown = pd.Timedelta(hours=policy.cooldown_hours[decision.action])
         if decision.action in done:
             decision.held_back = f"a {decision.action} was already taken in this run"
@@ -135,34 +158,69 @@ def decide_and_act(
         elif not execute:
             decision.held_back = "dry run"
         else:
-            decision.outcome = _execute(settings, policy, decision, admin, now)
-            decision.taken = True
-            done.add(decision.action)
-    return decisions
+            entry = journal.begin(decision.action, decision.judged, decision.job, now)
+            outcome = _execute(
+                settings, policy, decision.action, decision.job, decision.judged, admin, now
+            )
+            journal.finish(entry, not outcome.failed, outcome.detail)
+            _record(decision, outcome)
+            if decision.taken:
+                done.add(decision.action)
+    return resumed + decisions
+
+
+def _record(decision: Decision, outcome: ActionOutcome) -> None:
+    decision.outcome = outcome.detail
+    decision.failed = outcome.failed
+    decision.taken = not outcome.failed  # a failed action starts no cool-down
+
+
+def _resume(
+    settings: Settings,
+    policy: Policy,
+    entry: Entry,
+    admin: ServingAdmin,
+    now: pd.Timestamp,
+    journal: ActionJournal,
+) -> Decision:
+    action = cast(Action, entry.action)
+    decision = Decision(
+        "resume",
+        entry.job,
+        action,
+        f"begun at {entry.at}, never finished",
+        None,
+        "an earlier monitor run stopped in the middle of this action",
+        judged=entry.judged,
+    )
+    outcome = _execute(settings, policy, action, entry.job, entry.judged, admin, now)
+    journal.finish(entry, not outcome.failed, outcome.detail)
+    _record(decision, outcome)
+    return decision
 
 
 def _execute(
     settings: Settings,
     policy: Policy,
-    decision: Decision,
+    action: Action,
+    job: str,
+    judged: str | None,
     admin: ServingAdmin,
     now: pd.Timestamp,
-) -> str:
+) -> ActionOutcome:
     try:
-        if decision.action == "alert":
-            log.warning("ALERT %s: %s = %s", decision.rule, decision.condition, decision.value)
-            return "alert recorded"
-        if decision.action == "promote":
-            return actions.promote(settings, admin).detail
-        if decision.action == "rollback":
-            rollback = (
-                actions.rollback_canary if decision.job == "canary" else actions.rollback_champion
-            )
-            return rollback(settings, admin).detail
-        return actions.retrain(settings, admin, now, policy.canary_share_after_retrain).detail
-    except Exception as exc:  # an action that fails is recorded with its reason
-        log.exception("action %s failed", decision.action)
-        return f"FAILED: {type(exc).__name__}: {exc}"
+        if action == "alert":
+            log.warning("ALERT from the %s job", job)
+            return ActionOutcome(True, "alert recorded")
+        if action == "promote":
+            return actions.promote(settings, admin, judged)
+        if action == "rollback":
+            rollback = actions.rollback_canary if job == "canary" else actions.rollback_champion
+            return rollback(settings, admin, judged)
+        return actions.retrain(settings, admin, now, policy.canary_share_after_retrain)
+    except Exception as exc:  # an action that fails is recorded with its reason, and retried
+        log.exception("action %s failed", action)
+        return ActionOutcome(False, f"FAILED: {type(exc).__name__}: {exc}", failed=True)
 
 
 def run_monitor(
@@ -177,6 +235,19 @@ def run_monitor(
 ) -> MonitorRun:
     """`html`: also write Evidently's drift report (drift.json is always written);
     `transactions`: the home's table when the caller already holds it."""
+    with monitor_lock(settings.monitoring_dir):
+        return _run_locked(settings, window, policy, execute, progress, html, transactions)
+
+
+def _run_locked(
+    settings: Settings,
+    window: Window,
+    policy: Policy,
+    execute: bool,
+    progress: Progress,
+    html: bool,
+    transactions: pd.DataFrame | None,
+) -> MonitorRun:
     findings, reports = run_jobs(
         settings, window, policy, progress, html=html, transactions=transactions
     )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from data.schema import REQUIRED_COLUMNS
@@ -129,4 +134,143 @@ def test_unreadable_files_are_data_errors(
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(DataValidationError, match=reason):
+        validate_transactions_file(path)
+
+
+def _parquet(tmp_path: Path, name: str, **columns: object) -> Path:
+    """The good rows with some columns replaced, written with exact Arrow types."""
+    table = pa.Table.from_pandas(_good_rows(), preserve_index=False)
+    for column, values in columns.items():
+        array = values if isinstance(values, pa.Array) else pa.array(values)
+        table = table.set_column(table.schema.get_field_index(column), column, array)
+    path = tmp_path / name
+    pq.write_table(table, path)
+    return path
+
+
+def test_ids_that_would_lose_precision_or_overflow_are_refused(tmp_path: Path) -> None:
+    """Issue 11, finding 10: ids went through float64, so 2**53 and 2**53 + 1 merged into
+    one customer, and 99999999999999999999 or uint64 2**64 - 1 became -2**63."""
+    big = [2**53, 2**53 + 1, 3, 4]
+    path = _parquet(
+        tmp_path,
+        "ids.parquet",
+        customer_id=pa.array(big, pa.int64()),
+        terminal_id=pa.array([2**64 - 1, 8, 9, 10], pa.uint64()),
+    )
+    with pytest.raises(DataValidationError) as caught:
+        validate_transactions_file(path)
+    message = str(caught.value)
+    assert (
+        "customer_id: 2 row(s) are above 9007199254740991, the largest id JSON and the "
+        "scoring API carry exactly (row 0 = 9007199254740992, row 1 = 9007199254740993)"
+    ) in message
+    assert "terminal_id: 1 row(s) are above 9007199254740991" in message
+    assert "(row 0 = 18446744073709551615)" in message
+    csv = tmp_path / "ids.csv"
+    _good_rows().assign(transaction_id=["99999999999999999999", "1", "2", "3"]).to_csv(
+        csv, index=False
+    )
+    with pytest.raises(DataValidationError, match=r"transaction_id: 1 row\(s\) are above"):
+        validate_transactions_file(csv)
+
+
+def test_an_id_just_inside_the_exact_range_is_kept_exactly(tmp_path: Path) -> None:
+    top = 2**53 - 1
+    path = _parquet(tmp_path, "top.parquet", customer_id=pa.array([top, top - 1, 3, 4]))
+    frame = read_transactions(path)
+    assert frame["customer_id"].tolist() == [top, top - 1, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "reason"),
+    [
+        ("amount", pa.array([True, False, True, True]), "are true or false, not numbers"),
+        ("is_fraud", pa.array([False, False, True, True]), "are true or false, not numbers"),
+        ("amount", pa.array(["12.5", "40", "300", "5"]), "are text, not numbers"),
+        ("customer_id", pa.array(["1", "2", "3", "4"]), "are text, not numbers"),
+    ],
+)
+def test_booleans_and_text_are_not_numbers(
+    tmp_path: Path, column: str, values: pa.Array, reason: str
+) -> None:
+    path = _parquet(tmp_path, "typed.parquet", **{column: values})
+    with pytest.raises(DataValidationError, match=f"{column}: 4 row\\(s\\) {reason}"):
+        validate_transactions_file(path)
+
+
+def test_a_csv_true_false_label_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    _good_rows().assign(is_fraud=[False, False, True, True]).to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match=r"is_fraud: 4 row\(s\) are true or false"):
+        validate_transactions_file(path)
+
+
+def _big_file(path: Path, rows: int, bad_last_amount: bool = False) -> Path:
+    """`rows` valid payments (plus, optionally, a bad amount in the last row), written
+    in row groups the way a large export would be."""
+    rng = np.random.default_rng(1)
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    events = start + pd.to_timedelta(np.sort(rng.integers(0, 86_400 * 60, rows)), unit="s")
+    amount = rng.uniform(1, 500, rows)
+    if bad_last_amount:
+        amount[-1] = -1.0
+    table = pa.table(
+        {
+            "transaction_id": np.arange(rows, dtype=np.int64),
+            "event_timestamp": pa.array(events.to_numpy(), pa.timestamp("us", tz="UTC")),
+            "customer_id": rng.integers(0, 10_000, rows),
+            "terminal_id": rng.integers(0, 20_000, rows),
+            "amount": amount,
+            "is_fraud": np.zeros(rows, dtype=np.int8),
+            "label_available_at": pa.array(
+                (events + pd.Timedelta(days=30)).to_numpy(), pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+    pq.write_table(table, path, row_group_size=100_000)
+    return path
+
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking pytest.
+PEAK_MEMORY = """
+import sys
+from pathlib import Path
+from data.validate import validate_transactions_file
+report = validate_transactions_file(Path(sys.argv[1]))
+status = Path("/proc/self/status").read_text().splitlines()
+print(report.rows, next(l.split()[1] for l in status if l.startswith("VmHWM:")))
+"""
+
+
+def _validate_in_child(path: Path) -> tuple[int, float]:
+    """(rows, peak resident MiB) of `validate_transactions_file` in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    return int(out[0]), int(out[1]) / 1024
+
+
+def test_a_large_file_is_validated_in_bounded_memory(tmp_path: Path) -> None:
+    """Issue 11, finding 10: the whole file was read into memory, ~250 bytes a row at
+    the peak. Now one chunk at a time, plus the ids for the duplicate check."""
+    small = _big_file(tmp_path / "small.parquet", 200_000)
+    large = _big_file(tmp_path / "large.parquet", 1_200_000)
+    (small_rows, small_mib), (large_rows, large_mib) = map(_validate_in_child, (small, large))
+    per_row = (large_mib - small_mib) * 2**20 / (large_rows - small_rows)
+    print(
+        f"validate peak RSS: {small_rows:,} rows {small_mib:.0f} MiB, "
+        f"{large_rows:,} rows {large_mib:.0f} MiB: {per_row:.0f} bytes per extra row"
+    )
+    assert (small_rows, large_rows) == (200_000, 1_200_000)
+    assert per_row < 100  # was ~250 (the whole table); the ids and their sorted copy are 16
+
+
+def test_a_problem_in_a_later_chunk_names_its_row_in_the_file(tmp_path: Path) -> None:
+    path = _big_file(tmp_path / "late.parquet", 250_000, bad_last_amount=True)
+    with pytest.raises(DataValidationError, match=r"amount: 1 row\(s\) .* \(row 249999 = -1.0\)"):
         validate_transactions_file(path)

@@ -6,13 +6,21 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from client.admin import ServingAdmin
 from fraudlab.settings import Settings
 from monitoring import actions
+from monitoring.decisions import DecisionLog, MonitorRun
+from monitoring.findings import Finding
+from monitoring.journal import ActionJournal, MonitorBusy, monitor_lock
+from monitoring.policy import Policy, Rule, load_policy
+from monitoring.runner import decide_and_act
 from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect, set_alias
 from pipelines.train import run_training
 from tests.monitoring.conftest import MonitorWorld
@@ -72,7 +80,7 @@ def _serving_version(server: LiveServer, want: str, seconds: float = 15) -> str:
 
 def test_promote_moves_the_champion_and_the_server_follows(served, monitor_world) -> None:
     settings, server = served
-    outcome = actions.promote(settings, ServingAdmin(settings))
+    outcome = actions.promote(settings, ServingAdmin(settings), None)
     client = connect(settings)
     assert outcome.executed, outcome.detail
     assert alias_version(client, "fraud-detector", CHAMPION) == monitor_world.challenger.version
@@ -85,7 +93,7 @@ def test_promote_moves_the_champion_and_the_server_follows(served, monitor_world
 
 def test_rollback_restores_the_previous_champion(served, monitor_world) -> None:
     settings, server = served
-    outcome = actions.rollback_champion(settings, ServingAdmin(settings))
+    outcome = actions.rollback_champion(settings, ServingAdmin(settings), None)
     assert outcome.executed, outcome.detail
     assert (
         alias_version(connect(settings), "fraud-detector", CHAMPION)
@@ -94,7 +102,7 @@ def test_rollback_restores_the_previous_champion(served, monitor_world) -> None:
     assert (
         _serving_version(server, monitor_world.champion.version) == monitor_world.champion.version
     )
-    again = actions.rollback_champion(settings, ServingAdmin(settings))
+    again = actions.rollback_champion(settings, ServingAdmin(settings), None)
     assert not again.executed and "no earlier champion" in again.detail
 
 
@@ -105,7 +113,7 @@ def test_canary_rollback_zeroes_the_canary_and_drops_the_challenger(served, moni
     assert server.admin("/admin/reload", TOKEN).status_code == 200
     assert server.admin("/admin/routing", TOKEN, {"canary_share": 1.0}).status_code == 200
     assert server.score(_payment()).json()["route"] == "canary"
-    outcome = actions.rollback_canary(settings, ServingAdmin(settings))
+    outcome = actions.rollback_canary(settings, ServingAdmin(settings), None)
     assert outcome.executed, outcome.detail
     assert alias_version(client, "fraud-detector", CHALLENGER) is None
     routing = server.client.get("/admin/routing", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -143,5 +151,226 @@ def test_actions_report_an_unreachable_server_instead_of_failing(served, tmp_pat
             "monitoring": settings.monitoring.model_copy(update={"api_url": "http://127.0.0.1:9"})
         }
     )
-    message = ServingAdmin(offline).set_canary(0.0)
-    assert "unreachable" in message
+    answer = ServingAdmin(offline).set_canary(0.0)
+    assert not answer.ok and "unreachable" in answer.text
+
+
+# Issue 11, finding 6: monitor actions under failure. The registry and the server are
+# real; the faults are the monitor's own death between two registry writes, an MLflow
+# that does not answer, and an API that refuses the admin call.
+
+MODEL = "fraud-detector"
+
+
+class Crash(BaseException):
+    """The monitor process dying: not an Exception, so nothing in it catches this."""
+
+
+class CrashingClient:
+    """The real MlflowClient, cut off after `writes` registry writes."""
+
+    WRITES = (
+        "set_registered_model_alias",
+        "delete_registered_model_alias",
+        "set_registered_model_tag",
+    )
+
+    def __init__(self, client: MlflowClient, writes: int) -> None:
+        self._client, self._left = client, writes
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self._client, name)
+        if name not in self.WRITES:
+            return method
+
+        def write(*args: object, **kwargs: object) -> object:
+            if self._left == 0:
+                raise Crash(f"killed before {name}")
+            self._left -= 1
+            return method(*args, **kwargs)
+
+        return write
+
+
+@dataclass(frozen=True)
+class Registry:
+    champion: str | None
+    challenger: str | None
+    history: list[str]
+
+
+def _set_state(settings: Settings, state: Registry) -> None:
+    client = connect(settings)
+    for alias, version in ((CHAMPION, state.champion), (CHALLENGER, state.challenger)):
+        if version is None:
+            if alias_version(client, MODEL, alias) is not None:
+                client.delete_registered_model_alias(MODEL, alias)
+        else:
+            set_alias(client, MODEL, alias, version)
+    client.set_registered_model_tag(MODEL, actions.HISTORY_TAG, ",".join(state.history))
+
+
+def _state(settings: Settings) -> Registry:
+    client = connect(settings)
+    history = client.get_registered_model(MODEL).tags.get(actions.HISTORY_TAG, "")
+    return Registry(
+        alias_version(client, MODEL, CHAMPION),
+        alias_version(client, MODEL, CHALLENGER),
+        [v for v in history.split(",") if v],
+    )
+
+
+def _canary(outcome: str, challenger: str) -> Finding:
+    code = {"promote": 1.0, "rollback": -1.0}[outcome]
+    details = {"outcome": outcome, "challenger_version": challenger}
+    return Finding("canary", "ok", outcome, {"outcome_code": code}, details)
+
+
+def _collapsed(champion: str) -> Finding:
+    return Finding(
+        "performance", "ok", "recall 0.1", {"recall": 0.1}, {"champion_version": champion}
+    )
+
+
+ROLLBACK_ON_COLLAPSE = Rule(
+    name="recall-collapse", job="performance", metric="recall", below=0.2, action="rollback"
+)
+
+
+def _run(settings: Settings, findings: list[Finding], now: pd.Timestamp, policy: Policy) -> list:
+    log = DecisionLog(settings.decision_log_path)
+    decisions = decide_and_act(settings, policy, findings, now, log, execute=True)
+    log.append(MonitorRun(now.isoformat(), now.isoformat(), now.isoformat(), [], decisions))
+    return decisions
+
+
+def _cases(champion: str, challenger: str) -> dict[str, tuple]:
+    """action -> (state before, finding, state after, registry writes it makes)."""
+    return {
+        "promote": (
+            Registry(champion, challenger, []),
+            _canary("promote", challenger),
+            Registry(challenger, None, [champion]),
+            3,
+        ),
+        "rollback-canary": (
+            Registry(champion, challenger, []),
+            _canary("rollback", challenger),
+            Registry(champion, None, []),
+            1,
+        ),
+        "rollback-champion": (
+            Registry(challenger, None, [champion]),
+            _collapsed(challenger),
+            Registry(champion, None, []),
+            2,
+        ),
+    }
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback-canary", "rollback-champion"])
+def test_a_monitor_killed_between_any_two_registry_steps_finishes_the_action_once(
+    served, monitor_world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    """Killed after 0, 1, ... of the action's registry writes, then run again with no
+    new evidence: the journal's unfinished intent is resumed, and the registry ends
+    exactly where one whole action would have left it (a champion rollback used to walk
+    back two versions, a promote to push the old champion onto the history twice)."""
+    settings = _own_monitor_folder(served[0], tmp_path)
+    policy = load_policy().model_copy(
+        update={"rules": [*load_policy().rules, ROLLBACK_ON_COLLAPSE]}
+    )
+    champion, challenger = monitor_world.champion.version, monitor_world.challenger.version
+    before, finding, after, writes = _cases(champion, challenger)[action]
+    real_connect = actions.connect
+    for crash_after in range(writes + 1):
+        journal = settings.action_journal_path
+        journal.unlink(missing_ok=True)
+        settings.decision_log_path.unlink(missing_ok=True)
+        _set_state(settings, before)
+        now = pd.Timestamp("2026-03-01", tz="UTC") + pd.Timedelta(days=crash_after)
+        if crash_after < writes:
+            monkeypatch.setattr(
+                actions, "connect", lambda s, k=crash_after: CrashingClient(real_connect(s), k)
+            )
+            with pytest.raises(Crash):
+                _run(settings, [finding], now, policy)
+            monkeypatch.setattr(actions, "connect", real_connect)
+            (resumed, *_) = _run(settings, [], now + pd.Timedelta(hours=1), policy)
+            assert resumed.rule == "resume" and resumed.taken, resumed
+        else:  # no crash: the same action, whole, for comparison
+            decisions = _run(settings, [finding], now, policy)
+            (decision,) = [d for d in decisions if d.taken]  # (recall-decay's retrain waits)
+            assert not decision.failed, decision
+        assert _state(settings) == after, f"killed after {crash_after} of {writes} writes"
+        states = [e.state for e in ActionJournal(journal).entries()]
+        assert states == ["intent", "done"], states
+    _set_state(settings, Registry(champion, challenger, []))
+
+
+def _own_monitor_folder(settings: Settings, tmp_path: Path) -> Settings:
+    """The served registry (its tracking URI is explicit) and server, with a home, and
+    so a decision log and action journal, of this test's own."""
+    return settings.model_copy(update={"home": tmp_path / "monitor"})
+
+
+def test_a_failed_action_is_not_taken_and_is_tried_again(
+    served, monitor_world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A canary rollback while MLflow does not answer used to be marked taken, start
+    its 24 h cool-down and never run; and a 403 from the admin API counted as done."""
+    settings = _own_monitor_folder(served[0], tmp_path)
+    champion, challenger = monitor_world.champion.version, monitor_world.challenger.version
+    _set_state(settings, Registry(champion, challenger, []))
+    policy, now = load_policy(), pd.Timestamp("2026-03-01", tz="UTC")
+    finding = [_canary("rollback", challenger)]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once, not in minutes
+    no_mlflow = settings.model_copy(update={"mlflow_tracking_uri": "http://127.0.0.1:9"})
+    (down,) = _run(no_mlflow, finding, now, policy)
+    wrong_token = settings.model_copy(
+        update={"serving": settings.serving.model_copy(update={"admin_token": "wrong"})}
+    )
+    (refused,) = _run(wrong_token, finding, now + pd.Timedelta(hours=1), policy)
+    (retried,) = _run(settings, finding, now + pd.Timedelta(hours=2), policy)
+    assert down.failed and not down.taken, down
+    assert refused.failed and not refused.taken and "HTTP 403" in refused.outcome, refused
+    assert retried.taken and not retried.failed, retried
+    assert _state(settings).challenger is None
+    states = [e.state for e in ActionJournal(settings.action_journal_path).entries()]
+    assert states == ["intent", "failed", "intent", "failed", "intent", "done"]
+    _set_state(settings, Registry(champion, challenger, []))
+
+
+def test_a_promote_acts_only_on_the_challenger_it_judged(
+    served, monitor_world, tmp_path: Path
+) -> None:
+    """The challenger alias moved after the canary judged it: nothing is promoted."""
+    settings = _own_monitor_folder(served[0], tmp_path)
+    champion, challenger = monitor_world.champion.version, monitor_world.challenger.version
+    _set_state(settings, Registry(champion, challenger, []))
+    (decision,) = _run(
+        settings, [_canary("promote", "999")], pd.Timestamp("2026-03-01", tz="UTC"), load_policy()
+    )
+    assert "not the judged v999" in decision.outcome, decision
+    assert _state(settings) == Registry(champion, challenger, [])
+
+
+def test_two_monitors_at_once_the_second_refuses(tmp_path: Path) -> None:
+    busy = pytest.raises(MonitorBusy, match="one monitor at a time")
+    with monitor_lock(tmp_path), busy, monitor_lock(tmp_path):
+        pass
+    with monitor_lock(tmp_path):  # released: the next run goes ahead
+        pass
+
+
+def test_a_torn_last_decision_line_is_skipped_and_the_next_line_stays_whole(
+    tmp_path: Path,
+) -> None:
+    log = DecisionLog(tmp_path / "decisions.jsonl")
+    run = MonitorRun("2026-03-01T00:00:00+00:00", "a", "b", [], [])
+    log.append(run)
+    with log.path.open("a") as handle:
+        handle.write('{"now": "2026-03-02T00:00:00+00:00", "decis')  # the crash
+    log.append(run)
+    assert len(log.runs()) == 2
+    assert log.path.read_text().count("\n") == 3

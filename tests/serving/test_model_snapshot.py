@@ -213,13 +213,7 @@ def test_a_version_whose_artifact_changed_after_registration_is_refused(
     folder = Path(urlparse(mlflow.get_logged_model(model_id).artifact_location).path)
     text = (folder / "model.lgb").read_text()
     (folder / "model.lgb").write_text(text.replace("leaf_value=", "leaf_value=9", 1))
-    set_alias(registry, MODEL, CHALLENGER, tampered)
-    try:
-        answer = fleet.swap.admin("/admin/reload", ADMIN_TOKEN).json()
-    finally:
-        set_alias(registry, MODEL, CHALLENGER, live_world.challenger)
-    assert "does not match the digest" in answer["errors"][CHALLENGER], answer
-    assert answer["loaded"][CHALLENGER] == live_world.challenger
+    _assert_challenger_refused(fleet, live_world, registry, tampered, "does not match the digest")
 
 
 def test_a_pickled_model_is_refused_without_being_unpickled(
@@ -238,10 +232,20 @@ def test_a_pickled_model_is_refused_without_being_unpickled(
     pickled = str(info.registered_model_version)
     for key, value in good.tags.to_tags().items():
         registry.set_model_version_tag(MODEL, pickled, key, value)
-    set_alias(registry, MODEL, CHALLENGER, pickled)
+    _assert_challenger_refused(
+        fleet, live_world, registry, pickled, "a pickled model is never loaded"
+    )
+
+
+def _assert_challenger_refused(
+    fleet: Fleet, live_world: ServingWorld, registry: MlflowClient, version: str, why: str
+) -> None:
+    """`challenger` moved to `version`: the reload refuses it, saying `why`, and the
+    challenger before it stays loaded."""
+    set_alias(registry, MODEL, CHALLENGER, version)
     try:
         answer = fleet.swap.admin("/admin/reload", ADMIN_TOKEN).json()
     finally:
         set_alias(registry, MODEL, CHALLENGER, live_world.challenger)
-    assert "a pickled model is never loaded" in answer["errors"][CHALLENGER], answer
+    assert why in answer["errors"][CHALLENGER], answer
     assert answer["loaded"][CHALLENGER] == live_world.challenger
