@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 STORE_ERROR = "feature_store_unavailable"
 OVER_BUDGET = "feature_budget_spent"  # the views not read because the budget ran out
+# After a failed read, lookups answer the fallback without touching the store for this
+# long, then one tries again: a paused Redis costs one budget a second, not one a request.
+BREAKER_SECONDS = 1.0
 MEAN_30D = "customer_mean_amount_30d"  # the request-time ratio needs it
 
 
@@ -50,6 +53,7 @@ class OnlineFeatures:
     ) -> None:
         self.store = store
         self.budget_seconds = budget_seconds
+        self._skip_store_until = 0.0  # the breaker: monotonic time it closes again
         self.fill_missing_with = fill_missing_with
         self.refs = refs
         self.names = [ref.split(":", 1)[1] for ref in refs]
@@ -89,6 +93,8 @@ class OnlineFeatures:
     def _entity_values(
         self, customer_id: int, terminal_id: int, event_time: datetime
     ) -> tuple[dict[str, float], list[str]]:
+        if time.monotonic() < self._skip_store_until:  # the store failed a moment ago
+            return dict.fromkeys(self.names, np.nan), [STORE_ERROR]
         ids = {"customer_id": customer_id, "terminal_id": terminal_id}
         oldest_fresh = event_time.timestamp() - self.ttl_seconds
         values: dict[str, float] = {}
@@ -110,7 +116,10 @@ class OnlineFeatures:
                     requested_features=list(names),
                 )
             except Exception as exc:  # any store failure degrades to an explicit fallback
-                log.warning("feature store lookup failed: %s", exc)
+                log.warning(
+                    "feature store lookup failed (%r); skipping it for %g s", exc, BREAKER_SECONDS
+                )
+                self._skip_store_until = time.monotonic() + BREAKER_SECONDS
                 return dict.fromkeys(self.names, np.nan), [STORE_ERROR]
             fresh = stamp is not None and stamp.timestamp() >= oldest_fresh
             for name in names:
