@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={422: {"model": ValidationErrorBody}, 413: {}, 503: {}},
     )
     async def score(payment: ScoreRequest, request: Request) -> Response:
-        # On the event loop, not in a thread: a thread hop per request cost up to 45%
+        # On the event loop, not in a thread: a thread hop per request cost a share
         # of saturated throughput (benchmarks/serving.py), and awaiting Redis instead
         # made the loop's own queueing count against the feature budget. What keeps a
         # slow store from holding the loop is the budget (every Redis call times out
