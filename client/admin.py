@@ -30,7 +30,7 @@ class AdminAnswer:
 class ServingAdmin:
     def __init__(self, settings: Settings) -> None:
         self.url = settings.api_url
-        token = settings.serving.admin_token
+        token = settings.admin_token()
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _post(self, path: str, body: dict[str, object] | None = None) -> AdminAnswer:

@@ -161,6 +161,18 @@ class Settings(BaseSettings):
         return self.monitoring_dir / "decisions.jsonl"
 
     @property
+    def admin_token_path(self) -> Path:
+        return self.home / "admin_token"
+
+    def admin_token(self) -> str | None:
+        """The admin API's bearer token: the setting, else the file `fraudlab stack up`
+        generates under the home (mode 0600), shared by the API and the monitor."""
+        if self.serving.admin_token:
+            return self.serving.admin_token
+        path = self.admin_token_path
+        return (path.read_text().strip() or None) if path.is_file() else None
+
+    @property
     def action_journal_path(self) -> Path:
         return self.monitoring_dir / "actions.jsonl"
 

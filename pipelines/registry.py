@@ -171,11 +171,18 @@ def log_model_version(
         "input_example": example.head(3),
         "registered_model_name": model_name,
     }
+    # The flavor's own pinned requirements, given: inferring them imports the model in
+    # a subprocess, 8 to 11 s a version on this machine against 0.2 s (measured).
     if isinstance(model, lgb.Booster):
-        info = mlflow.lightgbm.log_model(model, **common)
+        requirements = mlflow.lightgbm.get_default_pip_requirements()
+        info = mlflow.lightgbm.log_model(model, pip_requirements=requirements, **common)
     else:  # skops, not pickle: reading it back runs no code (pipelines/model_files.py)
         info = mlflow.sklearn.log_model(
-            model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
+            model,
+            serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED,
+            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
+            **common,
         )
     version = str(info.registered_model_version)
     with tempfile.TemporaryDirectory() as scratch:

@@ -1,5 +1,6 @@
-"""Admin endpoints: force a model reload, change routing. Bearer token from settings;
-401 without a token, 403 with a wrong one, 404 (off) when no token is configured.
+"""Admin endpoints: force a model reload, change routing. Bearer token from settings
+(or the home's token file, `Settings.admin_token`), read once at startup; 401 without
+a token, 403 with a wrong one, 404 (off) when no token is configured.
 
 With several uvicorn workers a call reaches one of them. A routing change is committed
 to the shared routing row (serving/routing.py) before the answer, applied by this worker
@@ -47,7 +48,7 @@ def require_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    token = request.app.state.settings.serving.admin_token
+    token = request.app.state.admin_token
     if not token:
         raise HTTPException(404, "admin endpoints are off: no admin token is configured")
     if credentials is None:

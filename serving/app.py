@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.serving.max_body_bytes)
     app.add_middleware(WorkerHeader)
     app.state.settings = settings
+    app.state.admin_token = settings.admin_token()
     app.include_router(admin_router)
 
     @app.exception_handler(RequestValidationError)

@@ -11,6 +11,7 @@ settings, and with more than one worker the Prometheus multiprocess folder
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ from serving.routing import shared_routing_path
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MULTIPROC_FOLDER = "prometheus_multiproc"  # under settings.home
 WORKERS_MARKER = "fraudlab-workers"  # not *.db, so the collector never reads it as samples
+SERVER_LOCK = "serving.lock"  # under settings.home: one server per home
 WORKER_HEADER = "fraudlab-worker"  # every response names the worker that answered (its pid)
 
 
@@ -53,12 +55,13 @@ def running_server(
     cwd: Path | None = None,
 ) -> Iterator[str]:
     """Start uvicorn with the app factory `app` on loopback (through `serve`, so shared
-    state is reset first); yield its URL once /readyz answers 200 from every worker;
-    stop it with SIGTERM (so each worker's prediction log flushes) on exit."""
+    state is reset first, routing included: a story starts from its settings); yield
+    its URL once /readyz answers 200 from every worker; stop it with SIGTERM (so each
+    worker's prediction log flushes) on exit."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "serving.process", app, "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", str(workers)]
+    command += ["--port", str(port), "--workers", str(workers), "--reset-routing"]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
@@ -105,11 +108,16 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float, work
     )
 
 
-def reset_shared_state(home: Path, workers: int) -> dict[str, str | None]:
-    """Clear what the workers of the previous run shared; returns the environment the
-    new workers need (None: unset it)."""
-    for stale in (shared_routing_path(home), Path(f"{shared_routing_path(home)}-journal")):
-        stale.unlink(missing_ok=True)
+def reset_shared_state(
+    home: Path, workers: int, reset_routing: bool = False
+) -> dict[str, str | None]:
+    """Clear the previous run's metrics samples; returns the environment the new
+    workers need (None: unset it). The routing row is kept unless `reset_routing`: a
+    canary share the monitor set must outlive an API restart, or its challenger would
+    stay on trial forever; a demo or scenario run starts from its settings instead."""
+    if reset_routing:
+        for stale in (shared_routing_path(home), Path(f"{shared_routing_path(home)}-journal")):
+            stale.unlink(missing_ok=True)
     metrics_dir = home / MULTIPROC_FOLDER
     shutil.rmtree(metrics_dir, ignore_errors=True)
     # Feast points both variables at a temporary folder of its own in any process that
@@ -128,26 +136,69 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     log_level: str = "warning",
+    reset_routing: bool = False,
 ) -> None:
-    """Reset the shared state, then run uvicorn here until SIGTERM or SIGINT."""
-    # Before anything imports prometheus_client (the app, in the workers or here with
-    # one worker): it picks in-memory or file-backed samples at import.
-    for name, value in reset_shared_state(get_settings().home, workers).items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    import uvicorn
+    """Take the home's server lock, reset the shared state, then run uvicorn here
+    until SIGTERM or SIGINT."""
+    home = get_settings().home
+    with home_lock(home):
+        # Before anything imports prometheus_client (the app, in the workers or here with
+        # one worker): it picks in-memory or file-backed samples at import.
+        for name, value in reset_shared_state(home, workers, reset_routing).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        import uvicorn
 
-    uvicorn.run(
-        app,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,
-    )
+        uvicorn.run(
+            app,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=False,
+        )
+
+
+def home_server_pid(home: Path) -> int | None:
+    """The pid of the server holding this home's lock, or None when none runs."""
+    path = home / SERVER_LOCK
+    if not path.exists():
+        return None
+    with path.open() as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+@contextmanager
+def home_lock(home: Path) -> Iterator[None]:
+    """One server per home: its prediction log, routing row and metrics folder are the
+    server's own. A second one refuses before touching any of them (it used to wipe
+    the first one's routing and metrics). The kernel releases the lock if we die."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / SERVER_LOCK
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise ServiceUnavailable(
+                f"a scoring server already runs on home {home} (pid "
+                f"{handle.read().strip() or 'unknown'}): stop it, or set FRAUDLAB_HOME to "
+                "another folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,8 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--reset-routing", action="store_true", help="start from the settings' routing"
+    )
     args = parser.parse_args(argv)
-    serve(args.app, args.host, args.port, args.workers)
+    serve(args.app, args.host, args.port, args.workers, reset_routing=args.reset_routing)
 
 
 if __name__ == "__main__":

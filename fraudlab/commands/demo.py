@@ -6,9 +6,10 @@ the monitor, the scenario runner) and prints what the matching commands print.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -16,6 +17,7 @@ import typer
 from rich.rule import Rule
 
 from fraudlab.console import console, user_errors
+from fraudlab.errors import ServiceUnavailable
 from fraudlab.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -148,12 +150,18 @@ def _serve_days(builder: WorldBuilder, days: int, canary_share: float, rate: flo
     from client.replay import payments_of_days
     from features.store import materialize
     from fraudlab.commands.replay import replay_table, send_with_progress, server_timings
-    from serving.process import running_server
+    from serving.process import home_server_pid, running_server
 
     settings = builder.settings
     env = {"FRAUDLAB_SERVING__CANARY_SHARE": str(canary_share)}
     log_file = settings.home / "serve.log"
-    with running_server(env=env, log_file=log_file) as url:
+    served = home_server_pid(settings.home)
+    api = (
+        _running_api(settings, served, canary_share)
+        if served is not None
+        else running_server(env=env, log_file=log_file)
+    )
+    with api as url:
         console.print(
             f"scoring API up at {url} (log: {log_file}); canary share {canary_share:.0%}, shadow on"
         )
@@ -168,6 +176,22 @@ def _serve_days(builder: WorldBuilder, days: int, canary_share: float, rate: flo
         "server's is its own time from request to answer (`score()`), from its log."
     )
     console.print(f"every answer is in the prediction log: {settings.prediction_log_path}")
+
+
+@contextlib.contextmanager
+def _running_api(settings: Settings, pid: int, canary_share: float) -> Iterator[str]:
+    """The API already serving this home (`fraudlab stack up`'s): one server per home,
+    so the demo sends its payments there, after setting its canary share."""
+    from client.admin import ServingAdmin
+
+    answer = ServingAdmin(settings).set_canary(canary_share)
+    if not answer.ok:
+        raise ServiceUnavailable(
+            f"a scoring server (pid {pid}) already serves {settings.home}, but "
+            f"{settings.api_url} did not take the demo's canary share: {answer}"
+        )
+    console.print(f"using the scoring API already serving this home (pid {pid})")
+    yield settings.api_url
 
 
 def _monitor_last_day(settings: Settings, end: pd.Timestamp) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -97,6 +98,23 @@ def group(record: Record) -> list[psutil.Process]:
     return members
 
 
+def ensure_admin_token(settings: Settings, say: Say) -> None:
+    """Without FRAUDLAB_SERVING__ADMIN_TOKEN the API's admin endpoints are off and the
+    monitor's routing changes go nowhere: the stack generates a token file under the
+    home, readable by this user only, that the API and the monitor both read."""
+    if settings.serving.admin_token:
+        return
+    path = settings.admin_token_path
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)  # a token file anyone can read is no secret
+        return
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")
+    say(f"admin token generated: {path} (mode 0600)")
+
+
 def up(settings: Settings, net: Network, say: Say) -> None:
     """Start every service not yet running, in order, each once its dependencies are
     healthy. On a failure, stop what this call started and raise."""
@@ -105,6 +123,7 @@ def up(settings: Settings, net: Network, say: Say) -> None:
     check_postgres(settings, create=True)  # MLflow's server needs its database to exist
     check_redis(settings)
     stack_dir(settings).mkdir(parents=True, exist_ok=True)
+    ensure_admin_token(settings, say)
     running = {r.name: r for r in read_records(settings) if group(r)}
     started: list[Record] = []
     try:

@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, text
 from client.replay import payment_body
 from features.store import apply_definitions, materialize
 from fraudlab.settings import ServingSettings, Settings
-from fraudlab.stack.processes import down, group, read_records, up
+from fraudlab.stack.processes import Record, down, group, read_records, stop, up
 from fraudlab.stack.services import Network, native_network, services
 from pipelines.train import run_training
 from serving.process import free_port
@@ -211,6 +211,8 @@ def test_stack_up_serves_through_the_tracking_server_and_down_leaves_nothing(
         (r.name, r.pid) for r in records
     ]
 
+    restarted = _admin_token_and_routing_survive_an_api_restart(stack, said)
+    records = [restarted if r.name == "api" else r for r in records]
     processes = [process for record in records for process in group(record)]
     assert len(processes) > len(records)  # the API's and MLflow's workers are in the groups
     stack.cli("stack", "down")
@@ -218,3 +220,38 @@ def test_stack_up_serves_through_the_tracking_server_and_down_leaves_nothing(
     assert left == []
     assert read_records(stack.settings) == []
     assert not list((stack.settings.home / "stack").glob("*.json"))
+
+
+def _admin_token_and_routing_survive_an_api_restart(stack: Stack, said: list[str]) -> Record:
+    """Issue 11, finding 8, on the running stack: `up` generated an admin token file
+    (mode 0600) that the API serves with (it ran without one, so the monitor's routing
+    changes were no-ops); a second server on the same home refuses instead of wiping
+    the routing row and metrics of this one; the canary share outlives an API restart
+    (it was forgotten, leaving a challenger on trial forever). Returns the new API."""
+    token_file = stack.settings.admin_token_path
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    api, headers = stack.url("api"), {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    share = httpx.post(
+        f"{api}/admin/routing", json={"canary_share": 0.25}, headers=headers, timeout=10
+    )
+    assert share.status_code == 200, share.text
+    second = subprocess.run(
+        [sys.executable, "-m", "fraudlab", "serve", "--port", str(free_port())],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_SECONDS,
+    )
+    assert second.returncode != 0 and "already runs on home" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr
+    routing = httpx.get(f"{api}/admin/routing", headers=headers, timeout=10)
+    assert routing.json()["canary_share"] == 0.25  # not wiped by the refused server
+    (old,) = [r for r in read_records(stack.settings) if r.name == "api"]
+    said.append(stop(stack.settings, old))
+    up(stack.settings, stack.net, said.append)
+    (new,) = [r for r in read_records(stack.settings) if r.name == "api"]
+    assert new.pid != old.pid
+    wait_until_ready(api)
+    routing = httpx.get(f"{api}/admin/routing", headers=headers, timeout=10)
+    assert routing.json()["canary_share"] == 0.25, routing.text
+    return new
