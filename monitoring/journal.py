@@ -12,19 +12,18 @@ journal for the whole run; a second monitor on the same home refuses to start.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
+from fraudlab import locks
 from fraudlab.errors import FraudlabError
 
 log = logging.getLogger(__name__)
@@ -110,25 +109,12 @@ def append_json_line(path: Path, row: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-@contextlib.contextmanager
-def monitor_lock(folder: Path) -> Iterator[None]:
+def monitor_lock(folder: Path) -> AbstractContextManager[None]:
     """Exclusive for the run; released by the kernel if the process dies."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "monitor.lock"
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise MonitorBusy(
-                f"another monitor run holds {path} (pid {holder}); one monitor at a time"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return locks.exclusive(
+        path,
+        lambda pid: MonitorBusy(
+            f"another monitor run holds {path} (pid {pid}); one monitor at a time"
+        ),
+    )

@@ -11,7 +11,6 @@ settings, and with more than one worker the Prometheus multiprocess folder
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import shutil
 import signal
@@ -20,11 +19,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
 
+from fraudlab import locks
 from fraudlab.errors import ServiceUnavailable
 from fraudlab.settings import get_settings
 from serving.routing import shared_routing_path
@@ -164,41 +164,21 @@ def serve(
 
 def home_server_pid(home: Path) -> int | None:
     """The pid of the server holding this home's lock, or None when none runs."""
-    path = home / SERVER_LOCK
-    if not path.exists():
-        return None
-    with path.open() as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
+    return locks.holder(home / SERVER_LOCK)
 
 
-@contextmanager
-def home_lock(home: Path) -> Iterator[None]:
+def home_lock(home: Path) -> AbstractContextManager[None]:
     """One server per home: its prediction log, routing row and metrics folder are the
     server's own. A second one refuses before touching any of them (it used to wipe
-    the first one's routing and metrics). The kernel releases the lock if we die."""
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / SERVER_LOCK
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise ServiceUnavailable(
-                f"a scoring server already runs on home {home} (pid "
-                f"{handle.read().strip() or 'unknown'}): stop it, or set FRAUDLAB_HOME to "
-                "another folder"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
+    the first one's routing and metrics)."""
+
+    def refused(pid: str) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"a scoring server already runs on home {home} (pid {pid}): stop it, or set "
+            "FRAUDLAB_HOME to another folder"
+        )
+
+    return locks.exclusive(home / SERVER_LOCK, refused)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,12 @@ PACKAGES = (
 )
 # Upstream first. A module may import from its own layer or any layer before it.
 LAYERS = (
-    ("fraudlab.settings", "fraudlab.errors", "fraudlab.console"),  # the foundation
+    (
+        "fraudlab.settings",
+        "fraudlab.errors",
+        "fraudlab.console",
+        "fraudlab.locks",
+    ),  # the foundation
     ("data",),
     ("features",),
     ("pipelines",),
