@@ -67,6 +67,9 @@ class ServingSettings(BaseModel):
     alias_poll_seconds: float = Field(5.0, gt=0)  # how often the watcher checks aliases
     log_flush_seconds: float = Field(0.2, gt=0)  # bound on what a hard kill can lose
     log_batch_rows: int = Field(500, ge=1)
+    # Records held while the log cannot be written (a locked or full disk): past this,
+    # new ones are dropped and counted, not buffered without bound (~2 KB a record).
+    log_max_pending_rows: int = Field(50_000, ge=1)
     admin_token: str | None = None  # admin endpoints are off when unset
     max_body_bytes: int = Field(4_096, ge=256)  # a payment is ~200 bytes
     # None (right): a missing feature reaches the model as NaN, as in training. A number

@@ -43,6 +43,10 @@ class _Sampled:
     read: Callable[[], float]
 
 
+def _one_count(counts: Callable[[], dict[str, int]], name: str) -> Callable[[], float]:
+    return lambda: float(counts()[name])
+
+
 def shared_metrics_dir() -> str | None:
     """The folder this server's workers share their samples in, or None (one worker)."""
     folder = os.environ.get(MULTIPROC_ENV)
@@ -132,6 +136,13 @@ class ServingMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.log_rows = Gauge(
+            "fraudlab_prediction_log_rows",
+            "Log records by fate: written, retried (attempts), rejected, dropped",
+            ["outcome"],
+            registry=r,
+            multiprocess_mode="sum",
+        )
         self._sampled: list[_Sampled] = []
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
@@ -142,6 +153,7 @@ class ServingMetrics:
         shadow_dropped: Callable[[], float],
         shadow_errors: Callable[[], float],
         log_pending: Callable[[], float],
+        log_counts: Callable[[], dict[str, int]],
     ) -> None:
         """Gauges read live values at scrape time instead of being pushed on every request.
 
@@ -154,6 +166,8 @@ class ServingMetrics:
             (self.shadow_errors, shadow_errors),
             (self.log_pending, log_pending),
         ]
+        for outcome in ("written", "retried", "rejected", "dropped"):
+            bound.append((self.log_rows.labels(outcome), _one_count(log_counts, outcome)))
         if not self.multiprocess_dir:
             for gauge, read in bound:
                 gauge.set_function(read)

@@ -28,6 +28,7 @@ class ScoringService:
             settings.prediction_log_path,
             settings.serving.log_flush_seconds,
             settings.serving.log_batch_rows,
+            settings.serving.log_max_pending_rows,
         )
         self.shadow = ShadowScorer(settings.serving.shadow_queue_size, self.log.append)
         self.metrics.bind_gauges(
@@ -35,6 +36,7 @@ class ScoringService:
             lambda: self.shadow.dropped,
             lambda: self.shadow.errors,
             self.log.pending,
+            self.log.counts,
         )
         self.models = ModelManager(
             settings,
@@ -99,6 +101,8 @@ class ScoringService:
             return False, "no champion loaded", refused
         if current.online is None or not current.online.ping():
             return False, "feature store not answering", refused
+        if not self.log.alive():  # answers would go unlogged: unseen by every monitor job
+            return False, "prediction log writer stopped", refused
         return True, "ready", refused
 
     def score(self, request: ScoreRequest) -> ScoreResponse:

@@ -12,6 +12,13 @@ at shutdown does the retrying stop, after `CLOSE_RETRY_SECONDS`.
 What a hard kill (SIGKILL) can lose: the records still queued, i.e. at most the
 requests answered in the last `log_flush_seconds` (0.2 s by default) plus one batch
 being committed. tests/serving checks that bound.
+
+Every record is accounted for, and the counts are on /metrics: written; retried (an
+attempt that met a busy, locked or full database); rejected (a row the database
+refuses, such as a NaN score against NOT NULL: its batch is written row by row, so one
+bad row costs itself, not its batch); dropped (appended while `max_pending` records
+were already waiting: the buffer is bounded, and its overflow is shed and counted,
+each dropped request id named in the log at warning level).
 """
 
 from __future__ import annotations
@@ -38,17 +45,23 @@ MAX_BACKOFF_SECONDS = 1.0
 
 
 class PredictionLog:
-    def __init__(self, path: Path, flush_seconds: float, batch_rows: int) -> None:
+    def __init__(
+        self, path: Path, flush_seconds: float, batch_rows: int, max_pending: int = 50_000
+    ) -> None:
         self.path = path
+        self.max_pending = max_pending
         self.flush_seconds = flush_seconds
         self.batch_rows = batch_rows
         # A plain list behind a lock: appending wakes no thread, so the request path
         # pays for a lock and an append, not a context switch to the writer.
         self._pending: list[Record] = []
+        self._in_flight = 0  # taken by the writer, not yet written: counts toward the bound
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.written = 0
         self.retries = 0  # attempts that met a busy or locked database (then retried)
+        self.rejected = 0  # rows the database refused (a NaN score, ...)
+        self.dropped = 0  # records shed because max_pending were waiting
         self.failed_batches = 0
         create_log(path)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -56,10 +69,32 @@ class PredictionLog:
 
     def append(self, record: PredictionRecord | ShadowRecord) -> None:
         with self._lock:
-            self._pending.append(record)
+            if len(self._pending) + self._in_flight < self.max_pending:
+                self._pending.append(record)
+                return
+            self.dropped += 1
+        log.warning(
+            "prediction log: %d records waiting, dropped request %s (%d dropped so far)",
+            self.max_pending,
+            record.request_id,
+            self.dropped,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Every record's fate so far, for /metrics."""
+        return {
+            "written": self.written,
+            "retried": self.retries,
+            "rejected": self.rejected,
+            "dropped": self.dropped,
+        }
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def pending(self) -> int:
-        return len(self._pending)
+        """Records held in memory: waiting, or taken by a write not yet done."""
+        return len(self._pending) + self._in_flight
 
     def close(self) -> None:
         """Flush everything queued, then stop the writer."""
@@ -70,6 +105,7 @@ class PredictionLog:
     def _take(self) -> list[Record]:
         with self._lock:
             taken, self._pending = self._pending, []
+            self._in_flight = len(taken)
         return taken
 
     def _run(self) -> None:
@@ -82,7 +118,10 @@ class PredictionLog:
             stopping = self._stop.wait(self.flush_seconds)
             taken = self._take()
             for start in range(0, len(taken), self.batch_rows):
-                self._write(conn, taken[start : start + self.batch_rows])
+                batch = taken[start : start + self.batch_rows]
+                self._write(conn, batch)
+                with self._lock:
+                    self._in_flight -= len(batch)
         conn.close()
 
     def _write(self, conn: sqlite3.Connection, batch: list[Record]) -> None:
@@ -107,10 +146,20 @@ class PredictionLog:
                     log.warning("prediction log busy (%s); retrying %d rows", exc, len(batch))
                 time.sleep(backoff)
                 backoff = min(2 * backoff, MAX_BACKOFF_SECONDS)
-            except sqlite3.Error:  # a bad row: no retry can help, keep the writer going
-                self.failed_batches += 1
-                log.exception("prediction log batch of %d rows failed", len(batch))
+            except sqlite3.Error:  # a bad row: no retry helps it; the others must not pay
+                self._write_one_by_one(conn, batch)
                 return
+
+    def _write_one_by_one(self, conn: sqlite3.Connection, batch: list[Record]) -> None:
+        for record in batch:
+            try:
+                _insert(conn, [record])
+                self.written += 1
+            except sqlite3.OperationalError:  # the database, not the row: the batch path
+                self._write(conn, [record])
+            except sqlite3.Error as exc:
+                self.rejected += 1
+                log.error("prediction log: request %s rejected: %s", record.request_id, exc)
 
 
 def _insert(conn: sqlite3.Connection, batch: Iterable[Record]) -> None:

@@ -13,6 +13,7 @@ import time
 import httpx
 
 from serving.prediction_log import count_rows
+from serving.prediction_log.record import SHADOW_SCORES
 from tests.serving.conftest import CLEAN_EXIT, Fleet, ServingWorld, logged_rows
 
 KILL_RATE = 200.0  # requests/s sent while the server is killed
@@ -44,6 +45,14 @@ def test_a_clean_shutdown_flushes_every_answered_request(
     server = fleet.plain
     for payment in live_world.payments(150, skip=2_100):
         assert server.score(payment).status_code == 200
+    # The writer's own account, on /metrics (finding 5): every row in the file, answers
+    # and shadow scores, and nothing dropped or rejected.
+    time.sleep(4 * live_world.settings.serving.log_flush_seconds)
+    metrics = server.metrics()
+    in_file = count_rows(server.log_path) + count_rows(server.log_path, SHADOW_SCORES)
+    assert _sample(metrics, 'fraudlab_prediction_log_rows{outcome="written"}') == in_file
+    for shed in ("dropped", "rejected"):
+        assert _sample(metrics, f'fraudlab_prediction_log_rows{{outcome="{shed}"}}') == 0
     assert server.stop(signal.SIGTERM) in CLEAN_EXIT
     assert count_rows(server.log_path) == server.answered  # every one, not one more
 
@@ -80,3 +89,8 @@ def test_a_hard_kill_loses_at_most_the_last_flush_interval(
     assert answered > 50  # the kill landed mid-stream
     assert logged <= answered
     assert answered - logged <= bound
+
+
+def _sample(metrics: str, series: str) -> float:
+    (value,) = [line.split()[-1] for line in metrics.splitlines() if line.startswith(series + " ")]
+    return float(value)
