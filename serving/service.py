@@ -66,8 +66,9 @@ class ScoringService:
                 refs += [f"{projection.name}:{f.name}" for f in projection.features]
         if not any(ref.endswith(":customer_mean_amount_30d") for ref in refs):
             refs.append("customer_spending:customer_mean_amount_30d")  # request-time ratio
+        serving = self.settings.serving
         return OnlineFeatures(
-            self.store, sorted(set(refs)), self.settings.serving.fill_missing_with
+            self.store, sorted(set(refs)), serving.fill_missing_with, serving.online_budget_ms / 1e3
         )
 
     def _show_versions(self, loaded: LoadedModels) -> None:

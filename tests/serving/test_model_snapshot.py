@@ -65,12 +65,18 @@ def fraud_v1(fleet: Fleet, live_world: ServingWorld, registry: MlflowClient) -> 
     fleet.swap.admin("/admin/reload", ADMIN_TOKEN)
 
 
+IN_PROCESS_BUDGET_MS = 35.0  # not the default: the client must get the setting's value
+
+
 @pytest.fixture
 def in_process(fleet: Fleet, live_world: ServingWorld, tmp_path: Path) -> Iterator[ScoringService]:
     """A ScoringService in this process on the swap registry, with a home (and so a
     prediction log) of its own; no alias watcher: the test calls refresh itself."""
     settings = server_home(live_world.settings, tmp_path / "home", own_registry=False)
-    settings = settings.model_copy(update={"mlflow_tracking_uri": fleet.swap.settings.tracking_uri})
+    serving = settings.serving.model_copy(update={"online_budget_ms": IN_PROCESS_BUDGET_MS})
+    settings = settings.model_copy(
+        update={"mlflow_tracking_uri": fleet.swap.settings.tracking_uri, "serving": serving}
+    )
     furnish(live_world.settings, settings)
     service = ScoringService(settings)
     try:
@@ -117,6 +123,18 @@ def test_a_swap_to_another_feature_service_never_pairs_new_models_with_the_old_c
     after = in_process.score(_request(live_world)).model.version
     assert during == [fraud_v1] * 20
     assert after == live_world.champion
+
+
+def test_the_online_client_gets_the_budget_the_settings_give(
+    in_process: ScoringService, live_world: ServingWorld, registry: MlflowClient
+) -> None:
+    """The setting was once dropped on the way to the client, which then used its own
+    default: a budget nobody could change."""
+    set_alias(registry, MODEL, CHAMPION, live_world.champion)
+    set_alias(registry, MODEL, CHALLENGER, live_world.challenger)
+    assert in_process.models.refresh() == {}
+    online = in_process.models.current.online
+    assert online is not None and online.budget_seconds == IN_PROCESS_BUDGET_MS / 1e3
 
 
 def test_a_client_that_cannot_be_built_refuses_the_swap_and_is_counted(
