@@ -74,6 +74,7 @@ def build_log(home: Path, rows: int, say=print) -> Path:
                 request_id=f"bench-{record['transaction_id']}",
                 transaction_id=str(record["transaction_id"]),
                 event_timestamp=record["event_timestamp"],
+                served_at=record["event_timestamp"],
                 customer_id=int(record["customer_id"]),
                 terminal_id=int(record["terminal_id"]),
                 amount=float(record["amount"]),

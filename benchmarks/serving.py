@@ -138,6 +138,18 @@ def set_routing(port: int, token: str, routing: dict[str, object]) -> None:
         assert json.load(response) == routing, "routing was not applied"
 
 
+def hold_clock(port: int, token: str, instant: str) -> None:
+    """Simulated time: the service's clock held at the payloads' time (serving/clock.py)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/admin/clock",
+        data=json.dumps({"now": instant}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["held"], "the clock was not held"
+
+
 # ---- the run ------------------------------------------------------------------------------
 
 
@@ -255,6 +267,7 @@ def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None
     rows: dict[str, list[Row]] = {}
     for profile in profiles:
         with uvicorn_server(OURS, profile.env, home, profile.workers, profile.tag) as port:
+            hold_clock(port, token, str(bodies[-1]["timestamp"]))
             rows[profile.name] = measure_profile(profile, port, token, args, measure)
     with uvicorn_server(PLAIN, profiles[0].env, home) as port:
         plain = summarize("saturated, plain way", "p", [measure(port, "p", n, None)])

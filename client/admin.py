@@ -1,4 +1,5 @@
-"""The operator's side of the scoring API: reload the models, change the routing.
+"""The operator's side of the scoring API: reload the models, change the routing, hold
+the service clock in a simulated-time run.
 
 What the monitor's actions call after they move an alias. A failure is returned, never
 raised, as an answer that is not `ok`: anything but a 2xx (a 403 from a wrong token is
@@ -10,6 +11,8 @@ failing an action over; a routing change nobody else will make is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -28,24 +31,46 @@ class AdminAnswer:
 
 
 class ServingAdmin:
-    def __init__(self, settings: Settings) -> None:
-        self.url = settings.api_url
+    def __init__(self, settings: Settings, url: str | None = None) -> None:
+        self.url = (url or settings.api_url).rstrip("/")
         token = settings.admin_token()
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _post(self, path: str, body: dict[str, object] | None = None) -> AdminAnswer:
+    def _call(
+        self, path: str, body: dict[str, object] | None = None, method: str = "POST"
+    ) -> AdminAnswer:
         if not self.headers:
             return AdminAnswer(False, f"serving {path} not called: no admin token configured")
         try:
-            response = httpx.post(
-                f"{self.url}{path}", json=body, headers=self.headers, timeout=ADMIN_TIMEOUT_SECONDS
+            response = httpx.request(
+                method,
+                f"{self.url}{path}",
+                json=body,
+                headers=self.headers,
+                timeout=ADMIN_TIMEOUT_SECONDS,
             )
         except httpx.HTTPError as exc:
             return AdminAnswer(False, f"serving {path} unreachable ({type(exc).__name__})")
         return AdminAnswer(response.is_success, f"serving {path}: HTTP {response.status_code}")
 
     def set_canary(self, share: float) -> AdminAnswer:
-        return self._post("/admin/routing", {"canary_share": share})
+        return self._call("/admin/routing", {"canary_share": share})
 
     def reload(self) -> AdminAnswer:
-        return self._post("/admin/reload")
+        return self._call("/admin/reload")
+
+    def clock_state(self) -> dict[str, Any] | None:
+        """GET /admin/clock's body, or None when it cannot be read."""
+        if not self.headers:
+            return None
+        try:
+            response = httpx.get(
+                f"{self.url}/admin/clock", headers=self.headers, timeout=ADMIN_TIMEOUT_SECONDS
+            )
+        except httpx.HTTPError:
+            return None
+        return dict(response.json()) if response.is_success else None
+
+    def hold_clock(self, instant: datetime) -> AdminAnswer:
+        """Hold the service clock at a simulated instant (serving/clock.py)."""
+        return self._call("/admin/clock", {"now": instant.isoformat()}, method="PUT")

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from client.admin import ServingAdmin
 from client.http import Answer, host_and_port, post, send_all
 from data.calendar import Calendar
 from data.validate import load_transactions
@@ -91,19 +92,63 @@ def replay_payments(
     rate: float = 100.0,
     concurrency: int = 8,
     progress: Progress | None = None,
+    clock: ServingAdmin | None = None,
 ) -> ReplaySummary:
     """Send every payment (rate in requests/s, 0 = as fast as possible, on at most
-    `concurrency` connections) and tally."""
+    `concurrency` connections) and tally.
+
+    With `clock` (the admin client of the same API), simulated time: the payments go out
+    in spans the service's accepted lateness covers, and before each span the service's
+    clock is held at its last payment's time (serving/clock.py). Without it, the payments
+    must be stamped near the service's own clock."""
     if rate < 0 or concurrency < 1:
         raise ConfigError("rate must be >= 0 and concurrency >= 1")
     host, port = host_and_port(url)
     check_ready(url)
-    requests = [post(host, port, "/v1/score", body) for body in payments]
+    spans = [payments] if clock is None else clock_spans(payments, _lateness(clock))
     tally = _Tally(progress or (lambda _: None))
     started = pd.Timestamp.now()
-    lag = send_all(host, port, requests, rate=rate, connections=concurrency, on_answer=tally.add)
+    lag = 0.0
+    for span in spans:
+        if clock is not None:
+            _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
+        requests = [post(host, port, "/v1/score", body) for body in span]
+        lag = max(
+            lag,
+            send_all(host, port, requests, rate=rate, connections=concurrency, on_answer=tally.add),
+        )
     elapsed = (pd.Timestamp.now() - started).total_seconds()
     return tally.summary(elapsed, lag)
+
+
+def clock_spans(payments: list[dict[str, Any]], lateness: pd.Timedelta) -> list[list[dict]]:
+    """Consecutive runs of payments (in time order) whose times lie within `lateness`
+    of the run's last one: held at that last time, the service accepts each of them."""
+    spans: list[list[dict[str, Any]]] = []
+    opened: pd.Timestamp | None = None
+    for body in payments:
+        at = pd.Timestamp(body["timestamp"])
+        if opened is None or at - opened > lateness:
+            spans.append([])
+            opened = at
+        spans[-1].append(body)
+    return spans
+
+
+def _lateness(clock: ServingAdmin) -> pd.Timedelta:
+    state = clock.clock_state()
+    if state is None:
+        raise ServiceUnavailable(
+            f"could not read the service clock at {clock.url}/admin/clock: a simulated-time "
+            "replay holds it there, which needs the API's admin token"
+        )
+    return pd.Timedelta(seconds=float(state["max_lateness_seconds"]))
+
+
+def _hold(clock: ServingAdmin, instant: pd.Timestamp) -> None:
+    answer = clock.hold_clock(instant.to_pydatetime())
+    if not answer.ok:
+        raise ServiceUnavailable(f"could not hold the service clock at {instant}: {answer}")
 
 
 def check_ready(url: str) -> None:

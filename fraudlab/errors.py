@@ -33,3 +33,11 @@ class ServiceUnavailable(FraudlabError):
 
 class ModelUnavailable(FraudlabError):
     """No champion model is loaded (the API answers 503 until one is)."""
+
+
+class PaymentRefused(FraudlabError):
+    """A payment the API will not score as sent (a 422 naming the field)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

@@ -9,6 +9,7 @@ effects: nothing is created and nothing connects until an entry point asks.
 from __future__ import annotations
 
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +80,10 @@ class ServingSettings(BaseModel):
     # further view is read once it is spent. A loopback lookup takes ~1 ms; past the
     # budget the payment is scored on an explicit, counted fallback instead of waiting.
     online_budget_ms: float = Field(20.0, gt=0, le=5_000)
+    # The payment times the API accepts, around the service's clock (serving/clock.py):
+    # a gateway's clock a few minutes ahead of ours, a payment scored up to a day late.
+    max_payment_lead_seconds: float = Field(300.0, ge=0, le=86_400)
+    max_payment_lateness_seconds: float = Field(86_400.0, ge=0, le=31 * 86_400)
 
 
 class MonitoringSettings(BaseModel):
@@ -174,6 +179,25 @@ class Settings(BaseSettings):
             return self.serving.admin_token
         path = self.admin_token_path
         return (path.read_text().strip() or None) if path.is_file() else None
+
+    def ensure_admin_token(self) -> Path | None:
+        """Without FRAUDLAB_SERVING__ADMIN_TOKEN the API's admin endpoints are off: the
+        monitor's routing changes go nowhere and no simulated-time run can hold the
+        service clock. So the stack and the demo generate a token file under the home,
+        readable by this user only, that the API, the monitor and the replay all read.
+        Returns the file's path when this call generated it."""
+        if self.serving.admin_token:
+            return None
+        path = self.admin_token_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            os.chmod(path, 0o600)  # a token file anyone can read is no secret
+            return None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        return path
 
     @property
     def action_journal_path(self) -> Path:

@@ -226,7 +226,9 @@ def _replay_day(ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float)
     if amount_scale != 1.0:
         for body in payments:
             body["amount"] = round(body["amount"] * amount_scale, 2)
-    summary = replay_payments(api.url, payments, rate=0, concurrency=REPLAY_CONCURRENCY)
+    summary = replay_payments(
+        api.url, payments, rate=0, concurrency=REPLAY_CONCURRENCY, clock=ctx.admin
+    )
     _wait_for_log(ctx, summary.answered, day)
     return summary
 

@@ -1,11 +1,14 @@
-"""Admin endpoints: force a model reload, change routing. Bearer token from settings
-(or the home's token file, `Settings.admin_token`), read once at startup; 401 without
+"""Admin endpoints: force a model reload, change routing, hold the service clock.
+Bearer token from settings (or the home's token file, `Settings.admin_token`), read
+once at startup; 401 without
 a token, 403 with a wrong one, 404 (off) when no token is configured.
 
 With several uvicorn workers a call reaches one of them. A routing change is committed
 to the shared routing row (serving/routing.py) before the answer, applied by this worker
 at once and by the others on their watcher's next poll; a reload loads here at once and
-the others' watchers find the moved alias on their next poll. The answer's
+the others' watchers find the moved alias on their next poll; a held clock is a file
+every worker checks on each request, so it applies everywhere before the answer. The
+answer's
 `Fraudlab-Propagation` header says so; the bodies are the same as with one worker.
 """
 
@@ -18,7 +21,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.schemas import ReloadResult, RoutingState, RoutingUpdate, ValidationErrorBody
+from serving.clock import ServiceClock
+from serving.schemas import (
+    ClockState,
+    ClockUpdate,
+    ReloadResult,
+    RoutingState,
+    RoutingUpdate,
+    ValidationErrorBody,
+)
 
 router = APIRouter(
     prefix="/admin",
@@ -91,3 +102,36 @@ def set_routing(
     policy = request.app.state.shared_routing.update(update.canary_share, update.shadow)
     _propagation(request, response, "routing applied")
     return RoutingState(canary_share=policy.canary_share, shadow=policy.shadow)
+
+
+def _clock_state(clock: ServiceClock) -> ClockState:
+    reading = clock.read()
+    return ClockState(
+        now=reading.now,
+        held=reading.held,
+        max_lead_seconds=clock.max_lead.total_seconds(),
+        max_lateness_seconds=clock.max_lateness.total_seconds(),
+    )
+
+
+@router.get("/clock", response_model=ClockState)
+def get_clock(request: Request, _: Admin) -> ClockState:
+    """The service clock payments are checked against, and the skew it accepts."""
+    return _clock_state(request.app.state.service.clock)
+
+
+@router.put("/clock", response_model=ClockState)
+def hold_clock(update: ClockUpdate, request: Request, _: Admin) -> ClockState:
+    """Hold the clock at a simulated instant (every worker, before this answers): what
+    a simulated-time run does as its payments advance, instead of any check being off."""
+    clock: ServiceClock = request.app.state.service.clock
+    clock.hold(update.now)
+    return _clock_state(clock)
+
+
+@router.delete("/clock", response_model=ClockState)
+def release_clock(request: Request, _: Admin) -> ClockState:
+    """Back to the wall clock."""
+    clock: ServiceClock = request.app.state.service.clock
+    clock.release()
+    return _clock_state(clock)

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fraudlab.errors import ModelUnavailable
+from fraudlab.errors import ModelUnavailable, PaymentRefused
 from fraudlab.settings import Settings, get_settings
 from serving.admin import router as admin_router
 from serving.limits import BodySizeLimit
@@ -116,6 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(PaymentRefused)
+    async def _refused(_: Request, exc: PaymentRefused) -> JSONResponse:
+        return JSONResponse({"detail": [{"field": exc.field, "message": str(exc)}]}, 422)
 
     @app.exception_handler(ModelUnavailable)
     async def _no_model(_: Request, exc: ModelUnavailable) -> JSONResponse:

@@ -92,6 +92,12 @@ class ServingMetrics:
         self.requests = Counter(
             "fraudlab_requests", "Scored requests", ["route", "decision"], registry=r
         )
+        self.refused_payments = Counter(
+            "fraudlab_refused_payments",
+            "Payments refused after validation (a timestamp outside the service clock's skew)",
+            ["field"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "fraudlab_feature_fallbacks",
             "Requests scored with missing or stale features",

@@ -3,8 +3,9 @@
 benchmarks, tests) and waits until every worker is ready.
 
 Before any worker starts, `serve` resets what the workers of one server run share under
-the settings home: the routing row (serving/routing.py), so the run starts from
-settings, and with more than one worker the Prometheus multiprocess folder
+the settings home: with `--reset-routing`, the routing row (serving/routing.py) and the
+held clock (serving/clock.py), so the run starts from settings; always, with more than
+one worker the Prometheus multiprocess folder
 (`<home>/prometheus_multiproc`, serving/metrics.py), so no dead run's samples count.
 """
 
@@ -27,6 +28,7 @@ import httpx
 from fraudlab import locks
 from fraudlab.errors import ServiceUnavailable
 from fraudlab.settings import get_settings
+from serving.clock import held_clock_path
 from serving.routing import shared_routing_path
 
 # Imported by serving/metrics.py, never the reverse: this module must not import
@@ -115,8 +117,9 @@ def reset_shared_state(
     workers need (None: unset it). The routing row is kept unless `reset_routing`: a
     canary share the monitor set must outlive an API restart, or its challenger would
     stay on trial forever; a demo or scenario run starts from its settings instead."""
-    if reset_routing:
-        for stale in (shared_routing_path(home), Path(f"{shared_routing_path(home)}-journal")):
+    if reset_routing:  # and the held clock (serving/clock.py): a run's drivers set it
+        routing = shared_routing_path(home)
+        for stale in (routing, Path(f"{routing}-journal"), held_clock_path(home)):
             stale.unlink(missing_ok=True)
     metrics_dir = home / MULTIPROC_FOLDER
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -188,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
-        "--reset-routing", action="store_true", help="start from the settings' routing"
+        "--reset-routing",
+        action="store_true",
+        help="start from the settings' routing and the wall clock",
     )
     args = parser.parse_args(argv)
     serve(args.app, args.host, args.port, args.workers, reset_routing=args.reset_routing)

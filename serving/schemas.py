@@ -20,6 +20,19 @@ Decision = Literal["approve", "review", "decline"]
 Route = Literal["champion", "canary"]
 
 
+def _text_not_number(value: object) -> object:
+    # A bare number would be guessed as seconds or milliseconds since the epoch.
+    if isinstance(value, int | float):
+        raise ValueError("must be ISO 8601 text with a time zone, not a number")
+    return value
+
+
+def _plausible_time(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    return value.astimezone(UTC)
+
+
 class ScoreRequest(BaseModel):
     """One card payment to score. Unknown fields are refused, not ignored."""
 
@@ -38,12 +51,8 @@ class ScoreRequest(BaseModel):
             raise ValueError("amount must be a number, not true or false")
         return value
 
-    @field_validator("timestamp")
-    @classmethod
-    def _plausible_time(cls, value: datetime) -> datetime:
-        if not EARLIEST <= value < LATEST:
-            raise ValueError("timestamp must be between 2000-01-01 and 2100-01-01")
-        return value.astimezone(UTC)
+    _text = field_validator("timestamp", mode="before")(_text_not_number)
+    _plausible = field_validator("timestamp")(_plausible_time)
 
 
 class ModelRef(BaseModel):
@@ -82,6 +91,22 @@ class RoutingUpdate(BaseModel):
 class RoutingState(BaseModel):
     canary_share: float
     shadow: bool
+
+
+class ClockUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    now: AwareDatetime = Field(description="the simulated instant to hold the clock at")
+
+    _text = field_validator("now", mode="before")(_text_not_number)
+    _plausible = field_validator("now")(_plausible_time)
+
+
+class ClockState(BaseModel):
+    now: datetime
+    held: bool = Field(description="false: the wall clock")
+    max_lead_seconds: float
+    max_lateness_seconds: float
 
 
 class ReloadResult(BaseModel):

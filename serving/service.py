@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 
 from features.store import feature_service, open_store, service_features
-from fraudlab.errors import ModelUnavailable
+from fraudlab.errors import ModelUnavailable, PaymentRefused
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION
+from serving.clock import ServiceClock, held_clock_path
 from serving.features import OVER_BUDGET, STORE_ERROR, FeatureVector, OnlineFeatures
 from serving.metrics import ServingMetrics
 from serving.models import LoadedModels, ModelManager
@@ -24,6 +26,11 @@ class ScoringService:
         self.metrics = ServingMetrics()
         self.store = open_store(settings)
         self.routing = RoutingPolicy(settings.serving.canary_share, settings.serving.shadow)
+        self.clock = ServiceClock(
+            held_clock_path(settings.home),
+            settings.serving.max_payment_lateness_seconds,
+            settings.serving.max_payment_lead_seconds,
+        )
         self.log = PredictionLog(
             settings.prediction_log_path,
             settings.serving.log_flush_seconds,
@@ -108,6 +115,10 @@ class ScoringService:
 
     def score(self, request: ScoreRequest) -> ScoreResponse:
         started = time.perf_counter()
+        now = self.clock.now()
+        if refusal := self.clock.refusal(request.timestamp, now):
+            self.metrics.refused_payments.labels("timestamp").inc()
+            raise PaymentRefused("timestamp", refusal)
         loaded = self.models.current  # one snapshot for the whole request
         online = loaded.online
         if loaded.champion is None or online is None:
@@ -131,6 +142,7 @@ class ScoringService:
         alias = CHALLENGER if route == "canary" else CHAMPION
         self._record(
             request,
+            now,
             request_id,
             route,
             alias,
@@ -155,6 +167,7 @@ class ScoringService:
     def _record(
         self,
         request: ScoreRequest,
+        now: datetime,
         request_id: str,
         route: str,
         alias: str,
@@ -183,6 +196,7 @@ class ScoringService:
                 request_id=request_id,
                 transaction_id=request.transaction_id,
                 event_timestamp=request.timestamp,
+                served_at=now,
                 customer_id=request.customer_id,
                 terminal_id=request.terminal_id,
                 amount=request.amount,

@@ -147,12 +147,14 @@ def _serve_days(builder: WorldBuilder, days: int, canary_share: float, rate: flo
     daily batch cadence), then the day's payments through the API."""
     import pandas as pd
 
+    from client.admin import ServingAdmin
     from client.replay import payments_of_days
     from features.store import materialize
     from fraudlab.commands.replay import replay_table, send_with_progress, server_timings
     from serving.process import home_server_pid, running_server
 
     settings = builder.settings
+    settings.ensure_admin_token()  # the replay holds the API's clock at simulated time
     env = {"FRAUDLAB_SERVING__CANARY_SHARE": str(canary_share)}
     log_file = settings.home / "serve.log"
     served = home_server_pid(settings.home)
@@ -168,7 +170,8 @@ def _serve_days(builder: WorldBuilder, days: int, canary_share: float, rate: flo
         for day in range(days):
             materialize(settings, end=(builder.cutoff() + pd.Timedelta(days=day)).to_pydatetime())
             payments = payments_of_days(builder.transactions, builder.cutoff_day + day)
-            summary = send_with_progress(url, payments, rate, concurrency=8)
+            clock = ServingAdmin(settings, url)
+            summary = send_with_progress(url, payments, rate, concurrency=8, clock=clock)
             time.sleep(2 * settings.serving.log_flush_seconds)  # the log's last batch
             console.print(replay_table(summary, url, server_timings(settings, payments)))
     console.print(

@@ -36,12 +36,14 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
-def latest_event(settings: Settings) -> pd.Timestamp:
+def logged_now(settings: Settings) -> pd.Timestamp:
+    """The monitor's default "now": just after the service clock's latest logged
+    answer (serving/clock.py), so a payment stamped in the future moves nothing."""
     import pandas as pd
 
-    from serving.prediction_log import latest_event_time
+    from serving.prediction_log import latest_service_time
 
-    latest = latest_event_time(settings.prediction_log_path)
+    latest = latest_service_time(settings.prediction_log_path)
     if latest is None:
         raise MissingInput("the prediction log is empty: serve some traffic first")
     return latest + pd.Timedelta(microseconds=1)
@@ -52,7 +54,7 @@ def _window(settings: Settings, since: str | None, until: str | None) -> Window:
 
     from monitoring.window import Window
 
-    end = pd.Timestamp(until) if until else latest_event(settings)
+    end = pd.Timestamp(until) if until else logged_now(settings)
     start = (
         pd.Timestamp(since) if since else end - pd.Timedelta(hours=settings.monitoring.window_hours)
     )
@@ -106,7 +108,7 @@ def run(
     until: str = typer.Option(
         None,
         help="Window end and 'now' for labels, ISO time "
-        "(default: just after the latest logged request).",
+        "(default: the service clock of the latest logged request).",
     ),
     every: str = typer.Option(None, help="Repeat on a schedule, e.g. 10m (Ctrl-C stops)."),
     times: int = typer.Option(None, min=1, help="With --every: stop after this many runs."),

@@ -9,11 +9,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from fraudlab.console import console, user_errors
+from fraudlab.errors import ConfigError
 from fraudlab.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from client.admin import ServingAdmin
     from client.replay import ReplaySummary
 
 
@@ -31,29 +33,49 @@ def replay(
         None, help="Scoring API (default: from settings, http://127.0.0.1:8000)."
     ),
     limit: int = typer.Option(None, min=1, help="Send at most this many payments."),
+    hold_clock: bool = typer.Option(
+        True,
+        "--hold-clock/--keep-clock",
+        help="Simulated time: hold the API's clock at the payments' times as they advance "
+        "(PUT /admin/clock, with the admin token). --keep-clock leaves the API's clock as "
+        "it is (live, or held by someone else): for payments stamped around its now.",
+    ),
 ) -> None:
     """Replay payments against POST /v1/score and summarise; exits 1 if any request failed."""
+    from client.admin import ServingAdmin
     from client.replay import load_payments
 
     settings = get_settings()
     url = url or f"http://{settings.serving.host}:{settings.serving.port}"
-    summary = send_with_progress(
-        url, load_payments(settings, from_day, days, limit), rate, concurrency
-    )
+    payments = load_payments(settings, from_day, days, limit)
+    clock = ServingAdmin(settings, url) if hold_clock else None
+    if clock is not None and not clock.headers:
+        raise ConfigError(
+            "replaying simulated time holds the API's clock, which needs the admin token "
+            f"(FRAUDLAB_SERVING__ADMIN_TOKEN or {settings.admin_token_path}); "
+            "or pass --keep-clock for payments stamped around the API's now"
+        )
+    summary = send_with_progress(url, payments, rate, concurrency, clock)
     console.print(replay_table(summary, url))
     if summary.error_count:
         raise typer.Exit(1)
 
 
 def send_with_progress(
-    url: str, payments: list[dict[str, Any]], rate: float, concurrency: int
+    url: str,
+    payments: list[dict[str, Any]],
+    rate: float,
+    concurrency: int,
+    clock: ServingAdmin | None,
 ) -> ReplaySummary:
     from client.replay import replay_payments
 
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(f"replaying to {url}", total=len(payments))
-        return replay_payments(url, payments, rate, concurrency, lambda n: bar.advance(task, n))
+        return replay_payments(
+            url, payments, rate, concurrency, lambda n: bar.advance(task, n), clock
+        )
 
 
 def replay_table(summary: ReplaySummary, url: str, server: pd.DataFrame | None = None) -> Table:

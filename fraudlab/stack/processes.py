@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shlex
 import shutil
 import signal
@@ -99,20 +98,8 @@ def group(record: Record) -> list[psutil.Process]:
 
 
 def ensure_admin_token(settings: Settings, say: Say) -> None:
-    """Without FRAUDLAB_SERVING__ADMIN_TOKEN the API's admin endpoints are off and the
-    monitor's routing changes go nowhere: the stack generates a token file under the
-    home, readable by this user only, that the API and the monitor both read."""
-    if settings.serving.admin_token:
-        return
-    path = settings.admin_token_path
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        os.chmod(path, 0o600)  # a token file anyone can read is no secret
-        return
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(32) + "\n")
-    say(f"admin token generated: {path} (mode 0600)")
+    if path := settings.ensure_admin_token():
+        say(f"admin token generated: {path} (mode 0600)")
 
 
 def up(settings: Settings, net: Network, say: Say) -> None:

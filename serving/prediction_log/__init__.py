@@ -9,7 +9,7 @@ runs (writer.py) and the readers monitoring, scenarios, benchmarks and tests use
 from serving.prediction_log.reader import (
     count_between,
     count_rows,
-    latest_event_time,
+    latest_service_time,
     read_predictions,
     read_shadow_scores,
     rows_for_requests,
@@ -32,7 +32,7 @@ __all__ = [
     "count_between",
     "count_rows",
     "create_log",
-    "latest_event_time",
+    "latest_service_time",
     "read_predictions",
     "read_shadow_scores",
     "rows_for_requests",

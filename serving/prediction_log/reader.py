@@ -79,10 +79,12 @@ def read_shadow_scores(path: Path, request_ids: Iterable[str]) -> pd.DataFrame:
         )
 
 
-def latest_event_time(path: Path) -> pd.Timestamp | None:
-    """The largest event time logged, or None for an empty log."""
+def latest_service_time(path: Path) -> pd.Timestamp | None:
+    """The service clock's latest "now" logged (served_at), or None for an empty log.
+    Not the largest payment timestamp: that is the caller's word, and one payment
+    stamped 2099 would move every later monitor run's window there."""
     with connect(_existing(path)) as conn:
-        (latest,) = conn.execute(f"SELECT MAX(event_timestamp) FROM {PREDICTIONS}").fetchone()
+        (latest,) = conn.execute(f"SELECT MAX(served_at) FROM {PREDICTIONS}").fetchone()
     return None if latest is None else pd.Timestamp(latest)
 
 

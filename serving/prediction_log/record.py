@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fraudlab.errors import ConfigError
+
 BUSY_SECONDS = 30.0  # SQLite's own wait for another writer's lock, per attempt
 PREDICTIONS, SHADOW_SCORES = "predictions", "shadow_scores"
 
@@ -20,6 +22,9 @@ COLUMNS: dict[str, str] = {
     "request_id": "TEXT PRIMARY KEY",
     "transaction_id": "TEXT NOT NULL",
     "event_timestamp": "TEXT NOT NULL",  # ISO 8601, UTC: sorts as text
+    # The service's clock when it answered (serving/clock.py), ISO 8601 UTC: the wall
+    # clock live, the simulated instant a simulated-time run set. The monitor's "now".
+    "served_at": "TEXT NOT NULL",
     "logged_at": "REAL NOT NULL",  # the service's wall clock, seconds since the epoch
     "customer_id": "INTEGER NOT NULL",
     "terminal_id": "INTEGER NOT NULL",
@@ -55,6 +60,7 @@ class PredictionRecord:
     request_id: str
     transaction_id: str
     event_timestamp: datetime
+    served_at: datetime
     customer_id: int
     terminal_id: int
     amount: float
@@ -77,6 +83,7 @@ class PredictionRecord:
         path)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["event_timestamp"] = self.event_timestamp.isoformat()
+        values["served_at"] = self.served_at.isoformat()
         values["fallback"] = int(bool(self.fallback_features))
         values["fallback_features"] = ",".join(self.fallback_features)
         values["features"] = json.dumps(
@@ -123,6 +130,7 @@ def create_log(path: Path) -> None:
             for table, columns in TABLES.values():
                 spec = ", ".join(f"{name} {kind}" for name, kind in columns.items())
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
+                _same_columns(conn, path, table, columns)
             conn.commit()
             return
         except sqlite3.OperationalError:
@@ -131,3 +139,18 @@ def create_log(path: Path) -> None:
             time.sleep(0.05 * (attempt + 1))  # another worker is switching the journal mode
         finally:
             conn.close()
+
+
+def _same_columns(
+    conn: sqlite3.Connection, path: Path, table: str, columns: dict[str, str]
+) -> None:
+    """A log written by an older fraudlab has other columns: say so once, at startup,
+    instead of failing every insert later."""
+    found = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+    if found != list(columns):
+        missing = sorted(set(columns) - set(found)) or "-"
+        raise ConfigError(
+            f"the prediction log {path} was written by another fraudlab version (table "
+            f"{table}, columns missing: {missing}): move it away and the service starts a "
+            "new one"
+        )

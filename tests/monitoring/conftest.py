@@ -129,6 +129,7 @@ def _log_row(
         request_id=request_id,
         transaction_id=str(record["transaction_id"]),
         event_timestamp=record["event_timestamp"],
+        served_at=record["event_timestamp"],  # a simulated day: served as it happened
         customer_id=int(record["customer_id"]),
         terminal_id=int(record["terminal_id"]),
         amount=float(record.get("request_amount", record["amount"])),  # what the caller sent

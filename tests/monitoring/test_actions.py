@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -24,9 +25,10 @@ from monitoring.runner import decide_and_act
 from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect, set_alias
 from pipelines.train import run_training
 from tests.monitoring.conftest import MonitorWorld
-from tests.serving.live_server import LiveServer
+from tests.serving.live_server import LiveServer, at_simulated_time
 
 TOKEN = "monitor-test-token"
+PAID_AT = datetime(2026, 2, 25, 10, tzinfo=UTC)  # the payments' time, the server clock's too
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,7 @@ def served(
             "serving": serving,
         }
     )
+    settings = at_simulated_time(settings, PAID_AT, timedelta(hours=1))
     go = home / "go"
     go.touch()
     server = LiveServer(settings).start(go).wait_ready()
@@ -63,7 +66,7 @@ def _payment(customer: int = 1) -> dict:
         "customer_id": customer,
         "terminal_id": 1,
         "amount": 42.0,
-        "timestamp": "2026-02-25T10:00:00Z",
+        "timestamp": PAID_AT.isoformat(),
     }
 
 

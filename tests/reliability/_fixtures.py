@@ -23,7 +23,7 @@ from client.replay import payment_body
 from fraudlab.settings import Settings
 from tests.conftest import TEST_SIMULATION, TEST_TRAINING, World
 from tests.serving.conftest import future_payments, train_champion_and_challenger
-from tests.serving.live_server import LiveServer, furnish, server_home
+from tests.serving.live_server import LiveServer, at_simulated_time, furnish, server_home
 
 CUTOFF_DAY = 65  # train before day 65 of the 75 simulated; the 2 days after it are scored
 FUTURE = pd.Timedelta(days=2)  # within the snapshot TTL: the cutoff's features are fresh
@@ -37,6 +37,7 @@ class ReliabilityWorld:
     settings: Settings  # the trained registry's home (MLflow store, Feast repo, online store)
     payments: list[dict]  # request bodies of the 2 days after the cutoff, in time order
     versions: dict[str, str]  # model kind -> registry version
+    clock: pd.Timestamp  # every server's clock is held here: the end of those 2 days
 
     @property
     def champion(self) -> str:
@@ -52,7 +53,7 @@ class ReliabilityWorld:
         serving = settings.serving.model_copy(update={"alias_poll_seconds": POLL_SECONDS})
         settings = settings.model_copy(update={"serving": serving})
         furnish(self.settings, settings)
-        return settings
+        return at_simulated_time(settings, self.clock, FUTURE + pd.Timedelta(hours=1))
 
 
 _CACHE: dict[str, ReliabilityWorld] = {}  # one training run per session, whichever module asks
@@ -75,7 +76,8 @@ def reliability_world(world: World, tmp_path_factory: pytest.TempPathFactory) ->
         versions = {kind: outcome.version for kind, outcome in trained.outcomes.items()}
         future = future_payments(trained, FUTURE)
         payments = [payment_body(row) for row in future.itertuples()]
-        _CACHE["world"] = ReliabilityWorld(root, base, payments, versions)
+        clock = trained.cutoff + FUTURE
+        _CACHE["world"] = ReliabilityWorld(root, base, payments, versions, clock)
     return _CACHE["world"]
 
 

@@ -37,6 +37,7 @@ POSTGRES = ("127.0.0.1", 5432)
 POSTGRES_ADMIN_URI = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 CUTOFF_DAY = 65  # train and materialize up to day 65 of 75; later payments are the traffic
 FUTURE = pd.Timedelta(days=2)  # within the snapshot TTL: the cutoff's features are fresh
+LATENESS = FUTURE + pd.Timedelta(hours=1)  # accepted, with the clock at the future's end
 ADMIN_TOKEN = "reliability-admin-token-51c9"
 POLL_SECONDS = 0.5
 START_SECONDS = 60.0  # an MLflow server imports for several seconds on a busy machine
@@ -64,11 +65,18 @@ class ChildService:
     ) -> None:
         self.name, self.command, self.health, self.log = name, command, health, log
         self.process: subprocess.Popen[bytes] | None = None
+        self.cwd: Path | None = None
+        self.env: dict[str, str] = {}  # on top of this process's environment
 
     def start(self) -> ChildService:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                self.command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.cwd,
+                env={**os.environ, **self.env},
             )
         _wait_until(self.health, self.name, self.process, START_SECONDS)
         return self
@@ -174,7 +182,11 @@ def production_world(
             "mlflow_tracking_uri": f"http://127.0.0.1:{mlflow_port}",
             "training": TEST_TRAINING.model_copy(update={"cutoff_day": CUTOFF_DAY}),
             "serving": world.settings.serving.model_copy(
-                update={"alias_poll_seconds": POLL_SECONDS, "admin_token": ADMIN_TOKEN}
+                update={
+                    "alias_poll_seconds": POLL_SECONDS,
+                    "admin_token": ADMIN_TOKEN,
+                    "max_payment_lateness_seconds": LATENESS.total_seconds(),
+                }
             ),
         }
     )
@@ -202,6 +214,13 @@ def production_world(
             running_server(env=env, log_file=root / "api.out", cwd=REPO_ROOT) as url,
             httpx.Client(base_url=url, timeout=30.0) as api,
         ):
+            # Simulated time: the clock held at the future's end, as a replay would.
+            held = api.put(
+                "/admin/clock",
+                json={"now": (cutoff + FUTURE).isoformat()},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+            assert held.status_code == 200, held.text
             yield ProductionWorld(settings, api, redis, mlflow, future, cutoff, version)
     finally:
         mlflow.stop()

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from client.replay import payment_body
+from data.calendar import Calendar
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION
 from pipelines.world import World as TrainedWorld
@@ -25,12 +26,13 @@ from pipelines.world import WorldBuilder, WorldRecipe
 from serving.prediction_log import count_rows, rows_for_requests
 from tests.conftest import TEST_SIMULATION, TEST_TRAINING
 from tests.conftest import World as SessionWorld
-from tests.serving.live_server import LiveServer, furnish, server_home
+from tests.serving.live_server import LiveServer, at_simulated_time, furnish, server_home
 
 SERVING_CUTOFF_DAY = 65  # train before day 65 of the 75 simulated; days 65.. are the future
 ADMIN_TOKEN = "test-admin-token-7f3a"
 POLL_SECONDS = 0.5
 FUTURE = pd.Timedelta(days=2)  # within the snapshot TTL: the cutoff's features are fresh
+LATENESS = FUTURE + pd.Timedelta(hours=1)  # accepted, with the clock at the future's end
 CLEAN_EXIT = (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after its graceful shutdown
 
 
@@ -47,6 +49,11 @@ class ServingWorld:
     @property
     def challenger(self) -> str:
         return self.versions["lightgbm"]
+
+    @property
+    def clock(self) -> pd.Timestamp:
+        """Where the fleet's clocks are held: the end of the future."""
+        return self.future["event_timestamp"].min().floor("D") + FUTURE
 
     def payments(self, n: int, skip: int = 0) -> list[dict]:
         return [payment_body(r) for r in self.future.iloc[skip : skip + n].itertuples()]
@@ -100,10 +107,14 @@ def serving_world(
         training=TEST_TRAINING.model_copy(update={"cutoff_day": SERVING_CUTOFF_DAY}),
     )
 
+    cutoff = Calendar.of_file(base.transactions_path).start(SERVING_CUTOFF_DAY)
+
     def server_settings(name: str, own_registry: bool = False, **serving: object) -> Settings:
         settings = server_home(base, root / name, own_registry)
+        # Held at the future's end (the cutoff is day 65's midnight, known before training).
+        settings = at_simulated_time(settings, cutoff + FUTURE, LATENESS)
         update = {"alias_poll_seconds": POLL_SECONDS, "admin_token": ADMIN_TOKEN} | serving
-        return settings.model_copy(update={"serving": base.serving.model_copy(update=update)})
+        return settings.model_copy(update={"serving": settings.serving.model_copy(update=update)})
 
     fleet = Fleet(
         api=LiveServer(server_settings("api")),
@@ -125,6 +136,7 @@ def serving_world(
         assert versions["lightgbm"] == "2", versions
         for server in fleet.servers:
             furnish(base, server.settings)
+        assert trained.cutoff == cutoff, (trained.cutoff, cutoff)
         go_file.touch()
         yield ServingWorld(base, future_payments(trained, FUTURE), versions), fleet
     finally:

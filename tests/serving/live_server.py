@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from fraudlab.settings import Settings
+from serving.clock import held_clock_path, hold_clock
 from serving.process import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +53,16 @@ def furnish(base: Settings, server: Settings) -> None:
     shutil.copytree(base.feast_dir, server.feast_dir)
     if server.tracking_uri != base.tracking_uri:
         shutil.copy(base.home / "mlflow.db", server.home / "mlflow.db")
+
+
+def at_simulated_time(settings: Settings, now: datetime, lateness: timedelta) -> Settings:
+    """A server home whose clock is held at `now` (serving/clock.py, the file a
+    `PUT /admin/clock` writes), accepting payments up to `lateness` before it: test
+    worlds send the days after their cutoff at one held instant."""
+    hold_clock(held_clock_path(settings.home), now)
+    lateness_seconds = lateness.total_seconds()
+    serving = settings.serving.model_copy(update={"max_payment_lateness_seconds": lateness_seconds})
+    return settings.model_copy(update={"serving": serving})
 
 
 class LiveServer:

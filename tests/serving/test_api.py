@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serving.conftest import ADMIN_TOKEN, Fleet, ServingWorld, logged_rows
+from fraudlab.commands.monitor import logged_now
+from fraudlab.settings import ServingSettings
+from tests.serving.conftest import ADMIN_TOKEN, LATENESS, Fleet, ServingWorld, logged_rows
+
+MAX_LEAD_SECONDS = ServingSettings().max_payment_lead_seconds
 
 ENTITY_FEATURES = {
     "customer": [f"customer_{k}_{w}d" for k in ("tx_count", "mean_amount") for w in (1, 7, 30)],
@@ -75,6 +81,7 @@ BAD_FIELDS = [
     ("timestamp", "2026-03-07T10:00:00"),  # naive: no timezone
     ("timestamp", "1990-03-07T10:00:00Z"),
     ("timestamp", "yesterday"),
+    ("timestamp", 1772877600),  # a bare number: seconds or milliseconds? Refused, not guessed
     ("transaction_id", "x" * 65),
     ("transaction_id", "drop table;"),
     ("transaction_id", ""),
@@ -92,6 +99,60 @@ def test_each_invalid_field_is_refused_with_422_naming_it(
     response = fleet.api.score(payment | {field: value})
     assert response.status_code == 422, response.text
     assert [p["field"] for p in response.json()["detail"]] == [field]
+
+
+def _stamped(payment: dict, at: pd.Timestamp) -> dict:
+    return payment | {"timestamp": at.isoformat()}
+
+
+def test_a_payment_from_the_future_is_refused_and_moves_no_monitor_clock(
+    fleet: Fleet, live_world: ServingWorld, payment: dict
+) -> None:
+    """Issue 11, finding 4: the API took any instant up to 2100, and the monitor's "now"
+    was the largest payment timestamp logged, so one payment dated 2099 moved every
+    later run's window (and its actions' cool-downs) to 2099."""
+    clock, lead = live_world.clock, pd.Timedelta(seconds=MAX_LEAD_SECONDS)
+    refused_before = _refused_payments(fleet.api.metrics())
+    for at in (pd.Timestamp("2099-06-01", tz="UTC"), clock + lead + pd.Timedelta(seconds=1)):
+        response = fleet.api.score(_stamped(payment, at))
+        assert response.status_code == 422, response.text
+        (problem,) = response.json()["detail"]
+        assert problem["field"] == "timestamp" and "after the service clock" in problem["message"]
+    too_late = clock - LATENESS - pd.Timedelta(seconds=1)
+    response = fleet.api.score(_stamped(payment, too_late))
+    assert response.status_code == 422 and "before the service clock" in response.text
+    assert _refused_payments(fleet.api.metrics()) == refused_before + 3
+    # A gateway's clock a little ahead of ours is accepted, and logged at ours.
+    ahead = fleet.api.score(_stamped(payment, clock + lead - pd.Timedelta(seconds=1)))
+    assert ahead.status_code == 200, ahead.text
+    (row,) = logged_rows(fleet.api.log_path, "predictions", [ahead.json()["request_id"]])
+    assert pd.Timestamp(row["served_at"]) == clock
+    assert logged_now(fleet.api.settings) == clock + pd.Timedelta(microseconds=1)
+
+
+def _refused_payments(metrics: str) -> float:
+    (family,) = [
+        f for f in text_string_to_metric_families(metrics) if f.name.endswith("refused_payments")
+    ]
+    return sum(s.value for s in family.samples if s.name.endswith("_total"))
+
+
+def test_the_held_clock_is_visible_and_guarded(fleet: Fleet, live_world: ServingWorld) -> None:
+    state = fleet.api.client.get("/admin/clock", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert state.status_code == 200
+    assert state.json() == {
+        "now": live_world.clock.isoformat().replace("+00:00", "Z"),
+        "held": True,
+        "max_lead_seconds": MAX_LEAD_SECONDS,
+        "max_lateness_seconds": LATENESS.total_seconds(),
+    }
+    wrong = fleet.api.client.put("/admin/clock", json={"now": "2099-01-01T00:00:00Z"})
+    assert wrong.status_code == 401
+    for bad in ({"now": 1772877600}, {"now": "2026-03-07T10:00:00"}, {"when": "x"}):
+        response = fleet.api.client.put(
+            "/admin/clock", json=bad, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        assert response.status_code == 422, (bad, response.text)
 
 
 def test_nan_written_as_a_bare_json_token_is_refused(fleet: Fleet, payment: dict) -> None:

@@ -37,12 +37,13 @@ from serving.schemas import ScoreRequest
 from serving.service import ScoringService
 from tests.serving.conftest import (
     ADMIN_TOKEN,
+    LATENESS,
     POLL_SECONDS,
     SERVING_CUTOFF_DAY,
     Fleet,
     ServingWorld,
 )
-from tests.serving.live_server import furnish, server_home
+from tests.serving.live_server import at_simulated_time, furnish, server_home
 from tests.serving.test_model_swap import MODEL, Traffic, _reload_failures
 
 
@@ -78,6 +79,7 @@ def in_process(fleet: Fleet, live_world: ServingWorld, tmp_path: Path) -> Iterat
         update={"mlflow_tracking_uri": fleet.swap.settings.tracking_uri, "serving": serving}
     )
     furnish(live_world.settings, settings)
+    settings = at_simulated_time(settings, live_world.clock, LATENESS)
     service = ScoringService(settings)
     try:
         yield service

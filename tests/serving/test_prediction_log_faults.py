@@ -22,6 +22,7 @@ def record(i: int, score: float = 0.1) -> PredictionRecord:
         request_id=f"r{i:05d}",
         transaction_id=f"t{i}",
         event_timestamp=datetime(2026, 3, 1, tzinfo=UTC),
+        served_at=datetime(2026, 3, 1, tzinfo=UTC),
         customer_id=i,
         terminal_id=1,
         amount=10.0,

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from client.replay import load_payments, replay_payments
 from fraudlab.cli import app
 from fraudlab.settings import get_settings
-from tests.serving.conftest import Fleet, ServingWorld
+from tests.serving.conftest import ADMIN_TOKEN, Fleet, ServingWorld
 from tests.serving.live_server import free_port, settings_env
 
 runner = CliRunner()
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
@@ -48,25 +50,47 @@ def test_replay_holds_the_requested_rate(fleet: Fleet, live_world: ServingWorld)
     assert 0.45 <= summary.elapsed_seconds <= 2.0  # 50 payments at 100/s: about 0.5 s
 
 
-def test_replay_command_prints_a_summary(fleet: Fleet, cli_env: None) -> None:
-    result = runner.invoke(app, ["replay", "--url", fleet.api.url, "--limit", "40", "--rate", "0"])
-    print(result.output)
-    assert result.exit_code == 0, result.output
-    fleet.api.answered += 40
+def test_replay_command_holds_the_clock_and_prints_a_summary(
+    fleet: Fleet, live_world: ServingWorld, cli_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FRAUDLAB_SERVING__ADMIN_TOKEN", ADMIN_TOKEN)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(
+            app, ["replay", "--url", fleet.api.url, "--limit", "40", "--rate", "0"]
+        )
+        print(result.output)
+        assert result.exit_code == 0, result.output
+        fleet.api.answered += 40
+        held = fleet.api.client.get("/admin/clock", headers=AUTH).json()
+        last = pd.Timestamp(load_payments(live_world.settings, limit=40)[-1]["timestamp"])
+        assert held["held"] and pd.Timestamp(held["now"]) == last  # simulated time advanced
+    finally:  # the fleet's other tests send the whole future: back to its end
+        fleet.api.client.put(
+            "/admin/clock", json={"now": live_world.clock.isoformat()}, headers=AUTH
+        )
     assert "answered (200)" in result.output and "40" in result.output
     assert "latency p50/p95/p99" in result.output and "decisions (champion)" in result.output
 
 
+def test_replay_of_simulated_time_without_the_admin_token_is_refused(
+    fleet: Fleet, cli_env: None
+) -> None:
+    result = runner.invoke(app, ["replay", "--url", fleet.api.url, "--limit", "5"])
+    _refused(result, "needs the admin token")
+
+
 def _refused(result, message: str) -> None:
     assert result.exit_code != 0
-    assert message in result.output
+    assert message in " ".join(result.output.split())  # rich wraps long lines
     assert "Traceback" not in result.output
 
 
 def test_replay_to_an_unreachable_url_is_refused(cli_env: None) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    _refused(runner.invoke(app, ["replay", "--url", url, "--limit", "5"]), "unreachable")
-    _refused(runner.invoke(app, ["replay", "--url", "ftp://x", "--limit", "5"]), "not an http")
+    live = ["--limit", "5", "--keep-clock"]  # no admin token here: about the URL alone
+    _refused(runner.invoke(app, ["replay", "--url", url, *live]), "unreachable")
+    _refused(runner.invoke(app, ["replay", "--url", "ftp://x", *live]), "not an http")
 
 
 def test_replay_beyond_the_data_is_refused(cli_env: None) -> None:

@@ -29,7 +29,7 @@ from serving.admin import PROPAGATION_HEADER
 from serving.prediction_log import count_rows
 from serving.process import WORKER_HEADER, running_server
 from serving.routing import shared_routing_path
-from tests.serving.conftest import ADMIN_TOKEN, POLL_SECONDS, ServingWorld
+from tests.serving.conftest import ADMIN_TOKEN, LATENESS, POLL_SECONDS, ServingWorld
 from tests.serving.live_server import REPO_ROOT, furnish, server_home, settings_env
 
 WORKERS = 2
@@ -107,6 +107,7 @@ def two_workers(live_world: ServingWorld, tmp_path_factory: pytest.TempPathFacto
             # Many small commits from both workers: the log's lock is contended for real.
             "log_flush_seconds": 0.01,
             "log_batch_rows": 5,
+            "max_payment_lateness_seconds": LATENESS.total_seconds(),
         }
     )
     settings = settings.model_copy(update={"serving": serving})
@@ -120,6 +121,13 @@ def two_workers(live_world: ServingWorld, tmp_path_factory: pytest.TempPathFacto
                 cwd=REPO_ROOT,
             )
         )
+        # Held through one worker: the other must accept the future's payments at once.
+        held = httpx.put(
+            f"{url}/admin/clock",
+            json={"now": live_world.clock.isoformat()},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert held.status_code == 200, held.text
         yield TwoWorkers(url, settings, stack.close)
 
 

@@ -185,6 +185,13 @@ def test_stack_up_serves_through_the_tracking_server_and_down_leaves_nothing(
     (trained,) = run_training(stack.settings, ["logreg"], "fraud_v2")
     assert any((stack.settings.artifact_root).rglob("MLmodel"))  # the file artifact store
     wait_until_ready(api)
+    held = httpx.put(  # simulated time: the clock held at the payment's (its token file's)
+        f"{api}/admin/clock",
+        json={"now": stack.payment["timestamp"]},
+        headers={"Authorization": f"Bearer {stack.settings.admin_token()}"},
+        timeout=10,
+    )
+    assert held.status_code == 200, held.text
     answer = httpx.post(f"{api}/v1/score", json=stack.payment, timeout=10)
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"] == {
