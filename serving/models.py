@@ -193,6 +193,4 @@ def check_servable(model: ServingModel, served: set[str]) -> None:
             raise ValueError(f"its input example has no columns {missing}")
         probes += list(example[model.features].to_numpy(dtype=np.float64))
     for row in probes:
-        probe = model.score(row)
-        if not 0.0 <= probe <= 1.0:  # NaN fails this too
-            raise ValueError(f"probe score {probe} is not a probability")
+        model.probability(row)

@@ -93,6 +93,15 @@ class ServingModel:
             example=registered.example,
         )
 
+    def probability(self, row: np.ndarray) -> float:
+        """The score of `row`, refused (ValueError) unless it is a probability: the load
+        probe's check, and the shadow's, where a NaN would otherwise be logged as a
+        missing score with no error."""
+        score = self.score(row)
+        if not 0.0 <= score <= 1.0:  # NaN fails this too
+            raise ValueError(f"score {score} of version {self.version} is not a probability")
+        return score
+
     def decide(self, score: float) -> str:
         if score >= self.decline_threshold:
             return "decline"

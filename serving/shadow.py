@@ -4,7 +4,8 @@ The request path only does `put_nowait` on a bounded queue; a worker thread scor
 and logs. When the queue is full the job is dropped and counted, so a slow shadow
 model costs shadow coverage, never caller latency. The challenger's row is assembled
 here too, from the champion's lookup: exceptions from building it or from the shadow
-model are caught and counted; they never reach a response.
+model (a raise, or a score that is not a probability, such as NaN) are caught and
+counted; they never reach a response.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class ShadowScorer:
             score: float | None = None
             decision = error = None
             try:
-                score = job.model.score(job.vector.row(job.model.features))
+                score = job.model.probability(job.vector.row(job.model.features))
                 decision = job.model.decide(score)
                 self.scored += 1
             except Exception as exc:  # a failing shadow model is recorded, never raised

@@ -2,8 +2,10 @@
 
 There is no way to break a model through the HTTP API, so this test-only factory wraps
 the scorer of version $FAULTY_VERSION as the registry loads it, and adds one route to
-pick the fault: "slow" (50 ms per score), "crash" (raises) or "none". The load probe
-(the first call) always passes, as a model that breaks only on live rows would.
+pick the fault: "slow" (50 ms per score, asleep), "crash" (raises), "nan" (returns NaN),
+"gil" (burns about 10 ms of CPU in one C call that never lets the GIL go, as native
+code that does not release it would) or "none". The load probe (the first call)
+always passes, as a model that breaks only on live rows would.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from serving.models import ModelManager
 from serving.scoring import Scorer, ServingModel
 
 SLOW_SECONDS = 0.05
+GIL_SPIN = 500_000  # sum(range(n)) runs in C without a GIL switch: ~10 ms here
 
 
 class Fault(BaseModel):
-    mode: Literal["none", "slow", "crash"]
+    mode: Literal["none", "slow", "crash", "nan", "gil"]
 
 
 class FaultyScorer:
@@ -40,6 +43,10 @@ class FaultyScorer:
             time.sleep(SLOW_SECONDS)
         if self.calls > 1 and self.fault.mode == "crash":
             raise RuntimeError("injected shadow model failure")
+        if self.calls > 1 and self.fault.mode == "nan":
+            return float("nan")
+        if self.calls > 1 and self.fault.mode == "gil":
+            sum(range(GIL_SPIN))
         return self.scorer(row)
 
 
