@@ -24,6 +24,11 @@ PROMETHEUS_PORT = 9090  # Prometheus's default
 EXTERNAL = ("postgres", "redis")  # checked by `stack up`; containers in compose
 COMPOSE_ONLY = ("grafana",)  # no native Grafana on these machines: compose runs it
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# In compose the registry listens on a network every container shares, and registry
+# write access decides what the API loads: MLflow's basic-auth app there, with its
+# admin from the environment (docker-compose.yml). The native stack binds to loopback
+# on a one-user machine, where it runs without.
+COMPOSE_REGISTRY_AUTH = ("--app-name", "basic-auth")
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ def services(settings: Settings, net: Network) -> list[Service]:
                 # worker costs seconds of start-up and ~200 MB.
                 *("--workers", "1", "--artifacts-destination", str(settings.artifact_root)),
                 "--serve-artifacts",
+                *(COMPOSE_REGISTRY_AUTH if net.compose else ()),
             ),
             env={
                 # In the environment, not argv: in compose the URI carries the password.
@@ -205,7 +211,7 @@ def check_redis(settings: Settings) -> str:
     """Ping the online store's Redis (Feast's connection string: host:port,key=value...)."""
     import redis
 
-    parts = settings.redis_connection.split(",")
+    parts = settings.redis_connection.split(",")  # Feast's parser, as far as we use it
     nodes = [p for p in parts if "=" not in p] or ["localhost:6379"]
     params = dict(p.split("=", 1) for p in parts if "=" in p)
     host, _, port = nodes[0].rpartition(":")
@@ -219,6 +225,7 @@ def check_redis(settings: Settings) -> str:
         host=host,
         port=port_number,
         db=db,
+        username=params.get("username"),  # a Redis ACL user (docker-compose.yml)
         password=params.get("password"),
         ssl=params.get("ssl", "false").lower() == "true",
         socket_timeout=2,

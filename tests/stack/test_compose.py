@@ -32,6 +32,7 @@ DEPLOY = REPO_ROOT / "deploy"
 SECRET_KEY = re.compile(r"PASSWORD|TOKEN|SECRET")
 FROM_ENVIRONMENT = re.compile(r"\$\{\w+:\?[^}]+\}")  # required variable, with a message
 CREDENTIALS_IN_URI = re.compile(r"://[^/@:]+:([^/@]+)@")
+PASSWORD_PARAMETER = re.compile(r"password=([^,]+)")
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,23 @@ def test_secrets_come_only_from_the_environment(compose: dict) -> None:
                 assert FROM_ENVIRONMENT.fullmatch(value), (name, key)
             for password in CREDENTIALS_IN_URI.findall(value):
                 assert FROM_ENVIRONMENT.fullmatch(password), (name, key)
+            for password in PASSWORD_PARAMETER.findall(value):  # Feast's connection string
+                assert FROM_ENVIRONMENT.fullmatch(password), (name, key)
+        for part in map(str, spec.get("command", [])):
+            if part.startswith(">"):  # a Redis ACL password on the command line
+                assert FROM_ENVIRONMENT.fullmatch(part[1:]), (name, part)
+
+
+def test_the_environment_of_every_service_that_needs_a_credential_has_it(compose: dict) -> None:
+    """The registry and Redis refuse anonymous clients (test_compose_auth.py runs them):
+    each service that talks to them carries the credentials, from the environment."""
+    clients = [n for n, spec in compose["services"].items() if "FRAUDLAB_PROFILE" in str(spec)]
+    assert {"api", "monitor"} <= set(clients)
+    for name in clients:
+        environment = compose["services"][name]["environment"]
+        assert environment["MLFLOW_TRACKING_USERNAME"] == "fraudlab", name
+        assert FROM_ENVIRONMENT.fullmatch(environment["MLFLOW_TRACKING_PASSWORD"]), name
+        assert "username=fraudlab,password=" in environment["FRAUDLAB_REDIS_CONNECTION"], name
 
 
 def test_prometheus_scrapes_each_job_at_its_service_address(
