@@ -71,6 +71,11 @@ class ServingSettings(BaseModel):
     # Records held while the log cannot be written (a locked or full disk): past this,
     # new ones are dropped and counted, not buffered without bound (~2 KB a record).
     log_max_pending_rows: int = Field(50_000, ge=1)
+    # Once the log has refused rows this long, batches go to a spill folder (another
+    # disk, ideally; default <home>/prediction_log_spill) and are drained into the log
+    # when it takes rows again (serving/prediction_log/writer.py states the policy).
+    log_spill_dir: Path | None = None
+    log_spill_after_seconds: float = Field(5.0, gt=0, le=3_600)
     admin_token: str | None = None  # admin endpoints are off when unset
     max_body_bytes: int = Field(4_096, ge=256)  # a payment is ~200 bytes
     # None (right): a missing feature reaches the model as NaN, as in training. A number

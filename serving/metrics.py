@@ -144,7 +144,8 @@ class ServingMetrics:
         )
         self.log_rows = Gauge(
             "fraudlab_prediction_log_rows",
-            "Log records by fate: written, retried (attempts), rejected, dropped",
+            "Log records by fate: written, retried (attempts), spilled, in_spill (not yet "
+            "drained), rejected, dropped",
             ["outcome"],
             registry=r,
             multiprocess_mode="sum",
@@ -172,7 +173,7 @@ class ServingMetrics:
             (self.shadow_errors, shadow_errors),
             (self.log_pending, log_pending),
         ]
-        for outcome in ("written", "retried", "rejected", "dropped"):
+        for outcome in ("written", "retried", "spilled", "in_spill", "rejected", "dropped"):
             bound.append((self.log_rows.labels(outcome), _one_count(log_counts, outcome)))
         if not self.multiprocess_dir:
             for gauge, read in bound:

@@ -36,6 +36,8 @@ class ScoringService:
             settings.serving.log_flush_seconds,
             settings.serving.log_batch_rows,
             settings.serving.log_max_pending_rows,
+            settings.serving.log_spill_dir,
+            settings.serving.log_spill_after_seconds,
         )
         self.shadow = ShadowScorer(settings.serving.shadow_queue_size, self.log.append)
         self.metrics.bind_gauges(

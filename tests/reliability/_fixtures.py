@@ -101,6 +101,7 @@ class Outcome:
     status: int | None  # None: no HTTP answer (connection refused or reset, timeout)
     version: str | None  # the model version that decided, for 200s
     seconds: float  # latency of the answer (or of the failure)
+    request_id: str | None = None  # the answer's, for 200s: what the log must hold
 
 
 @dataclass
@@ -169,10 +170,12 @@ class FixedRateLoad:
         try:
             response = self._client().post("/v1/score", json=payment)
         except httpx.HTTPError:
-            status, version = None, None
+            status, version, request_id = None, None, None
         else:
             status = response.status_code
-            version = response.json()["model"]["version"] if status == 200 else None
-        outcome = Outcome(sent, status, version, time.monotonic() - sent)
+            body = response.json() if status == 200 else None
+            version = body["model"]["version"] if body else None
+            request_id = body["request_id"] if body else None
+        outcome = Outcome(sent, status, version, time.monotonic() - sent, request_id)
         with self._lock:
             self.outcomes.append(outcome)
