@@ -18,7 +18,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.calendar import Calendar
-from features.definitions import VIEWS, WINDOWS_DAYS, feature_table_path
+from data.labels import ReportingDelays
+from features.definitions import (
+    LONG_WINDOW_DAYS,
+    MATURED_WINDOWS_DAYS,
+    VIEWS,
+    WINDOWS_DAYS,
+    feature_table_path,
+)
 
 DAY = pd.Timedelta(days=1)
 IntMatrix = npt.NDArray[np.int64]
@@ -73,21 +80,50 @@ def _window_sums(daily: npt.NDArray[np.float64], window: int) -> npt.NDArray[np.
     return cum - lagged
 
 
-def _known_fraud_counts(
-    entity: npt.NDArray[np.int64],
-    event_day: npt.NDArray[np.int64],
-    label_snapshot: npt.NDArray[np.int64],
-    n_entities: int,
-    n_days: int,
-    window: int,
+def _lagged_window_sums(
+    daily: npt.NDArray[np.float64], window: int, lag: int
 ) -> npt.NDArray[np.float64]:
-    """Frauds of days [d - window, d) whose chargeback had arrived by snapshot d.
+    """Sum of days [d - lag - window, d - lag) for every snapshot d."""
+    if lag == 0:
+        return _window_sums(daily, window)
+    return _window_sums(daily, window + lag) - _window_sums(daily, lag)
+
+
+@dataclass(frozen=True)
+class KnownFrauds:
+    """An entity kind's frauds: whose (index into the entity ids), on which day, and the
+    first snapshot that may see each label (never, past n_days, when unreported)."""
+
+    entity: npt.NDArray[np.int64]
+    event_day: npt.NDArray[np.int64]
+    label_snapshot: npt.NDArray[np.int64]
+    n_entities: int
+    n_days: int
+
+    @classmethod
+    def of(
+        cls, tx: pd.DataFrame, grid: DayGrid, entity: npt.NDArray[np.int64], n_entities: int
+    ) -> KnownFrauds:
+        fraud = tx["is_fraud"].to_numpy() == 1
+        return cls(
+            entity[fraud],
+            grid.day_index(tx.loc[fraud, "event_timestamp"]),
+            grid.first_snapshot_at_or_after(tx.loc[fraud, "label_available_at"]),
+            n_entities,
+            grid.n_days,
+        )
+
+
+def _known_fraud_counts(frauds: KnownFrauds, window: int, lag: int = 0) -> npt.NDArray[np.float64]:
+    """Frauds of days [d - lag - window, d - lag) whose chargeback had arrived by
+    snapshot d.
 
     A fraud on day e with its label first visible at snapshot L counts for the
-    snapshots max(e + 1, L) .. e + window: a difference array per entity.
+    snapshots max(e + lag + 1, L) .. e + lag + window: a difference array per entity.
     """
-    start = np.maximum(event_day + 1, label_snapshot)
-    end = event_day + window  # inclusive
+    entity, n_entities, n_days = frauds.entity, frauds.n_entities, frauds.n_days
+    start = np.maximum(frauds.event_day + lag + 1, frauds.label_snapshot)
+    end = frauds.event_day + lag + window  # inclusive
     live = start <= np.minimum(end, n_days)
     width = n_days + 2
     diff = np.zeros(n_entities * width)
@@ -128,19 +164,66 @@ def terminal_risk(tx: pd.DataFrame, grid: DayGrid) -> pd.DataFrame:
     ids, entity = np.unique(tx["terminal_id"].to_numpy(), return_inverse=True)
     day = grid.day_index(tx["event_timestamp"])
     counts = _per_day(entity, day, len(ids), grid.n_days)
-    fraud = tx["is_fraud"].to_numpy() == 1
-    label_snapshot = grid.first_snapshot_at_or_after(tx.loc[fraud, "label_available_at"])
+    frauds = KnownFrauds.of(tx, grid, entity, len(ids))
     columns: dict[str, npt.NDArray[np.float64]] = {}
     for w in WINDOWS_DAYS:
         columns[f"terminal_tx_count_{w}d"] = np.rint(_window_sums(counts, w))
     for w in WINDOWS_DAYS:
-        known = _known_fraud_counts(
-            entity[fraud], day[fraud], label_snapshot, len(ids), grid.n_days, w
-        )
+        known = _known_fraud_counts(frauds, w)
         count = columns[f"terminal_tx_count_{w}d"]
         with np.errstate(invalid="ignore", divide="ignore"):
             columns[f"terminal_fraud_rate_{w}d"] = np.where(count > 0, known / count, np.nan)
     return _snapshot_frame("terminal_id", ids, grid, columns)
+
+
+def _days_since_known_fraud(frauds: KnownFrauds) -> npt.NDArray[np.float64]:
+    """Snapshot d minus the day of the entity's latest fraud known by d (its day before
+    d, its chargeback arrived by d); NaN when none is known yet."""
+    n_days, event_day = frauds.n_days, frauds.event_day
+    known_from = np.maximum(event_day + 1, frauds.label_snapshot)
+    live = known_from <= n_days
+    latest = np.full((frauds.n_entities, n_days + 1), -1, dtype=np.int64)
+    np.maximum.at(latest, (frauds.entity[live], known_from[live]), event_day[live])
+    np.maximum.accumulate(latest, axis=1, out=latest)
+    snapshot = np.arange(n_days + 1)[None, :]
+    return np.where(latest >= 0, snapshot - latest, np.nan)
+
+
+def matured_fraud_history(
+    tx: pd.DataFrame, grid: DayGrid, key: str, label_delay_days: int
+) -> pd.DataFrame:
+    """Known-fraud features of one entity kind (terminal or customer) built for late
+    labels: rates over windows that end `label_delay_days` before the snapshot (whose
+    labels have mostly arrived), a long-window count and the time since the latest
+    known fraud. Every fraud still counts only once its chargeback has arrived."""
+    prefix = key.removesuffix("_id")
+    ids, entity = np.unique(tx[key].to_numpy(), return_inverse=True)
+    day = grid.day_index(tx["event_timestamp"])
+    counts = _per_day(entity, day, len(ids), grid.n_days)
+    frauds = KnownFrauds.of(tx, grid, entity, len(ids))
+    columns: dict[str, npt.NDArray[np.float64]] = {}
+    for w in MATURED_WINDOWS_DAYS:
+        payments = np.rint(_lagged_window_sums(counts, w, label_delay_days))
+        known = _known_fraud_counts(frauds, w, label_delay_days)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            columns[f"{prefix}_matured_fraud_rate_{w}d"] = np.where(
+                payments > 0, known / payments, np.nan
+            )
+    columns[f"{prefix}_known_fraud_count_{LONG_WINDOW_DAYS}d"] = _known_fraud_counts(
+        frauds, LONG_WINDOW_DAYS
+    )
+    columns[f"{prefix}_days_since_known_fraud"] = _days_since_known_fraud(frauds)
+    return _snapshot_frame(key, ids, grid, columns)
+
+
+def observed_label_delay_days(tx: pd.DataFrame) -> int:
+    """The median delay from a fraud to its chargeback, in whole days (rounded up), as
+    the data shows it at its end (data/labels.py: frauds whose window has closed, so no
+    delay is cut short); 0 when no fraud is that old."""
+    delays = ReportingDelays.observed(tx, tx["event_timestamp"].max())
+    if delays is None or not len(delays.delays_days):
+        return 0
+    return int(np.ceil(np.median(delays.delays_days)))
 
 
 def write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
@@ -151,10 +234,20 @@ def write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def build_feature_tables(tx: pd.DataFrame, out_dir: Path) -> dict[str, int]:
-    """Compute and write every feature view's table; returns rows written per view."""
+def build_feature_tables(
+    tx: pd.DataFrame, out_dir: Path, label_delay_days: int | None = None
+) -> dict[str, int]:
+    """Compute and write every feature view's table; returns rows written per view.
+    `label_delay_days` shifts the matured-risk windows (None: the data's median
+    chargeback delay, observed_label_delay_days)."""
     grid = DayGrid.covering(tx["event_timestamp"])
-    builders = {"customer_spending": customer_spending, "terminal_risk": terminal_risk}
+    delay = observed_label_delay_days(tx) if label_delay_days is None else label_delay_days
+    builders = {
+        "customer_spending": customer_spending,
+        "terminal_risk": terminal_risk,
+        "terminal_matured_risk": lambda t, g: matured_fraud_history(t, g, "terminal_id", delay),
+        "customer_fraud_history": lambda t, g: matured_fraud_history(t, g, "customer_id", delay),
+    }
     assert set(builders) == set(VIEWS), "every view in features/definitions.py has a builder"
     tables = {name: build(tx, grid) for name, build in builders.items()}
     for name, frame in tables.items():

@@ -29,6 +29,10 @@ from feast.value_type import ValueType
 from features.transforms import REQUEST_FEATURES
 
 WINDOWS_DAYS = (1, 7, 30)
+# Known-fraud features built for late labels (features/build.py, matured_fraud_history):
+# rates over windows ending a label delay before the snapshot, and a long-window count.
+MATURED_WINDOWS_DAYS = (7, 30)
+LONG_WINDOW_DAYS = 90
 # A snapshot older than this is stale: Feast returns it as missing, serving falls back.
 SNAPSHOT_TTL = timedelta(days=2)
 TIMESTAMP_FIELD = "event_timestamp"
@@ -54,6 +58,14 @@ TERMINAL_RISK_FEATURES = [f"terminal_tx_count_{w}d" for w in WINDOWS_DAYS] + [
 ]
 
 
+def fraud_history_features(prefix: str) -> list[str]:
+    return [
+        *(f"{prefix}_matured_fraud_rate_{w}d" for w in MATURED_WINDOWS_DAYS),
+        f"{prefix}_known_fraud_count_{LONG_WINDOW_DAYS}d",
+        f"{prefix}_days_since_known_fraud",
+    ]
+
+
 @dataclass(frozen=True)
 class ViewSpec:
     entity: Entity
@@ -73,6 +85,21 @@ VIEWS: dict[str, ViewSpec] = {
         TERMINAL_RISK_FEATURES,
         "Payments at a terminal and the share already reported as fraud over the last "
         "1, 7 and 30 days, counting only chargebacks that had arrived by the snapshot.",
+    ),
+    # With chargebacks a week or more late, "frauds of the last 1 or 7 days already
+    # known" is almost always zero; these windows end one label delay (the data's
+    # median, or a setting) before the snapshot, where most labels have arrived.
+    "terminal_matured_risk": ViewSpec(
+        terminal,
+        fraud_history_features("terminal"),
+        "A terminal's known fraud rate over the 7 and 30 days ending one label delay "
+        f"before the snapshot, its known frauds over {LONG_WINDOW_DAYS} days, and days "
+        "since its latest known fraud (missing when none is known).",
+    ),
+    "customer_fraud_history": ViewSpec(
+        customer,
+        fraud_history_features("customer"),
+        "The same known-fraud history for a customer's card.",
     ),
 }
 
@@ -100,6 +127,25 @@ SERVICES: dict[str, ServiceSpec] = {
         {"customer_spending": None, "terminal_risk": None},
         list(REQUEST_FEATURES),
         "Every customer, terminal and request-time feature.",
+    ),
+    # Issue 12, in progress: the risk features built for late labels that earned their
+    # place in `fraudlab ablation` (docs/training-plane.md); the request-time velocity
+    # features join it next. Not the demo's default until they do.
+    "fraud_v3": ServiceSpec(
+        {"customer_spending": None, "terminal_risk": None, "terminal_matured_risk": None},
+        list(REQUEST_FEATURES),
+        "fraud_v2 and the terminal's known-fraud history built for late labels.",
+    ),
+    # Every candidate feature, for the ablation that decides what a service keeps.
+    "fraud_v3_candidates": ServiceSpec(
+        {
+            "customer_spending": None,
+            "terminal_risk": None,
+            "terminal_matured_risk": None,
+            "customer_fraud_history": None,
+        },
+        list(REQUEST_FEATURES),
+        "Every view: what `fraudlab ablation` takes apart.",
     ),
 }
 FEATURE_SERVICE_NAMES = tuple(SERVICES)

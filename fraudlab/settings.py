@@ -48,6 +48,10 @@ class TrainingSettings(BaseModel):
     test_days: int = Field(14, ge=1)  # the held-out period the gate compares on
     gap_days: int = Field(3, ge=0)  # keeps labels maturing across split edges apart
     label_maturity_days: int = Field(14, ge=0)  # most chargebacks arrive within two weeks
+    # How far the matured-risk windows end before each snapshot (features/build.py).
+    # None: the data's own median chargeback delay, so a dataset brought in through
+    # `data validate` gets its delay, not the simulator's.
+    label_delay_days: int | None = Field(None, ge=0, le=180)
     review_cost: float = Field(5.0, gt=0)  # cost of sending one payment to manual review
     bootstrap_rounds: int = Field(200, ge=20, le=10_000)
     reference_sample_rows: int = Field(5_000, ge=100)  # training features kept for drift jobs

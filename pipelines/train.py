@@ -93,7 +93,9 @@ def make_split(settings: Settings, tx: pd.DataFrame, cutoff_day: int) -> TimeSpl
         raise ConfigError(str(exc)) from exc
 
 
-def _fit(kind: ModelKind, parts: dict[str, pd.DataFrame], features: list[str], seed: int) -> Model:
+def fit_model(
+    kind: ModelKind, parts: dict[str, pd.DataFrame], features: list[str], seed: int
+) -> Model:
     train, valid = parts["train"], parts["validation"]
     if kind == "logreg":
         return train_logreg(feature_matrix(train, features), train["label"].to_numpy(), seed)
@@ -222,7 +224,7 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
                 "train_rows": len(parts["train"]),
             }
         )
-        model = _fit(kind, parts, features, settings.simulation.seed)
+        model = fit_model(kind, parts, features, settings.simulation.seed)
         valid, test = parts["validation"], parts["test"]
         valid_scores = score(model, feature_matrix(valid, features))
         review = cost_optimal_threshold(

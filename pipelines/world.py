@@ -73,7 +73,11 @@ class WorldBuilder:
         return generate(self.recipe.simulation, self.settings.transactions_path, on_day)
 
     def build_features(self) -> dict[str, int]:
-        return build_feature_tables(self.transactions, self.settings.feature_data_dir)
+        return build_feature_tables(
+            self.transactions,
+            self.settings.feature_data_dir,
+            self.settings.training.label_delay_days,
+        )
 
     def apply(self) -> list[str]:
         return apply_definitions(self.settings)

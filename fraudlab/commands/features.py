@@ -20,7 +20,7 @@ app = typer.Typer(help="Build, register and materialize Feast features.", no_arg
 def build() -> None:
     """Compute the daily feature tables from the transactions (the batch feature pipeline)."""
     from data.validate import read_transactions
-    from features.build import build_feature_tables
+    from features.build import build_feature_tables, observed_label_delay_days
 
     settings = get_settings()
     if not settings.transactions_path.exists():
@@ -28,10 +28,14 @@ def build() -> None:
             f"no transactions at {settings.transactions_path}: run `fraudlab data generate` first"
         )
     with console.status("computing feature snapshots"):
-        rows = build_feature_tables(
-            read_transactions(settings.transactions_path), settings.feature_data_dir
-        )
+        tx = read_transactions(settings.transactions_path)
+        delay = settings.training.label_delay_days
+        source = "training.label_delay_days"
+        if delay is None:
+            delay, source = observed_label_delay_days(tx), "the data's median chargeback delay"
+        rows = build_feature_tables(tx, settings.feature_data_dir, delay)
     console.print(feature_rows_table(rows, settings.feature_data_dir))
+    console.print(f"matured-risk windows end {delay} days before each snapshot ({source})")
 
 
 def feature_rows_table(rows: dict[str, int], folder: Path) -> Table:

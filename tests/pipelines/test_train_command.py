@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from fraudlab.cli import app
 from fraudlab.settings import get_settings
+from pipelines.ablation import feature_groups, run_ablation
 from pipelines.registry import connect
 from tests.conftest import World
 
@@ -97,3 +98,43 @@ def test_train_before_generate_says_what_to_run(
 def test_materialize_refuses_a_bad_time(cli_env: Path) -> None:
     result = runner.invoke(app, ["features", "materialize", "--end", "yesterday"])
     _assert_clean_failure(result, "--end 'yesterday' is not an ISO date")
+
+
+def test_ablation_scores_every_group_left_out_on_one_split_and_registers_nothing(
+    cli_env: Path,
+) -> None:
+    settings = get_settings()
+    rows = run_ablation(settings, "fraud_v3_candidates", ("logreg",), ("fraud_v2", "fraud_v3"))
+    by_variant = {row.variant: row for row in rows}
+    groups = feature_groups("fraud_v3_candidates")
+    assert set(by_variant) == {"all", "fraud_v2", "fraud_v3"} | {f"without {g}" for g in groups}
+    everything = by_variant["all"].features
+    assert everything == sum(len(names) for names in groups.values())
+    for group, names in groups.items():
+        assert by_variant[f"without {group}"].features == everything - len(names)
+    for row in rows:
+        assert 0.0 < row.average_precision <= 1.0
+        if row.variant == "all":
+            assert row.versus_all is None
+            continue
+        versus = row.versus_all
+        assert versus is not None and versus.ci_low <= versus.delta_ap <= versus.ci_high
+        # The difference is the full model's AP minus this one's, on the same rows.
+        gap = by_variant["all"].average_precision - row.average_precision
+        assert abs(versus.delta_ap - gap) < 1e-12
+    assert _runs(cli_env) == 0  # an ablation registers nothing
+
+
+def test_ablation_command_prints_the_table_and_refuses_what_it_cannot_compare(
+    cli_env: Path,
+) -> None:
+    result = runner.invoke(app, ["ablation", "--model", "logreg", "--compare-with", "fraud_v2"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "without terminal_matured_risk" in text and "fraud_v2" in text
+    unknown = runner.invoke(app, ["ablation", "--feature-service", "fraud_v9"])
+    _assert_clean_failure(unknown, "unknown feature service 'fraud_v9'")
+    wider = runner.invoke(
+        app, ["ablation", "--feature-service", "fraud_v1", "--compare-with", "fraud_v2"]
+    )
+    _assert_clean_failure(wider, "fraud_v2's features are not all in fraud_v1")

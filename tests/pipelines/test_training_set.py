@@ -4,6 +4,7 @@ the raw payments, using only payments and chargebacks known at that payment's ti
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.definitions import WINDOWS_DAYS
+from features.build import observed_label_delay_days
+from features.definitions import LONG_WINDOW_DAYS, MATURED_WINDOWS_DAYS, WINDOWS_DAYS
 from pipelines.train import make_split
 from pipelines.training_set import build_training_frame, labels_known_at
 from tests.conftest import World
@@ -40,11 +42,52 @@ def brute_force_features(tx: pd.DataFrame, row: pd.Series) -> dict[str, float]:
     return out
 
 
-def _mismatches(frame: pd.DataFrame, tx: pd.DataFrame, rows: list[int]) -> list[str]:
+def brute_force_fraud_history(
+    tx: pd.DataFrame, row: pd.Series, key: str, delay_days: int
+) -> dict[str, float]:
+    """The known-fraud history built for late labels, by hand: at the snapshot s of the
+    payment's day, rates over windows ending `delay_days` before s, frauds of the last
+    90 days, and days since the latest fraud, each counting a fraud only once its
+    chargeback had arrived by s."""
+    s = row["event_timestamp"].floor("D")
+    prefix = key.removesuffix("_id")
+    mine = tx[tx[key] == row[key]]
+    known = (mine["is_fraud"] == 1) & (mine["label_available_at"] <= s)
+    out: dict[str, float] = {}
+    for w in MATURED_WINDOWS_DAYS:
+        end = s - delay_days * DAY
+        window = (mine["event_timestamp"] >= end - w * DAY) & (mine["event_timestamp"] < end)
+        rate = (known & window).sum() / window.sum() if window.any() else math.nan
+        out[f"{prefix}_matured_fraud_rate_{w}d"] = rate
+    recent = (mine["event_timestamp"] >= s - LONG_WINDOW_DAYS * DAY) & (mine["event_timestamp"] < s)
+    out[f"{prefix}_known_fraud_count_{LONG_WINDOW_DAYS}d"] = (known & recent).sum()
+    before = known & (mine["event_timestamp"] < s)
+    latest = mine.loc[before, "event_timestamp"].max()
+    out[f"{prefix}_days_since_known_fraud"] = (
+        (s - latest.floor("D")) / DAY if before.any() else math.nan
+    )
+    return out
+
+
+def _v3_truth(tx: pd.DataFrame, row: pd.Series) -> dict[str, float]:
+    delay = observed_label_delay_days(tx)
+    return brute_force_features(tx, row) | {
+        name: value
+        for key in ("terminal_id", "customer_id")
+        for name, value in brute_force_fraud_history(tx, row, key, delay).items()
+    }
+
+
+def _mismatches(
+    frame: pd.DataFrame,
+    tx: pd.DataFrame,
+    rows: list[int],
+    truth: Callable[[pd.DataFrame, pd.Series], dict[str, float]] = brute_force_features,
+) -> list[str]:
     found = []
     for i in rows:
         row = frame.iloc[i]
-        for name, expected in brute_force_features(tx, row).items():
+        for name, expected in truth(tx, row).items():
             got = row[name]
             same = (math.isnan(expected) and pd.isna(got)) or (
                 not pd.isna(got) and math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-9)
@@ -57,10 +100,14 @@ def _mismatches(frame: pd.DataFrame, tx: pd.DataFrame, rows: list[int]) -> list[
 @pytest.fixture(scope="module")
 def frames(world: World, store) -> dict[str, pd.DataFrame]:
     split = make_split(world.settings, world.transactions, world.settings.training.cutoff_day)
-    return {
+    frames = {
         join: build_training_frame(store, world.transactions, split, "fraud_v2", join)
         for join in ("pit", "naive")
     }
+    frames["v3"] = build_training_frame(
+        store, world.transactions, split, "fraud_v3_candidates", "pit"
+    )
+    return frames
 
 
 @settings(
@@ -79,6 +126,30 @@ def test_pit_join_checked_on_fraud_rows_too(world: World, frames) -> None:
     fraud_rows = list(np.flatnonzero(frame["is_fraud"].to_numpy() == 1)[:25])
     assert len(fraud_rows) >= 10
     assert _mismatches(frame, world.transactions, fraud_rows) == []
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_fraud_history_for_late_labels_equals_brute_force_recomputation(
+    world: World, frames, data
+) -> None:
+    frame = frames["v3"]
+    rows = data.draw(st.lists(st.integers(0, len(frame) - 1), min_size=1, max_size=4))
+    assert _mismatches(frame, world.transactions, rows, _v3_truth) == []
+
+
+def test_fraud_history_checked_where_it_is_not_empty(world: World, frames) -> None:
+    """Random rows mostly have no known fraud in their history: check rows that do."""
+    frame = frames["v3"]
+    delay = observed_label_delay_days(world.transactions)
+    assert delay >= 1  # the simulator's chargebacks take days
+    with_history = np.flatnonzero(frame["terminal_days_since_known_fraud"].notna().to_numpy())
+    with_customer = np.flatnonzero(frame["customer_days_since_known_fraud"].notna().to_numpy())
+    rows = [*with_history[:: max(1, len(with_history) // 12)][:12], *with_customer[:8]]
+    assert len(rows) >= 15
+    assert _mismatches(frame, world.transactions, rows, _v3_truth) == []
 
 
 def test_naive_join_leaks_the_future_and_is_detected(world: World, frames) -> None:

@@ -1,0 +1,115 @@
+"""What each feature group buys: one point-in-time training set, LightGBM (and the
+logistic regression) fitted on all of a service's features and then with one group
+left out at a time, each scored on the same test rows. A group's contribution is the
+full model's average precision minus the model's without it, with the gate's paired
+bootstrap interval (pipelines/evaluate.py), so "it helps" means what the gate means:
+the whole 90% interval above zero. Printed by `fraudlab ablation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score
+
+from features.definitions import SERVICES, VIEWS
+from features.store import feature_service, open_store, service_features
+from fraudlab.errors import ConfigError, MissingInput
+from fraudlab.settings import Settings
+from pipelines.evaluate import GateComparison, bootstrap_ap_difference
+from pipelines.models import ModelKind, feature_matrix, score
+from pipelines.train import fit_model, load_inputs, make_split
+from pipelines.training_set import build_training_frame
+
+REQUEST_GROUP = "request-time"
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    model: ModelKind
+    variant: str  # "all", "without <group>", or another service's name
+    features: int
+    average_precision: float
+    versus_all: GateComparison | None  # all minus this variant, paired bootstrap
+
+
+def feature_groups(service_name: str) -> dict[str, list[str]]:
+    """A service's features by view, and its request-time features as one group."""
+    spec = SERVICES[service_name]
+    groups = {
+        view: list(VIEWS[view].features if chosen is None else chosen)
+        for view, chosen in spec.views.items()
+    }
+    groups[REQUEST_GROUP] = list(spec.request_features)
+    return groups
+
+
+def run_ablation(
+    settings: Settings,
+    service_name: str,
+    kinds: tuple[ModelKind, ...] = ("lightgbm",),
+    compare_with: tuple[str, ...] = (),
+    cutoff_day: int | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[AblationRow]:
+    """The rows of the ablation table, per model kind: all features, each group left
+    out, and each service in `compare_with` (its features must be within this one's)."""
+    if service_name not in SERVICES:
+        raise ConfigError(f"unknown feature service {service_name!r}: {', '.join(SERVICES)}")
+    tx = load_inputs(settings)
+    store = open_store(settings)
+    entity_features, request_features = service_features(feature_service(store, service_name))
+    everything = entity_features + request_features
+    variants: dict[str, list[str]] = {"all": everything}
+    for group, names in feature_groups(service_name).items():
+        variants[f"without {group}"] = [f for f in everything if f not in names]
+    for other in compare_with:
+        other_entity, other_request = service_features(feature_service(store, other))
+        wanted = other_entity + other_request
+        if not set(wanted) <= set(everything):
+            raise ConfigError(f"{other}'s features are not all in {service_name}")
+        variants[other] = wanted
+    split = make_split(settings, tx, cutoff_day or settings.training.cutoff_day)
+    progress(f"building the point-in-time training set of {service_name} ({split.describe()})")
+    frame = build_training_frame(store, tx, split, service_name)
+    parts = {p: frame[frame["period"] == p] for p in ("train", "validation", "test")}
+    if any(part["label"].sum() == 0 for part in parts.values()):
+        raise MissingInput("a period has no known fraud: generate more data")
+    labels = parts["test"]["label"].to_numpy()
+    rows: list[AblationRow] = []
+    for kind in kinds:
+        scores: dict[str, np.ndarray] = {}
+        for variant, names in variants.items():
+            progress(f"{kind}: {variant} ({len(names)} features)")
+            model = fit_model(kind, parts, names, settings.simulation.seed)
+            scores[variant] = score(model, feature_matrix(parts["test"], names))
+        for variant, names in variants.items():
+            versus = None
+            if variant != "all":
+                versus = bootstrap_ap_difference(
+                    labels, scores["all"], scores[variant], settings.training.bootstrap_rounds
+                )
+            ap = float(average_precision_score(labels, scores[variant]))
+            rows.append(AblationRow(kind, variant, len(names), ap, versus))
+    return rows
+
+
+def ablation_frame(rows: list[AblationRow]) -> pd.DataFrame:
+    """The table as data: one row per (model, variant)."""
+    return pd.DataFrame(
+        [
+            {
+                "model": r.model,
+                "variant": r.variant,
+                "features": r.features,
+                "average_precision": r.average_precision,
+                "all_minus_this": None if r.versus_all is None else r.versus_all.delta_ap,
+                "interval_low": None if r.versus_all is None else r.versus_all.ci_low,
+                "interval_high": None if r.versus_all is None else r.versus_all.ci_high,
+            }
+            for r in rows
+        ]
+    )
