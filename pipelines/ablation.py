@@ -4,6 +4,12 @@ left out at a time, each scored on the same test rows. A group's contribution is
 full model's average precision minus the model's without it, with the gate's paired
 bootstrap interval (pipelines/evaluate.py), so "it helps" means what the gate means:
 the whole 90% interval above zero. Printed by `fraudlab ablation`.
+
+`run_weighting_ablation` does the same for the baseline's class weighting: the
+logistic regression with `class_weight="balanced"` and without, on one training set,
+compared on ranking (AP, with the interval) and on its probabilities (Brier score
+against the base rate's, and calibration: mean score against the fraud rate, and the
+gap between them over score deciles). Printed by `fraudlab ablation --weighting`.
 """
 
 from __future__ import annotations
@@ -13,14 +19,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, brier_score_loss
 
 from features.definitions import SERVICES, VIEWS
 from features.store import feature_service, open_store, service_features
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import Settings
 from pipelines.evaluate import GateComparison, bootstrap_ap_difference
-from pipelines.models import ModelKind, feature_matrix, score
+from pipelines.models import (
+    ClassWeighting,
+    ModelKind,
+    feature_matrix,
+    score,
+    train_logreg,
+)
 from pipelines.train import fit_model, load_inputs, make_split
 from pipelines.training_set import build_training_frame
 
@@ -94,6 +106,80 @@ def run_ablation(
                 )
             ap = float(average_precision_score(labels, scores[variant]))
             rows.append(AblationRow(kind, variant, len(names), ap, versus))
+    return rows
+
+
+@dataclass(frozen=True)
+class WeightingRow:
+    weighting: ClassWeighting
+    average_precision: float
+    versus_balanced: GateComparison | None  # this minus balanced, paired bootstrap
+    brier: float
+    base_rate_brier: float  # predicting the test fraud rate for every payment
+    mean_score: float
+    fraud_rate: float
+    calibration_gap: float  # mean |mean score - fraud rate| over score deciles, by rows
+
+
+def calibration_gap(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-count score bins: how far the scores are
+    from the fraud rate they claim, weighted by rows."""
+    order = np.argsort(scores, kind="stable")
+    gaps = [
+        len(part) * abs(scores[part].mean() - labels[part].mean())
+        for part in np.array_split(order, bins)
+        if len(part)
+    ]
+    return float(sum(gaps) / len(scores))
+
+
+def run_weighting_ablation(
+    settings: Settings,
+    service_name: str,
+    cutoff_day: int | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[WeightingRow]:
+    tx = load_inputs(settings)
+    store = open_store(settings)
+    entity_features, request_features = service_features(feature_service(store, service_name))
+    names = entity_features + request_features
+    split = make_split(settings, tx, cutoff_day or settings.training.cutoff_day)
+    progress(f"building the point-in-time training set of {service_name} ({split.describe()})")
+    frame = build_training_frame(store, tx, split, service_name)
+    train, test = frame[frame["period"] == "train"], frame[frame["period"] == "test"]
+    if train["label"].sum() == 0 or test["label"].sum() == 0:
+        raise MissingInput("a period has no known fraud: generate more data")
+    labels = test["label"].to_numpy()
+    scores: dict[ClassWeighting, np.ndarray] = {}
+    for weighting in ("balanced", "none"):
+        progress(f"logreg, class weighting {weighting}")
+        model = train_logreg(
+            feature_matrix(train, names),
+            train["label"].to_numpy(),
+            settings.simulation.seed,
+            weighting,
+        )
+        scores[weighting] = score(model, feature_matrix(test, names))
+    rate = float(labels.mean())
+    rows = []
+    for weighting, scored in scores.items():
+        versus = None
+        if weighting != "balanced":
+            versus = bootstrap_ap_difference(
+                labels, scored, scores["balanced"], settings.training.bootstrap_rounds
+            )
+        rows.append(
+            WeightingRow(
+                weighting,
+                float(average_precision_score(labels, scored)),
+                versus,
+                float(brier_score_loss(labels, scored)),
+                float(brier_score_loss(labels, np.full(len(labels), rate))),
+                float(scored.mean()),
+                rate,
+                calibration_gap(labels, scored),
+            )
+        )
     return rows
 
 

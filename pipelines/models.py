@@ -25,17 +25,24 @@ Matrix = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int8]
 
 
-def train_logreg(x_train: Matrix, y_train: Labels, seed: int) -> Pipeline:
+ClassWeighting = Literal["balanced", "none"]
+
+
+def train_logreg(
+    x_train: Matrix, y_train: Labels, seed: int, weighting: ClassWeighting = "balanced"
+) -> Pipeline:
     """Baseline first: a linear model any reviewer can read.
 
     Imbalance: `class_weight="balanced"` weighs each fraud as much as all the
-    legitimate payments it stands for. Missing values are imputed with the median and
-    flagged, so "no history" stays visible to the model instead of becoming a zero.
+    legitimate payments it stands for ("none": every payment counts once; `fraudlab
+    ablation --weighting` measures both). Missing values are imputed with the median
+    and flagged, so "no history" stays visible to the model instead of becoming a zero.
     """
+    class_weight = "balanced" if weighting == "balanced" else None
     model = make_pipeline(
         SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
         StandardScaler(),
-        LogisticRegression(class_weight="balanced", max_iter=2_000, C=0.1, random_state=seed),
+        LogisticRegression(class_weight=class_weight, max_iter=2_000, C=0.1, random_state=seed),
     )
     return model.fit(x_train, y_train)
 

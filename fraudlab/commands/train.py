@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, cast
 
@@ -101,7 +102,9 @@ def print_outcomes(
 @user_errors
 def ablation(
     feature_service: str = typer.Option(
-        "fraud_v3_candidates", help="The feature service to take apart."
+        None,
+        help="The feature service to take apart (default: fraud_v3_candidates; with "
+        "--weighting, the one the demo trains on, from settings).",
     ),
     compare_with: list[str] = typer.Option(
         ["fraud_v2", "fraud_v3"],
@@ -111,12 +114,22 @@ def ablation(
     cutoff_day: int = typer.Option(
         None, min=1, help="Train on days before this (default: settings)."
     ),
+    weighting: bool = typer.Option(
+        False,
+        "--weighting",
+        help="Instead: the baseline's class weighting, balanced against none (AP, Brier "
+        "score, calibration).",
+    ),
 ) -> None:
     """What each feature group buys: average precision on the same test period with
     each group left out, with the gate's 90% bootstrap interval. Registers nothing."""
     from pipelines.ablation import run_ablation
 
     settings = get_settings()
+    if weighting:
+        print_weighting(settings, feature_service or settings.training.feature_service, cutoff_day)
+        return
+    feature_service = feature_service or "fraud_v3_candidates"
     kinds: tuple[ModelKind, ...] = (
         ("logreg", "lightgbm") if model == ModelChoice.both else (cast("ModelKind", model.value),)
     )
@@ -144,4 +157,33 @@ def ablation(
         table.add_row(
             row.model, row.variant, str(row.features), f"{row.average_precision:.3f}", gain
         )
+    console.print(table)
+
+
+def print_weighting(settings: Settings, feature_service: str, cutoff_day: int | None) -> None:
+    from pipelines.ablation import WeightingRow, run_weighting_ablation
+
+    rows = run_weighting_ablation(
+        settings, feature_service, cutoff_day, progress=lambda msg: console.log(msg)
+    )
+    table = Table(title=f"logistic regression on {feature_service}: class weighting")
+    table.add_column("on the test period")
+    for row in rows:
+        table.add_column(f"class weight {row.weighting}", justify="right")
+
+    def interval(row: WeightingRow) -> str:
+        v = row.versus_balanced
+        return "" if v is None else f"{v.delta_ap:+.3f} [{v.ci_low:+.3f}, {v.ci_high:+.3f}]"
+
+    measures: list[tuple[str, Callable[[WeightingRow], str]]] = [
+        ("average precision", lambda r: f"{r.average_precision:.3f}"),
+        ("minus balanced (90% interval)", interval),
+        ("Brier score", lambda r: f"{r.brier:.4f}"),
+        ("Brier of the base rate", lambda r: f"{r.base_rate_brier:.4f}"),
+        ("mean score", lambda r: f"{r.mean_score:.4f}"),
+        ("fraud rate", lambda r: f"{r.fraud_rate:.4f}"),
+        ("calibration gap (deciles)", lambda r: f"{r.calibration_gap:.4f}"),
+    ]
+    for name, shown in measures:
+        table.add_row(name, *(shown(row) for row in rows))
     console.print(table)

@@ -6,13 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from fraudlab.cli import app
 from fraudlab.settings import get_settings
-from pipelines.ablation import feature_groups, run_ablation
+from pipelines.ablation import (
+    calibration_gap,
+    feature_groups,
+    run_ablation,
+    run_weighting_ablation,
+)
 from pipelines.registry import connect
 from tests.conftest import World
 
@@ -138,3 +144,32 @@ def test_ablation_command_prints_the_table_and_refuses_what_it_cannot_compare(
         app, ["ablation", "--feature-service", "fraud_v1", "--compare-with", "fraud_v2"]
     )
     _assert_clean_failure(wider, "fraud_v2's features are not all in fraud_v1")
+
+
+def test_weighting_ablation_shows_what_balanced_weights_do_to_probabilities(
+    cli_env: Path,
+) -> None:
+    rows = {r.weighting: r for r in run_weighting_ablation(get_settings(), "fraud_v2")}
+    assert set(rows) == {"balanced", "none"}
+    balanced, plain = rows["balanced"], rows["none"]
+    rate = balanced.fraud_rate
+    assert balanced.base_rate_brier == pytest.approx(rate * (1 - rate))
+    # Weighting each fraud like all the payments it stands for inflates every score.
+    assert balanced.mean_score > 5 * rate and balanced.calibration_gap > plain.calibration_gap
+    versus = plain.versus_balanced
+    assert versus is not None and versus.ci_low <= versus.delta_ap <= versus.ci_high
+    assert versus.delta_ap == pytest.approx(plain.average_precision - balanced.average_precision)
+    result = runner.invoke(app, ["ablation", "--weighting"])
+    assert result.exit_code == 0, result.output
+    assert "balanced" in result.output and "calibration gap" in " ".join(result.output.split())
+
+
+def test_calibration_gap_is_zero_for_honest_scores_and_the_error_otherwise() -> None:
+    labels = np.array([0] * 90 + [1] * 10)
+    assert calibration_gap(labels, np.full(100, 0.1), bins=1) == pytest.approx(0.0)
+    assert calibration_gap(labels, np.full(100, 0.4), bins=1) == pytest.approx(0.3)
+    # Ten bins of ten: scores sorted, each bin's mean score against its fraud share.
+    ranked = np.linspace(0.0, 1.0, 100)
+    gap = calibration_gap(np.sort(labels), ranked)
+    expected = np.mean([abs(ranked[i : i + 10].mean() - (i == 90)) for i in range(0, 100, 10)])
+    assert gap == pytest.approx(expected)
