@@ -16,8 +16,8 @@ I/O error), the policy, in order:
 3. when the spill cannot be written either (the same full disk), keep retrying both
    while the buffer holds at most `max_pending` records; past that, new records are
    shed, counted, and each dropped request id named in the log at warning level.
-At shutdown a batch the database refuses is spilled at once; the next writer on the
-same home drains it.
+At shutdown a batch the database refuses is spilled at once, and the spill gets one
+last try at the database; what it cannot take, the next writer on the same home drains.
 
 What a hard kill (SIGKILL) can lose: the records still in memory, i.e. at most the
 requests answered in the last `log_flush_seconds` (0.2 s by default) plus one batch
@@ -153,6 +153,8 @@ class PredictionLog:
                 self._write(conn, batch)
                 with self._lock:
                     self._in_flight -= len(batch)
+        if self.spill.rows:  # shutdown: one last try at the database, rest or not
+            self._drain(conn)
         conn.close()
 
     def _write(self, conn: sqlite3.Connection, batch: list[Record]) -> None:

@@ -130,13 +130,13 @@ def _ids(path: Path, n: int) -> list[str]:
 def test_a_locked_database_spills_then_drains_every_row_once(tmp_path: Path) -> None:
     """Another process holds the write lock (a backup, a sqlite3 shell in a
     transaction): before, the buffer filled to its bound and the rest was shed."""
-    path, appended, bound = tmp_path / "log.sqlite", 3_000, 1_000
+    path, appended, bound = tmp_path / "log.sqlite", 3_000, 2_000
     log = PredictionLog(
         path,
         flush_seconds=0.02,
         batch_rows=50,
         max_pending=bound,
-        spill_after_seconds=0.1,
+        spill_after_seconds=0.5,  # the database rests this long after each failed try
         busy_seconds=0.05,
     )
     holder = sqlite3.connect(path, isolation_level=None)
@@ -151,14 +151,17 @@ def test_a_locked_database_spills_then_drains_every_row_once(tmp_path: Path) -> 
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+    # One more, then shutdown at once: while the writer still rests the database it
+    # spills this one too, and shutdown must still drain the spill into the free log.
+    log.append(record(appended))
     log.close()
     after = log.counts()
     print(f"locked database: {during}; after the lock went: {after}")
     assert during["written"] == 0 and during["spilled"] > bound  # more than memory held
     assert during["dropped"] == 0
-    logged = _ids(path, appended)
-    assert sorted(logged) == [f"r{i:05d}" for i in range(appended)]  # each exactly once
-    assert after["written"] == appended and after["in_spill"] == 0
+    logged = _ids(path, appended + 1)
+    assert sorted(logged) == [f"r{i:05d}" for i in range(appended + 1)]  # each exactly once
+    assert after["written"] == appended + 1 and after["in_spill"] == 0
     assert list(log.spill.folder.iterdir()) == []  # drained, nothing left behind
 
 
