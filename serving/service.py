@@ -116,6 +116,10 @@ class ScoringService:
         return True, "ready", refused
 
     def score(self, request: ScoreRequest) -> ScoreResponse:
+        with self.shadow.held_off():  # the shadow waits while a caller waits
+            return self._score(request)
+
+    def _score(self, request: ScoreRequest) -> ScoreResponse:
         started = time.perf_counter()
         now = self.clock.now()
         if refusal := self.clock.refusal(request.timestamp, now):

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from serving.features import FeatureVector
@@ -39,6 +39,14 @@ class ShadowScorer:
         self.dropped = 0
         self.errors = 0
         self.scored = 0
+        # Set while no request is being scored. A shadow model can hold the GIL in
+        # native code that the switch interval cannot interrupt; started back to back,
+        # such calls gave a request 1 ms slices between them, pushed its feature lookup
+        # past the online budget and so changed its answer (a fallback). Now no job
+        # starts while a request is scored: a request waits for at most the one call
+        # already running.
+        self._idle = threading.Event()
+        self._idle.set()
         self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
         self._thread.start()
 
@@ -49,6 +57,16 @@ class ShadowScorer:
         except queue.Full:
             self.dropped += 1
             return False
+
+    @contextlib.contextmanager
+    def held_off(self) -> Iterator[None]:
+        """Around the scoring of one request (on the event loop's one thread): no
+        shadow job starts until it is done."""
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._idle.set()
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -61,6 +79,7 @@ class ShadowScorer:
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
+            self._idle.wait()
             started = time.perf_counter()
             score: float | None = None
             decision = error = None
