@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,9 @@ from pipelines.models import (
 )
 from pipelines.train import fit_model, load_inputs, make_split
 from pipelines.training_set import build_training_frame
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 REQUEST_GROUP = "request-time"
 
@@ -59,6 +63,34 @@ def feature_groups(service_name: str) -> dict[str, list[str]]:
     return groups
 
 
+Parts = dict[str, pd.DataFrame]  # period -> its rows of the training set
+
+
+def _all_features(store: FeatureStore, service_name: str) -> list[str]:
+    entity_features, request_features = service_features(feature_service(store, service_name))
+    return entity_features + request_features
+
+
+def _periods(
+    settings: Settings,
+    store: FeatureStore,
+    service_name: str,
+    cutoff_day: int | None,
+    progress: Callable[[str], None],
+    with_fraud: tuple[str, ...],
+) -> Parts:
+    """The service's point-in-time training set by period, as `fraudlab train` builds
+    it; each period in `with_fraud` must hold a known fraud."""
+    tx = load_inputs(settings)
+    split = make_split(settings, tx, cutoff_day or settings.training.cutoff_day)
+    progress(f"building the point-in-time training set of {service_name} ({split.describe()})")
+    frame = build_training_frame(store, tx, split, service_name)
+    parts = {p: frame[frame["period"] == p] for p in ("train", "validation", "test")}
+    if any(parts[period]["label"].sum() == 0 for period in with_fraud):
+        raise MissingInput("a period has no known fraud: generate more data")
+    return parts
+
+
 def run_ablation(
     settings: Settings,
     service_name: str,
@@ -71,25 +103,18 @@ def run_ablation(
     out, and each service in `compare_with` (its features must be within this one's)."""
     if service_name not in SERVICES:
         raise ConfigError(f"unknown feature service {service_name!r}: {', '.join(SERVICES)}")
-    tx = load_inputs(settings)
     store = open_store(settings)
-    entity_features, request_features = service_features(feature_service(store, service_name))
-    everything = entity_features + request_features
+    everything = _all_features(store, service_name)
     variants: dict[str, list[str]] = {"all": everything}
     for group, names in feature_groups(service_name).items():
         variants[f"without {group}"] = [f for f in everything if f not in names]
     for other in compare_with:
-        other_entity, other_request = service_features(feature_service(store, other))
-        wanted = other_entity + other_request
+        wanted = _all_features(store, other)
         if not set(wanted) <= set(everything):
             raise ConfigError(f"{other}'s features are not all in {service_name}")
         variants[other] = wanted
-    split = make_split(settings, tx, cutoff_day or settings.training.cutoff_day)
-    progress(f"building the point-in-time training set of {service_name} ({split.describe()})")
-    frame = build_training_frame(store, tx, split, service_name)
-    parts = {p: frame[frame["period"] == p] for p in ("train", "validation", "test")}
-    if any(part["label"].sum() == 0 for part in parts.values()):
-        raise MissingInput("a period has no known fraud: generate more data")
+    periods = ("train", "validation", "test")
+    parts = _periods(settings, store, service_name, cutoff_day, progress, with_fraud=periods)
     labels = parts["test"]["label"].to_numpy()
     rows: list[AblationRow] = []
     for kind in kinds:
@@ -139,16 +164,11 @@ def run_weighting_ablation(
     cutoff_day: int | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[WeightingRow]:
-    tx = load_inputs(settings)
     store = open_store(settings)
-    entity_features, request_features = service_features(feature_service(store, service_name))
-    names = entity_features + request_features
-    split = make_split(settings, tx, cutoff_day or settings.training.cutoff_day)
-    progress(f"building the point-in-time training set of {service_name} ({split.describe()})")
-    frame = build_training_frame(store, tx, split, service_name)
-    train, test = frame[frame["period"] == "train"], frame[frame["period"] == "test"]
-    if train["label"].sum() == 0 or test["label"].sum() == 0:
-        raise MissingInput("a period has no known fraud: generate more data")
+    names = _all_features(store, service_name)
+    with_fraud = ("train", "test")  # no threshold or early stopping: no validation use
+    parts = _periods(settings, store, service_name, cutoff_day, progress, with_fraud)
+    train, test = parts["train"], parts["test"]
     labels = test["label"].to_numpy()
     scores: dict[ClassWeighting, np.ndarray] = {}
     for weighting in ("balanced", "none"):

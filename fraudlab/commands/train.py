@@ -13,6 +13,7 @@ from fraudlab.console import console, user_errors
 from fraudlab.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from pipelines.evaluate import GateComparison
     from pipelines.models import ModelKind
     from pipelines.train import TrainingOutcome
 
@@ -40,6 +41,18 @@ METRIC_ROWS = [
 ]
 
 
+def model_kinds(model: ModelChoice) -> list[ModelKind]:
+    return ["logreg", "lightgbm"] if model == ModelChoice.both else [cast("ModelKind", model.value)]
+
+
+def gate_interval(comparison: GateComparison | None, missing: str = "") -> str:
+    """A paired bootstrap comparison as "+0.012 [-0.003, +0.027]"."""
+    if comparison is None:
+        return missing
+    c = comparison
+    return f"{c.delta_ap:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
+
+
 def outcome_table(outcomes: list[TrainingOutcome], title: str) -> Table:
     table = Table("test period", *[f"{o.kind} v{o.version}" for o in outcomes], title=title)
     for key, label, fmt in METRIC_ROWS:
@@ -50,12 +63,7 @@ def outcome_table(outcomes: list[TrainingOutcome], title: str) -> Table:
     )
     table.add_row(
         "gate: ΔAP vs champion [90% CI]",
-        *[
-            "-"
-            if o.gate is None
-            else f"{o.gate.delta_ap:+.3f} [{o.gate.ci_low:+.3f}, {o.gate.ci_high:+.3f}]"
-            for o in outcomes
-        ],
+        *[gate_interval(o.gate, missing="-") for o in outcomes],
     )
     table.add_row("alias", *[o.alias or "(none: gate refused)" for o in outcomes])
     return table
@@ -79,9 +87,7 @@ def train(
     from pipelines.train import run_training
 
     settings = get_settings()
-    kinds: list[ModelKind] = (
-        ["logreg", "lightgbm"] if model == ModelChoice.both else [cast("ModelKind", model.value)]
-    )
+    kinds = model_kinds(model)
     service = feature_service or settings.training.feature_service
     outcomes = run_training(
         settings, kinds, service, join.value, cutoff_day, progress=lambda msg: console.log(msg)
@@ -130,13 +136,10 @@ def ablation(
         print_weighting(settings, feature_service or settings.training.feature_service, cutoff_day)
         return
     feature_service = feature_service or "fraud_v3_candidates"
-    kinds: tuple[ModelKind, ...] = (
-        ("logreg", "lightgbm") if model == ModelChoice.both else (cast("ModelKind", model.value),)
-    )
     rows = run_ablation(
         settings,
         feature_service,
-        kinds,
+        tuple(model_kinds(model)),
         tuple(s for s in compare_with if s != feature_service),
         cutoff_day,
         progress=lambda msg: console.log(msg),
@@ -148,14 +151,12 @@ def ablation(
     table.add_column("AP", justify="right")
     table.add_column("all minus this, 90% paired bootstrap interval", overflow="fold")
     for row in rows:
-        versus = row.versus_all
-        gain = (
-            ""
-            if versus is None
-            else (f"{versus.delta_ap:+.3f} [{versus.ci_low:+.3f}, {versus.ci_high:+.3f}]")
-        )
         table.add_row(
-            row.model, row.variant, str(row.features), f"{row.average_precision:.3f}", gain
+            row.model,
+            row.variant,
+            str(row.features),
+            f"{row.average_precision:.3f}",
+            gate_interval(row.versus_all),
         )
     console.print(table)
 
@@ -171,13 +172,9 @@ def print_weighting(settings: Settings, feature_service: str, cutoff_day: int | 
     for row in rows:
         table.add_column(f"class weight {row.weighting}", justify="right")
 
-    def interval(row: WeightingRow) -> str:
-        v = row.versus_balanced
-        return "" if v is None else f"{v.delta_ap:+.3f} [{v.ci_low:+.3f}, {v.ci_high:+.3f}]"
-
     measures: list[tuple[str, Callable[[WeightingRow], str]]] = [
         ("average precision", lambda r: f"{r.average_precision:.3f}"),
-        ("minus balanced (90% interval)", interval),
+        ("minus balanced (90% interval)", lambda r: gate_interval(r.versus_balanced)),
         ("Brier score", lambda r: f"{r.brier:.4f}"),
         ("Brier of the base rate", lambda r: f"{r.base_rate_brier:.4f}"),
         ("mean score", lambda r: f"{r.mean_score:.4f}"),
