@@ -8,6 +8,7 @@ dense NumPy over (entity x day) so a million payments take about a second.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,12 @@ from features.definitions import (
     VIEWS,
     WINDOWS_DAYS,
     feature_table_path,
+)
+from features.velocity import STATE_VIEWS
+from features.velocity_offline import (
+    customer_velocity_table,
+    payment_state_table,
+    terminal_velocity_table,
 )
 
 DAY = pd.Timedelta(days=1)
@@ -234,6 +241,10 @@ def write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
+def _state_builder(kind: str) -> Callable[[pd.DataFrame, DayGrid], pd.DataFrame]:
+    return lambda tx, grid: payment_state_table(tx, kind, grid.day0, grid.n_days)
+
+
 def build_feature_tables(
     tx: pd.DataFrame, out_dir: Path, label_delay_days: int | None = None
 ) -> dict[str, int]:
@@ -247,6 +258,9 @@ def build_feature_tables(
         "terminal_risk": terminal_risk,
         "terminal_matured_risk": lambda t, g: matured_fraud_history(t, g, "terminal_id", delay),
         "customer_fraud_history": lambda t, g: matured_fraud_history(t, g, "customer_id", delay),
+        "customer_velocity": lambda t, g: customer_velocity_table(t),
+        "terminal_velocity": lambda t, g: terminal_velocity_table(t),
+        **{view: _state_builder(kind) for kind, view in STATE_VIEWS.items()},
     }
     assert set(builders) == set(VIEWS), "every view in features/definitions.py has a builder"
     tables = {name: build(tx, grid) for name, build in builders.items()}

@@ -22,11 +22,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
-from feast.types import Float64, Int64
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
+from feast.types import Array, Float64, Int64
 from feast.value_type import ValueType
 
 from features.transforms import REQUEST_FEATURES
+from features.velocity import (
+    CUSTOMER_VELOCITY_FEATURES,
+    STATE_FIELDS,
+    STATE_VIEWS,
+    TERMINAL_VELOCITY_FEATURES,
+)
 
 WINDOWS_DAYS = (1, 7, 30)
 # Known-fraud features built for late labels (features/build.py, matured_fraud_history):
@@ -66,11 +72,29 @@ def fraud_history_features(prefix: str) -> list[str]:
     ]
 
 
+# A velocity row is stamped at its own payment and a training join always meets it
+# exactly; a second is plenty of slack and makes any other match come back missing.
+VELOCITY_TTL = timedelta(seconds=1)
+
+
 @dataclass(frozen=True)
 class ViewSpec:
+    """A view's entity and features. `online`: materialized and read by serving as
+    stored; the velocity views are offline tables whose online values serving computes
+    from the payment-state views; those are `pushed` (a Feast push source: serving's
+    updates and the stream worker write them) and hold lists."""
+
     entity: Entity
     features: list[str]
     description: str
+    ttl: timedelta = SNAPSHOT_TTL
+    online: bool = True
+    pushed: bool = False
+
+
+def is_count(feature: str) -> bool:
+    """Integer-valued features (counts), stored as Int64; everything else is Float64."""
+    return "_count_" in feature or "_payments_" in feature or feature.endswith("_today")
 
 
 VIEWS: dict[str, ViewSpec] = {
@@ -101,6 +125,37 @@ VIEWS: dict[str, ViewSpec] = {
         fraud_history_features("customer"),
         "The same known-fraud history for a customer's card.",
     ),
+    "customer_velocity": ViewSpec(
+        customer,
+        CUSTOMER_VELOCITY_FEATURES,
+        "A customer's payments just before each payment (its own day included): count, "
+        "amount sum, mean and max over 10 minutes, 1 hour and 24 hours, seconds since "
+        "the previous payment, distinct terminals today. One row per payment; online "
+        "they are computed from customer_payment_state (features/velocity.py).",
+        ttl=VELOCITY_TTL,
+        online=False,
+    ),
+    "terminal_velocity": ViewSpec(
+        terminal,
+        TERMINAL_VELOCITY_FEATURES,
+        "Payments at a terminal in the hour before each payment; online from "
+        "terminal_payment_state.",
+        ttl=VELOCITY_TTL,
+        online=False,
+    ),
+    STATE_VIEWS["customer"]: ViewSpec(
+        customer,
+        STATE_FIELDS,
+        "A customer's recent payments (ids, times, amounts, terminals): the online state "
+        "the velocity features are computed from, pushed by every scored payment.",
+        pushed=True,
+    ),
+    STATE_VIEWS["terminal"]: ViewSpec(
+        terminal,
+        STATE_FIELDS,
+        "A terminal's recent payments: the state terminal_velocity is computed from.",
+        pushed=True,
+    ),
 }
 
 
@@ -128,13 +183,19 @@ SERVICES: dict[str, ServiceSpec] = {
         list(REQUEST_FEATURES),
         "Every customer, terminal and request-time feature.",
     ),
-    # Issue 12, in progress: the risk features built for late labels that earned their
-    # place in `fraudlab ablation` (docs/training-plane.md); the request-time velocity
-    # features join it next. Not the demo's default until they do.
+    # The risk features built for late labels and the velocity features that earned
+    # their place in `fraudlab ablation` (docs/training-plane.md).
     "fraud_v3": ServiceSpec(
-        {"customer_spending": None, "terminal_risk": None, "terminal_matured_risk": None},
+        {
+            "customer_spending": None,
+            "terminal_risk": None,
+            "terminal_matured_risk": None,
+            "customer_velocity": None,
+            "terminal_velocity": None,
+        },
         list(REQUEST_FEATURES),
-        "fraud_v2 and the terminal's known-fraud history built for late labels.",
+        "fraud_v2, the terminal's known-fraud history built for late labels, and the "
+        "velocity of the customer and terminal up to the payment.",
     ),
     # Every candidate feature, for the ablation that decides what a service keeps.
     "fraud_v3_candidates": ServiceSpec(
@@ -143,6 +204,8 @@ SERVICES: dict[str, ServiceSpec] = {
             "terminal_risk": None,
             "terminal_matured_risk": None,
             "customer_fraud_history": None,
+            "customer_velocity": None,
+            "terminal_velocity": None,
         },
         list(REQUEST_FEATURES),
         "Every view: what `fraudlab ablation` takes apart.",
@@ -170,21 +233,30 @@ class FeatureDefinitions:
 
 
 def _view(name: str, spec: ViewSpec, feature_data_dir: Path) -> FeatureView:
-    source = FileSource(
+    batch = FileSource(
         name=f"{name}_source",
         path=str(feature_table_path(feature_data_dir, name)),
         timestamp_field=TIMESTAMP_FIELD,
     )
-    schema = [Field(name=n, dtype=Int64 if "_count_" in n else Float64) for n in spec.features]
+    if spec.pushed:
+        source: FileSource | PushSource = PushSource(name=f"{name}_push", batch_source=batch)
+        schema = [Field(name=n, dtype=_list_type(n)) for n in spec.features]
+    else:
+        source = batch
+        schema = [Field(name=n, dtype=Int64 if is_count(n) else Float64) for n in spec.features]
     return FeatureView(
         name=name,
         entities=[spec.entity],
-        ttl=SNAPSHOT_TTL,
+        ttl=spec.ttl,
         schema=schema,
         source=source,
-        online=True,
+        online=spec.online,
         description=spec.description,
     )
+
+
+def _list_type(field: str) -> Array:
+    return Array(Float64) if field == "payment_amounts" else Array(Int64)
 
 
 def define(feature_data_dir: Path) -> FeatureDefinitions:

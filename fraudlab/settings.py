@@ -95,6 +95,28 @@ class ServingSettings(BaseModel):
     max_payment_lateness_seconds: float = Field(86_400.0, ge=0, le=31 * 86_400)
 
 
+class StreamSettings(BaseModel):
+    """How scored payments reach the payment-state views (features/velocity.py)."""
+
+    model_config = {"extra": "forbid"}
+
+    # "inline": the API merges each payment into the online store itself, before it
+    # answers (the embedded default: nothing else to run). "stream": the API appends it
+    # to a Redis stream and `fraudlab stream worker` applies it (the production default).
+    # None: by profile.
+    updates: Literal["inline", "stream"] | None = None
+    # Where the streams live, in the online store's host:port[,db=N,...] form (default:
+    # the online store's Redis, `redis_connection`).
+    redis_connection: str | None = None
+    prefix: str = Field("fraudlab:payments", pattern=r"^[A-Za-z0-9:_-]{1,64}$")
+    # Streams per entity kind; an entity always goes to the same one, and each stream
+    # has exactly one worker, so a state has one writer whatever the worker count.
+    shards: int = Field(4, ge=1, le=256)
+    workers: int = Field(1, ge=1, le=64)  # `fraudlab stack up` starts this many
+    batch_events: int = Field(500, ge=1, le=100_000)  # per read from the stream
+    max_length: int = Field(1_000_000, ge=1_000)  # per stream, approximately trimmed
+
+
 class MonitoringSettings(BaseModel):
     """The monitor: its window, policy and how it reaches the serving admin API."""
 
@@ -122,6 +144,7 @@ class Settings(BaseSettings):
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
+    stream: StreamSettings = StreamSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
 
     @model_validator(mode="after")
@@ -223,6 +246,16 @@ class Settings(BaseSettings):
     @property
     def online_store_type(self) -> str:
         return "redis" if self.profile == "production" else "sqlite"
+
+    @property
+    def payment_updates(self) -> Literal["inline", "stream"]:
+        if self.stream.updates:
+            return self.stream.updates
+        return "stream" if self.profile == "production" else "inline"
+
+    @property
+    def stream_redis_connection(self) -> str:
+        return self.stream.redis_connection or self.redis_connection
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):

@@ -1,5 +1,7 @@
-"""Online features for one payment: one Feast call for the entity features, then the
-shared request-time function (features/transforms.py), the very code training used.
+"""Online features for one payment: one Feast read per view for the entity features,
+the velocity features computed from the payment-state views by their one definition
+(features/velocity.py), then the shared request-time function (features/transforms.py),
+the very code training used.
 
 Missing, stale or unreachable features become NaN with an explicit, counted fallback
 flag naming them, never a silent zero: the models were trained with NaN for missing.
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,8 @@ from feast.protos.feast.types.Value_pb2 import Value
 
 from features.definitions import SNAPSHOT_TTL
 from features.transforms import request_features
+from features.velocity import STATE_FIELDS, STATE_VIEWS, VELOCITY_OF, VELOCITY_VIEWS
+from serving.velocity_state import micros, state_of_row
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -36,6 +40,9 @@ MEAN_30D = "customer_mean_amount_30d"  # the request-time ratio needs it
 class FeatureVector:
     values: dict[str, float]
     fallback: list[str]  # features missing or stale, or STORE_ERROR / OVER_BUDGET
+    # Per view read, the age of its row at the payment in seconds (a snapshot's since
+    # its midnight, a payment state's since its newest payment); None: no row.
+    ages: dict[str, float | None] = field(default_factory=dict)
 
     def row(self, names: list[str]) -> np.ndarray:
         return np.fromiter((self.values[n] for n in names), dtype=np.float64, count=len(names))
@@ -64,10 +71,19 @@ class OnlineFeatures:
         self._provider = store._get_provider()
         _bound_redis(self._provider.online_store, store.config.online_store, budget_seconds)
         self._views: list[tuple[FeatureView, str, list[str]]] = []
+        # Velocity features are not stored: entity kind -> the names computed from its
+        # payment-state view, which is read in their place.
+        self._velocity: dict[str, list[str]] = {}
         by_view: dict[str, list[str]] = {}
         for ref in refs:
             view_name, name = ref.split(":", 1)
-            by_view.setdefault(view_name, []).append(name)
+            if view_name in VELOCITY_VIEWS:
+                self._velocity.setdefault(VELOCITY_VIEWS[view_name], []).append(name)
+            else:
+                by_view.setdefault(view_name, []).append(name)
+        for kind in self._velocity:
+            by_view[STATE_VIEWS[kind]] = list(STATE_FIELDS)
+        self._state_kinds = {view: kind for kind, view in STATE_VIEWS.items()}
         for view_name, names in by_view.items():
             view = store.get_feature_view(view_name)
             join_key = store.get_entity(view.entities[0]).join_key
@@ -76,7 +92,7 @@ class OnlineFeatures:
     def lookup(
         self, customer_id: int, terminal_id: int, amount: float, event_time: datetime
     ) -> FeatureVector:
-        values, fallback = self._entity_values(customer_id, terminal_id, event_time)
+        values, fallback, ages = self._entity_values(customer_id, terminal_id, event_time)
         if self.fill_missing_with is not None:  # the deliberate defect, see settings
             values = {
                 name: self.fill_missing_with if np.isnan(value) else value
@@ -88,22 +104,26 @@ class OnlineFeatures:
             np.array([values.get(MEAN_30D, np.nan)]),
         )
         values.update({name: float(column[0]) for name, column in computed.items()})
-        return FeatureVector(values, fallback)
+        return FeatureVector(values, fallback, ages)
 
     def _entity_values(
         self, customer_id: int, terminal_id: int, event_time: datetime
-    ) -> tuple[dict[str, float], list[str]]:
+    ) -> tuple[dict[str, float], list[str], dict[str, float | None]]:
         if time.monotonic() < self._skip_store_until:  # the store failed a moment ago
-            return dict.fromkeys(self.names, np.nan), [STORE_ERROR]
+            return dict.fromkeys(self.names, np.nan), [STORE_ERROR], {}
         ids = {"customer_id": customer_id, "terminal_id": terminal_id}
-        oldest_fresh = event_time.timestamp() - self.ttl_seconds
+        at = event_time.timestamp()
+        oldest_fresh = at - self.ttl_seconds
         values: dict[str, float] = {}
         fallback: list[str] = []
+        ages: dict[str, float | None] = {}
         deadline = time.perf_counter() + self.budget_seconds
         for view, join_key, names in self._views:
+            kind = self._state_kinds.get(view.name)
+            wanted = self._velocity[kind] if kind else names
             if time.perf_counter() > deadline:  # a slow store: the rest is a fallback
-                values.update(dict.fromkeys(names, np.nan))
-                fallback += [*names] if OVER_BUDGET in fallback else [OVER_BUDGET, *names]
+                values.update(dict.fromkeys(wanted, np.nan))
+                fallback += [*wanted] if OVER_BUDGET in fallback else [OVER_BUDGET, *wanted]
                 continue
             key = EntityKey(join_keys=[join_key], entity_values=[Value(int64_val=ids[join_key])])
             try:
@@ -120,7 +140,12 @@ class OnlineFeatures:
                     "feature store lookup failed (%r); skipping it for %g s", exc, BREAKER_SECONDS
                 )
                 self._skip_store_until = time.monotonic() + BREAKER_SECONDS
-                return dict.fromkeys(self.names, np.nan), [STORE_ERROR]
+                return dict.fromkeys(self.names, np.nan), [STORE_ERROR], {}
+            ages[view.name] = None if stamp is None else at - stamp.timestamp()
+            if kind is not None:  # no row is a customer or terminal with no payment yet
+                computed = VELOCITY_OF[kind](state_of_row(row), micros(event_time))
+                values.update({name: computed[name] for name in wanted})
+                continue
             fresh = stamp is not None and stamp.timestamp() >= oldest_fresh
             for name in names:
                 if not fresh:  # entity unknown, or its snapshot is older than the TTL
@@ -128,7 +153,7 @@ class OnlineFeatures:
                     fallback.append(name)
                 else:  # a present snapshot may hold a by-design missing value (mean of 0 rows)
                     values[name] = _number(row.get(name) if row else None)
-        return values, fallback
+        return values, fallback, ages
 
     def ping(self) -> bool:
         """Does the store answer at all? (readiness)"""

@@ -32,6 +32,8 @@ from serving.process import MULTIPROC_ENV, WORKERS_MARKER
 log = logging.getLogger(__name__)
 # Sub-millisecond resolution where the request path lives, up to a second for outliers.
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+# Feature age: seconds for the payment state, hours to days for the midnight snapshots.
+AGE_BUCKETS = (1, 10, 60, 300, 900, 3_600, 6 * 3_600, 86_400, 1.5 * 86_400, 2 * 86_400, 3 * 86_400)
 # Multiprocess mode: how often each worker copies its live values into its files. A
 # scrape also copies the answering worker's own values first, so only the others lag.
 SAMPLE_SECONDS = 0.5
@@ -150,6 +152,34 @@ class ServingMetrics:
             registry=r,
             multiprocess_mode="sum",
         )
+        self.feature_age = Histogram(
+            "fraudlab_feature_age_seconds",
+            "Age at the payment of each view's value served: a snapshot's since its "
+            "midnight, a payment state's since its newest payment",
+            ["view"],
+            buckets=AGE_BUCKETS,
+            registry=r,
+        )
+        self.payment_updates = Counter(
+            "fraudlab_payment_updates",
+            "Scored payments sent to the payment-state views, by outcome: applied, "
+            "unchanged (a retry), published (to the stream), failed",
+            ["outcome"],
+            registry=r,
+        )
+        self.stream_lag = Gauge(
+            "fraudlab_stream_lag_seconds",
+            "Newest published payment's served time minus the stream worker's watermark "
+            "(0 inline; NaN: the stream is unreachable)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.stream_pending = Gauge(
+            "fraudlab_stream_pending_events",
+            "Payment events published and not yet applied",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self._sampled: list[_Sampled] = []
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
@@ -161,6 +191,7 @@ class ServingMetrics:
         shadow_errors: Callable[[], float],
         log_pending: Callable[[], float],
         log_counts: Callable[[], dict[str, int]],
+        stream_lag: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0),
     ) -> None:
         """Gauges read live values at scrape time instead of being pushed on every request.
 
@@ -175,6 +206,8 @@ class ServingMetrics:
         ]
         for outcome in ("written", "retried", "spilled", "in_spill", "rejected", "dropped"):
             bound.append((self.log_rows.labels(outcome), _one_count(log_counts, outcome)))
+        bound.append((self.stream_lag, lambda: stream_lag()[0]))
+        bound.append((self.stream_pending, lambda: stream_lag()[1]))
         if not self.multiprocess_dir:
             for gauge, read in bound:
                 gauge.set_function(read)

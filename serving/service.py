@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 import uuid
 from datetime import datetime
@@ -18,6 +20,11 @@ from serving.prediction_log import PredictionLog, PredictionRecord
 from serving.routing import RoutingPolicy
 from serving.schemas import ModelRef, ReloadResult, ScoreRequest, ScoreResponse
 from serving.shadow import ShadowJob, ShadowScorer
+from serving.velocity_state import PaymentEvent, micros, transaction_key
+from serving.velocity_updates import payment_updates
+
+log = logging.getLogger(__name__)
+LAG_CACHE_SECONDS = 0.25  # one stream read serves both lag gauges of a scrape
 
 
 class ScoringService:
@@ -40,12 +47,15 @@ class ScoringService:
             settings.serving.log_spill_after_seconds,
         )
         self.shadow = ShadowScorer(settings.serving.shadow_queue_size, self.log.append)
+        self.updates = payment_updates(settings, self.store)
+        self._lag: tuple[float, tuple[float, float]] = (0.0, (0.0, 0.0))
         self.metrics.bind_gauges(
             self.shadow.depth,
             lambda: self.shadow.dropped,
             lambda: self.shadow.errors,
             self.log.pending,
             self.log.counts,
+            self._stream_lag,
         )
         self.models = ModelManager(
             settings,
@@ -63,6 +73,37 @@ class ScoringService:
         self.models.stop()
         self.shadow.close()
         self.log.close()
+        self.updates.close()
+
+    def _stream_lag(self) -> tuple[float, float]:
+        taken, value = self._lag
+        if time.monotonic() - taken > LAG_CACHE_SECONDS:
+            try:
+                lag = self.updates.lag()
+                value = (lag.seconds, float(lag.pending_events))
+            except Exception as exc:  # a scrape must answer even when Redis does not
+                log.warning("stream lag unreadable: %r", exc)
+                value = (math.nan, math.nan)
+            self._lag = (time.monotonic(), value)
+        return value
+
+    def _update_payment_state(self, request: ScoreRequest, now: datetime) -> None:
+        """Every scored payment goes into its customer's and terminal's state; a failure
+        is counted and logged, never raised: the answer stands either way."""
+        event = PaymentEvent(
+            transaction_id=transaction_key(request.transaction_id),
+            customer_id=request.customer_id,
+            terminal_id=request.terminal_id,
+            amount=request.amount,
+            event_us=micros(request.timestamp),
+            served_us=micros(now),
+        )
+        try:
+            outcome = self.updates.publish(event)
+        except Exception as exc:
+            log.warning("payment state update failed (%r): velocity goes stale", exc)
+            outcome = "failed"
+        self.metrics.payment_updates.labels(outcome).inc()
 
     def _online_for(self, loaded: LoadedModels) -> OnlineFeatures:
         """A client asking Feast for exactly the entity features the models' services name."""
@@ -146,6 +187,7 @@ class ScoringService:
             # challenger can fail or slow the champion's answer.
             self.shadow.submit(ShadowJob(request_id, loaded.challenger, vector))
         alias = CHALLENGER if route == "canary" else CHAMPION
+        self._update_payment_state(request, now)
         self._record(
             request,
             now,
@@ -191,6 +233,9 @@ class ScoringService:
         m.stage_seconds.labels("model").observe(model_done - features_done)
         m.stage_seconds.labels("total").observe(total)
         m.requests.labels(route, decision).inc()
+        for view, age in vector.ages.items():
+            if age is not None:
+                m.feature_age.labels(view).observe(max(age, 0.0))
         if vector.fallback:
             reason = next(
                 (r for r in (STORE_ERROR, OVER_BUDGET) if r in vector.fallback),

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fraudlab.errors import ConfigError, ServiceUnavailable
+from fraudlab.redis_client import redis_client
 from fraudlab.settings import Settings
 
 MLFLOW_PORT = 5000  # MLflow's own default, used when the tracking URI names no port
@@ -211,25 +212,9 @@ def check_redis(settings: Settings) -> str:
     """Ping the online store's Redis (Feast's connection string: host:port,key=value...)."""
     import redis
 
-    parts = settings.redis_connection.split(",")  # Feast's parser, as far as we use it
-    nodes = [p for p in parts if "=" not in p] or ["localhost:6379"]
-    params = dict(p.split("=", 1) for p in parts if "=" in p)
-    host, _, port = nodes[0].rpartition(":")
-    try:
-        db, port_number = int(params.get("db", 0)), int(port)
-    except ValueError:
-        raise ConfigError(
-            f"redis_connection {settings.redis_connection!r}: use host:port[,db=N,...]"
-        ) from None
-    client = redis.Redis(
-        host=host,
-        port=port_number,
-        db=db,
-        username=params.get("username"),  # a Redis ACL user (docker-compose.yml)
-        password=params.get("password"),
-        ssl=params.get("ssl", "false").lower() == "true",
-        socket_timeout=2,
-    )
+    client = redis_client(settings.redis_connection, timeout_seconds=2)
+    where = client.connection_pool.connection_kwargs
+    host, port, db = where["host"], where["port"], where["db"]
     try:
         client.ping()
     except redis.RedisError as exc:

@@ -69,13 +69,41 @@ def brute_force_fraud_history(
     return out
 
 
+def brute_force_velocity(tx: pd.DataFrame, row: pd.Series) -> dict[str, float]:
+    """The velocity features by hand: the customer's (and terminal's) payments at an
+    earlier instant within each window ending at the payment itself."""
+    t = row["event_timestamp"]
+    earlier = tx["event_timestamp"] < t
+    mine = tx[earlier & (tx["customer_id"] == row["customer_id"])]
+    out: dict[str, float] = {}
+    for name, width in (("10m", "10min"), ("1h", "1h"), ("24h", "24h")):
+        window = mine[mine["event_timestamp"] >= t - pd.Timedelta(width)]["amount"]
+        out[f"customer_payments_{name}"] = len(window)
+        out[f"customer_amount_sum_{name}"] = window.sum()
+        out[f"customer_amount_mean_{name}"] = window.mean() if len(window) else math.nan
+        out[f"customer_amount_max_{name}"] = window.max() if len(window) else math.nan
+    last_day = mine[mine["event_timestamp"] >= t - DAY]
+    out["customer_seconds_since_previous"] = (
+        (t - last_day["event_timestamp"].max()).total_seconds() if len(last_day) else math.nan
+    )
+    today = mine[mine["event_timestamp"] >= t.floor("D")]
+    out["customer_terminals_today"] = today["terminal_id"].nunique()
+    there = tx[earlier & (tx["terminal_id"] == row["terminal_id"])]
+    out["terminal_payments_1h"] = int((there["event_timestamp"] >= t - pd.Timedelta("1h")).sum())
+    return out
+
+
 def _v3_truth(tx: pd.DataFrame, row: pd.Series) -> dict[str, float]:
     delay = observed_label_delay_days(tx)
-    return brute_force_features(tx, row) | {
-        name: value
-        for key in ("terminal_id", "customer_id")
-        for name, value in brute_force_fraud_history(tx, row, key, delay).items()
-    }
+    return (
+        brute_force_features(tx, row)
+        | {
+            name: value
+            for key in ("terminal_id", "customer_id")
+            for name, value in brute_force_fraud_history(tx, row, key, delay).items()
+        }
+        | brute_force_velocity(tx, row)
+    )
 
 
 def _mismatches(
@@ -149,6 +177,18 @@ def test_fraud_history_checked_where_it_is_not_empty(world: World, frames) -> No
     with_customer = np.flatnonzero(frame["customer_days_since_known_fraud"].notna().to_numpy())
     rows = [*with_history[:: max(1, len(with_history) // 12)][:12], *with_customer[:8]]
     assert len(rows) >= 15
+    assert _mismatches(frame, world.transactions, rows, _v3_truth) == []
+
+
+def test_velocity_checked_where_the_payment_has_recent_history(world: World, frames) -> None:
+    """Most payments have no earlier one within 10 minutes: check the ones that do,
+    including bursts at one terminal, and payments a day apart at the window's edge."""
+    frame = frames["v3"]
+    burst = np.flatnonzero(frame["customer_payments_10m"].to_numpy() > 0)
+    busy_terminal = np.flatnonzero(frame["terminal_payments_1h"].to_numpy() > 0)
+    several_today = np.flatnonzero(frame["customer_terminals_today"].to_numpy() > 1)
+    rows = [*burst[:8], *busy_terminal[:6], *several_today[:6]]
+    assert len(burst) >= 8 and len(busy_terminal) >= 6 and len(several_today) >= 6
     assert _mismatches(frame, world.transactions, rows, _v3_truth) == []
 
 

@@ -1,0 +1,209 @@
+"""Scored payments as events on Redis Streams, and the worker that applies them to the
+payment-state views (the production profile's path; serving/velocity_updates.py picks).
+
+Layout: per entity kind, `shards` streams `<prefix>:<kind>:<shard>`; a customer (or a
+terminal) always hashes to the same shard, and worker i of n owns the shards s with
+s % n == i. So every state has exactly one writer however many workers run, and
+its read-merge-write cannot race another's. Order within a stream does not matter:
+the merge is a set union by transaction id (features/velocity.py), so out-of-order,
+replayed or retried events end in the same state.
+
+Delivery is at least once: a consumer group per stream, entries acknowledged after
+their batch is written; a worker that dies mid-batch re-reads its pending entries when
+it (or its successor with the same name) starts. After each batch the worker records
+its watermark (the served time of the newest event it applied) per stream; the lag is
+the newest published event's served time minus that, in the service's clock, so a
+stopped worker shows up in simulated time as it would live.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from fraudlab.redis_client import redis_client
+from fraudlab.settings import Settings
+from serving.velocity_state import KINDS, PaymentEvent, PaymentStates
+
+log = logging.getLogger(__name__)
+GROUP = "payment-state"
+_MIX = 0x9E3779B97F4A7C15  # Fibonacci hashing: consecutive ids spread over the shards
+_MASK64 = (1 << 64) - 1
+
+
+def shard_of(entity_id: int, shards: int) -> int:
+    return (((entity_id * _MIX) & _MASK64) >> 32) % shards
+
+
+def stream_key(prefix: str, kind: str, shard: int) -> str:
+    return f"{prefix}:{kind}:{shard}"
+
+
+def watermark_key(stream: str) -> str:
+    return f"{stream}:applied_served_us"
+
+
+def all_streams(settings: Settings) -> list[str]:
+    prefix, shards = settings.stream.prefix, settings.stream.shards
+    return [stream_key(prefix, kind, s) for kind in KINDS for s in range(shards)]
+
+
+class StreamPublisher:
+    """Appends each scored payment to its customer's and its terminal's stream: one
+    round trip (a pipeline of two XADDs), bounded by the online budget."""
+
+    def __init__(self, settings: Settings, timeout_seconds: float) -> None:
+        self.client = redis_client(settings.stream_redis_connection, timeout_seconds)
+        self.prefix, self.shards = settings.stream.prefix, settings.stream.shards
+        self.max_length = settings.stream.max_length
+
+    def publish(self, event: PaymentEvent) -> None:
+        fields = event.to_fields()
+        pipe = self.client.pipeline(transaction=False)
+        for kind in KINDS:
+            stream = stream_key(self.prefix, kind, shard_of(event.entity(kind), self.shards))
+            pipe.xadd(stream, fields, maxlen=self.max_length, approximate=True)  # type: ignore[arg-type]
+        pipe.execute()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class WorkerProgress:
+    events: int = 0
+    rows_written: int = 0
+    batches: int = 0
+
+
+class StreamWorker:
+    """Applies its shards' events to the online store until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        states: PaymentStates,
+        index: int = 0,
+        count: int = 1,
+        block_ms: int = 200,
+    ) -> None:
+        if not 0 <= index < count:
+            raise ValueError(f"worker index {index} is not in 0..{count - 1}")
+        self.client = redis_client(settings.stream_redis_connection, timeout_seconds=10)
+        self.states = states
+        self.name = f"worker-{index}-of-{count}"
+        self.batch = settings.stream.batch_events
+        self.block_ms = block_ms
+        shards = [s for s in range(settings.stream.shards) if s % count == index]
+        self.streams = {
+            stream_key(settings.stream.prefix, kind, s): kind for kind in KINDS for s in shards
+        }
+        self.progress = WorkerProgress()
+        self._stop = threading.Event()
+        for stream in self.streams:
+            try:
+                self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):  # the group exists: carry on from it
+                    raise
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, on_batch: Callable[[WorkerProgress], None] | None = None) -> WorkerProgress:
+        # Own pending entries first (delivered to this name, never acknowledged: a
+        # predecessor died mid-batch), then new ones.
+        while self._drain(pending=True):
+            pass
+        while not self._stop.is_set():
+            if self._drain(pending=False) and on_batch is not None:
+                on_batch(self.progress)
+        return self.progress
+
+    def _drain(self, pending: bool) -> bool:
+        """One read across the worker's streams; True when it applied anything."""
+        start = "0" if pending else ">"
+        try:
+            replies = self.client.xreadgroup(
+                GROUP,
+                self.name,
+                dict.fromkeys(self.streams, start),
+                count=self.batch,
+                block=None if pending else self.block_ms,
+            )
+        except redis.ConnectionError as exc:
+            log.warning("stream read failed (%r); retrying in 1 s", exc)
+            time.sleep(1.0)
+            return False
+        applied = False
+        for raw_stream, entries in cast(list[Any], replies) or []:
+            if not entries:
+                continue
+            stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
+            self._apply(stream, entries)
+            applied = True
+        return applied
+
+    def _apply(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        events = [PaymentEvent.from_fields(fields) for _, fields in entries]
+        written = self.states.apply(events, kinds=(self.streams[stream],))
+        newest = max(e.served_us for e in events)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
+        pipe.set(watermark_key(stream), newest)
+        pipe.execute()
+        self.progress.events += len(events)
+        self.progress.rows_written += written
+        self.progress.batches += 1
+
+
+@dataclass(frozen=True)
+class StreamLag:
+    """How far the workers are behind, over every stream."""
+
+    seconds: float  # worst newest-published minus applied served time (0: caught up)
+    pending_events: int  # published, not yet acknowledged by a worker
+
+
+def stream_lag(client: redis.Redis, streams: list[str]) -> StreamLag:
+    """Per stream: the newest event's served time minus the worker's watermark (no
+    watermark yet: minus the oldest event's), and the events not yet acknowledged."""
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xrevrange(stream, count=1)
+        pipe.xrange(stream, count=1)
+        pipe.get(watermark_key(stream))
+    replies = pipe.execute()
+    worst, live = 0.0, []
+    for i, stream in enumerate(streams):
+        newest, oldest, applied = replies[3 * i : 3 * i + 3]
+        if not newest:
+            continue
+        live.append(stream)
+        published = PaymentEvent.from_fields(newest[0][1]).served_us
+        done = (
+            int(applied)
+            if applied is not None
+            else PaymentEvent.from_fields(oldest[0][1]).served_us
+        )
+        worst = max(worst, (published - done) / 1e6)
+    pending = 0
+    if live:
+        pipe = client.pipeline(transaction=False)
+        for stream in live:
+            pipe.xinfo_groups(stream)
+        for groups in pipe.execute():
+            for group in groups:
+                if _text(group.get("name")) == GROUP:
+                    pending += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+    return StreamLag(worst, pending)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
