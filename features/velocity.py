@@ -90,6 +90,8 @@ class PaymentState:
     def merged(self, other: PaymentState, kind: str) -> PaymentState:
         """The union by transaction id, pruned to the kind's retention and cap. Commutative
         and idempotent, so a retry, a redelivery or another order gives the same state."""
+        if self._appends(other):  # the usual case, newer payments in order: no sort
+            return self._appended(other, kind)
         ids = np.concatenate([self.ids, other.ids])
         times = np.concatenate([self.times_us, other.times_us])
         amounts = np.concatenate([self.amounts, other.amounts])
@@ -100,6 +102,27 @@ class PaymentState:
             keep = times[order] >= times[order[-1]] - STATE_RETENTION_US[kind]
             order = order[keep][-STATE_MAX_PAYMENTS:]
         return PaymentState(ids[order], times[order], amounts[order], terminals[order])
+
+    def _appends(self, other: PaymentState) -> bool:
+        """Is `other` sorted, without repeats, and entirely after this state?"""
+        t = other.times_us
+        if len(t) == 0 or (len(self) and t[0] <= self.times_us[-1]):
+            return False
+        if len(t) == 1:
+            return True
+        return bool(np.all(t[1:] > t[:-1]))  # strictly later, so no repeated payment either
+
+    def _appended(self, other: PaymentState, kind: str) -> PaymentState:
+        ids = np.concatenate([self.ids, other.ids])
+        times = np.concatenate([self.times_us, other.times_us])
+        start = int(np.searchsorted(times, times[-1] - STATE_RETENTION_US[kind], side="left"))
+        start = max(start, len(ids) - STATE_MAX_PAYMENTS)
+        return PaymentState(
+            ids[start:],
+            times[start:],
+            np.concatenate([self.amounts, other.amounts])[start:],
+            np.concatenate([self.terminals, other.terminals])[start:],
+        )
 
     def changed_by(self, other: PaymentState, kind: str) -> tuple[PaymentState, bool]:
         merged = self.merged(other, kind)

@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import typer
 
-from fraudlab.commands import data, demo, features, monitor, replay, scenario, serve, stack, train
+from fraudlab.commands import (
+    data,
+    demo,
+    features,
+    monitor,
+    replay,
+    scenario,
+    serve,
+    stack,
+    stream,
+    train,
+)
 from fraudlab.console import configure_logging
 
 app = typer.Typer(
@@ -31,6 +42,7 @@ for name, group in (
     ("monitor", monitor.app),
     ("scenario", scenario.app),
     ("stack", stack.app),
+    ("stream", stream.app),
 ):
     app.add_typer(group, name=name)
 app.command("train")(train.train)

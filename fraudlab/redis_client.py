@@ -13,7 +13,12 @@ if TYPE_CHECKING:
 
 
 def redis_client(connection: str, timeout_seconds: float) -> redis.Redis:
+    """Timeouts on every call, and one immediate retry on a dropped connection (a
+    restarted server): redis-py's default backs off for seconds, and our callers (the
+    stream's publisher and worker, the stack's checks) keep their own retry policy."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     parts = connection.split(",")  # Feast's parser, as far as we use it
     nodes = [p for p in parts if "=" not in p] or ["localhost:6379"]
@@ -32,4 +37,5 @@ def redis_client(connection: str, timeout_seconds: float) -> redis.Redis:
         ssl=params.get("ssl", "false").lower() == "true",
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
+        retry=Retry(NoBackoff(), 1),
     )

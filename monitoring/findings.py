@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
 Status = Literal["ok", "alert", "insufficient_data"]
-Job = Literal["drift", "skew", "performance", "canary"]
+Job = Literal["drift", "skew", "freshness", "performance", "canary"]
 
 JOB_METRICS: dict[Job, tuple[str, ...]] = {
     "drift": ("drift_share", "drifted_features", "score_drift", "score_drift_statistic"),
     "skew": ("max_mismatch_rate", "skewed_feature_count"),
+    "freshness": ("stale_view_count", "worst_stale_share"),
     "performance": (
         "average_precision",
         "recall",

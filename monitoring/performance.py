@@ -24,7 +24,8 @@ from pipelines.evaluate import expected_cost
 from pipelines.training_set import labels_known_at
 from serving.prediction_log import COLUMNS, table_ids
 
-LOG_COLUMNS = [c for c in COLUMNS if c != "features"]  # the request, not its feature vector
+# The request, not its feature vector or the ages of its features.
+LOG_COLUMNS = [c for c in COLUMNS if c not in ("features", "feature_age")]
 
 GROUP = ["model_version", "route"]
 

@@ -42,6 +42,24 @@ class SkewConfig(_Strict):
     feature_mismatch_above: float = Field(ge=0, le=1)  # a feature is skewed above this share
 
 
+class FreshnessConfig(_Strict):
+    # view -> the oldest a served value may be, in seconds (serving logs each age)
+    objectives_seconds: dict[str, float] = Field(min_length=1)
+    stale_share_above: float = Field(ge=0, le=1)  # a view breaks its objective above this
+    min_requests: int = Field(ge=1)  # a window with fewer is insufficient data
+
+    @model_validator(mode="after")
+    def _known_views(self) -> FreshnessConfig:
+        from features.definitions import VIEWS
+
+        unknown = sorted(set(self.objectives_seconds) - set(VIEWS))
+        if unknown:
+            raise ValueError(f"no such feature view: {', '.join(unknown)}")
+        if any(v <= 0 for v in self.objectives_seconds.values()):
+            raise ValueError("every freshness objective must be a positive number of seconds")
+        return self
+
+
 class PerformanceConfig(_Strict):
     label_lookback_days: float = Field(gt=0)  # how far back label jobs look for arrivals
     min_known_frauds: int = Field(ge=1)  # fewer is insufficient data
@@ -62,6 +80,7 @@ class CanaryConfig(_Strict):
 class JobConfigs(_Strict):
     drift: DriftConfig
     skew: SkewConfig
+    freshness: FreshnessConfig
     performance: PerformanceConfig
     canary: CanaryConfig
 

@@ -24,6 +24,7 @@ from monitoring.canary import run_canary
 from monitoring.decisions import Decision, DecisionLog, MonitorRun, triggered
 from monitoring.drift import run_drift
 from monitoring.findings import Finding
+from monitoring.freshness import run_freshness
 from monitoring.journal import ActionJournal, Entry, monitor_lock
 from monitoring.performance import run_performance
 from monitoring.policy import ACTIONS, Action, Policy
@@ -74,6 +75,8 @@ def run_jobs(
             sample_rows=settings.monitoring.skew_sample_rows,
         )
     )
+    progress("freshness: the age of every served feature value against its objective")
+    findings.append(run_freshness(current, jobs.freshness, out_dir))
     # Label jobs read the request and its scores, not the feature vector.
     lookback = jobs.performance.label_lookback_days
     since = window.until - pd.Timedelta(days=lookback)

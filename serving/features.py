@@ -40,8 +40,8 @@ MEAN_30D = "customer_mean_amount_30d"  # the request-time ratio needs it
 class FeatureVector:
     values: dict[str, float]
     fallback: list[str]  # features missing or stale, or STORE_ERROR / OVER_BUDGET
-    # Per view read, the age of its row at the payment in seconds (a snapshot's since
-    # its midnight, a payment state's since its newest payment); None: no row.
+    # Per snapshot view read, the age of its row at the payment in seconds (since its
+    # midnight); None: no row. Velocity views' age is the stream's lag (the service's).
     ages: dict[str, float | None] = field(default_factory=dict)
 
     def row(self, names: list[str]) -> np.ndarray:
@@ -84,6 +84,9 @@ class OnlineFeatures:
         for kind in self._velocity:
             by_view[STATE_VIEWS[kind]] = list(STATE_FIELDS)
         self._state_kinds = {view: kind for kind, view in STATE_VIEWS.items()}
+        self.velocity_views = sorted(
+            view for view, kind in VELOCITY_VIEWS.items() if kind in self._velocity
+        )
         for view_name, names in by_view.items():
             view = store.get_feature_view(view_name)
             join_key = store.get_entity(view.entities[0]).join_key
@@ -141,11 +144,11 @@ class OnlineFeatures:
                 )
                 self._skip_store_until = time.monotonic() + BREAKER_SECONDS
                 return dict.fromkeys(self.names, np.nan), [STORE_ERROR], {}
-            ages[view.name] = None if stamp is None else at - stamp.timestamp()
             if kind is not None:  # no row is a customer or terminal with no payment yet
                 computed = VELOCITY_OF[kind](state_of_row(row), micros(event_time))
                 values.update({name: computed[name] for name in wanted})
                 continue
+            ages[view.name] = None if stamp is None else at - stamp.timestamp()
             fresh = stamp is not None and stamp.timestamp() >= oldest_fresh
             for name in names:
                 if not fresh:  # entity unknown, or its snapshot is older than the TTL

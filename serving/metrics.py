@@ -162,8 +162,9 @@ class ServingMetrics:
         )
         self.payment_updates = Counter(
             "fraudlab_payment_updates",
-            "Scored payments sent to the payment-state views, by outcome: applied, "
-            "unchanged (a retry), published (to the stream), failed",
+            "Scored payments sent to the payment-state views, by outcome: applied or "
+            "unchanged (a retry) inline; queued for the stream, or dropped (its backlog "
+            "full); failed",
             ["outcome"],
             registry=r,
         )

@@ -19,17 +19,20 @@ stopped worker shows up in simulated time as it would live.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 
 from fraudlab.redis_client import redis_client
 from fraudlab.settings import Settings
-from serving.velocity_state import KINDS, PaymentEvent, PaymentStates
+from serving.velocity_state import KINDS, PaymentEvent, PaymentStates, micros
 
 log = logging.getLogger(__name__)
 GROUP = "payment-state"
@@ -55,23 +58,82 @@ def all_streams(settings: Settings) -> list[str]:
 
 
 class StreamPublisher:
-    """Appends each scored payment to its customer's and its terminal's stream: one
-    round trip (a pipeline of two XADDs), bounded by the online budget."""
+    """Appends scored payments to their customer's and terminal's streams, off the
+    request path: `publish` only queues; a thread sends what has queued as one pipeline
+    of XADDs. While Redis is away the thread retries with backoff and the queue holds up
+    to `backlog` events; past that, new events are dropped and counted (their payments
+    are missing from the state, which the freshness metrics show)."""
 
-    def __init__(self, settings: Settings, timeout_seconds: float) -> None:
+    def __init__(self, settings: Settings, timeout_seconds: float, backlog: int = 50_000) -> None:
         self.client = redis_client(settings.stream_redis_connection, timeout_seconds)
         self.prefix, self.shards = settings.stream.prefix, settings.stream.shards
         self.max_length = settings.stream.max_length
+        self.batch = settings.stream.batch_events
+        self._queue: queue.Queue[PaymentEvent] = queue.Queue(maxsize=backlog)
+        self.dropped = 0
+        self.failures = 0
+        self._in_hand = 0  # taken from the queue, not yet sent
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._send_forever, name="stream", daemon=True)
+        self._thread.start()
 
-    def publish(self, event: PaymentEvent) -> None:
-        fields = event.to_fields()
+    def publish(self, event: PaymentEvent) -> bool:
+        """Queue one event; False when the backlog is full and it was dropped."""
+        try:
+            self._queue.put_nowait(event)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def backlog(self) -> int:
+        """Events queued or being sent: not yet in Redis."""
+        return self._queue.qsize() + self._in_hand
+
+    def _send(self, events: list[PaymentEvent]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for kind in KINDS:
-            stream = stream_key(self.prefix, kind, shard_of(event.entity(kind), self.shards))
-            pipe.xadd(stream, fields, maxlen=self.max_length, approximate=True)  # type: ignore[arg-type]
+        for event in events:
+            fields = event.to_fields()
+            for kind in KINDS:
+                shard = shard_of(event.entity(kind), self.shards)
+                stream = stream_key(self.prefix, kind, shard)
+                pipe.xadd(stream, fields, maxlen=self.max_length, approximate=True)  # type: ignore[arg-type]
         pipe.execute()
 
-    def close(self) -> None:
+    def _send_forever(self) -> None:
+        backoff = 0.0
+        while True:
+            try:
+                first = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
+            events = [first]
+            while len(events) < self.batch:
+                try:
+                    events.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._in_hand = len(events)
+            while True:
+                try:
+                    self._send(events)
+                    self._in_hand = 0
+                    backoff = 0.0
+                    break
+                except redis.RedisError as exc:
+                    self.failures += 1
+                    backoff = min(2.0, max(0.1, backoff * 2))
+                    log.warning("stream publish failed (%r); retrying in %.1f s", exc, backoff)
+                    if self._closing.wait(backoff):
+                        log.warning("closing with %d events not published", len(events))
+                        return
+
+    def close(self, timeout_seconds: float = 5.0) -> None:
+        """Send what is queued (for up to the timeout), then stop."""
+        self._closing.set()
+        self._thread.join(timeout=timeout_seconds)
         self.client.close()
 
 
@@ -80,6 +142,9 @@ class WorkerProgress:
     events: int = 0
     rows_written: int = 0
     batches: int = 0
+    # Wall clock at write minus each event's served time, in ms, for the latest events:
+    # the event-to-online-store lag when the service runs on the wall clock (live).
+    lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
 
 class StreamWorker:
@@ -158,6 +223,8 @@ class StreamWorker:
         pipe.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
         pipe.set(watermark_key(stream), newest)
         pipe.execute()
+        now_us = micros(datetime.now(UTC))
+        self.progress.lags_ms.extend((now_us - e.served_us) / 1e3 for e in events)
         self.progress.events += len(events)
         self.progress.rows_written += written
         self.progress.batches += 1
@@ -198,10 +265,14 @@ def stream_lag(client: redis.Redis, streams: list[str]) -> StreamLag:
         pipe = client.pipeline(transaction=False)
         for stream in live:
             pipe.xinfo_groups(stream)
-        for groups in pipe.execute():
-            for group in groups:
-                if _text(group.get("name")) == GROUP:
-                    pending += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+            pipe.xlen(stream)
+        replies = pipe.execute()
+        for groups, length in zip(replies[::2], replies[1::2], strict=True):
+            ours = [g for g in groups if _text(g.get("name")) == GROUP]
+            if not ours:  # no worker has ever read this stream: all of it waits
+                pending += int(length)
+            for group in ours:
+                pending += int(group.get("lag") or 0) + int(group.get("pending") or 0)
     return StreamLag(worst, pending)
 
 

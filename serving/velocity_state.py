@@ -134,11 +134,10 @@ class PaymentStates:
         events = list(events)
         written = 0
         for kind in kinds:
-            incoming: dict[int, PaymentState] = {}
+            by_entity: dict[int, list[PaymentEvent]] = {}
             for event in events:
-                key = event.entity(kind)
-                current = incoming.get(key, PaymentState.empty())
-                incoming[key] = current.merged(event.as_state(), kind)
+                by_entity.setdefault(event.entity(kind), []).append(event)
+            incoming = {key: _state_of_events(mine, kind) for key, mine in by_entity.items()}
             ids = list(incoming)
             if not ids:
                 continue
@@ -156,6 +155,18 @@ class PaymentStates:
                 )
                 written += len(data)
         return written
+
+
+def _state_of_events(events: list[PaymentEvent], kind: str) -> PaymentState:
+    if len(events) == 1:
+        return events[0].as_state()
+    raw = PaymentState.of(
+        [e.transaction_id for e in events],
+        [e.event_us for e in events],
+        [e.amount for e in events],
+        [e.terminal_id for e in events],
+    )
+    return PaymentState.empty().merged(raw, kind)
 
 
 def _row_stamp(state: PaymentState, previous: datetime | None) -> datetime:

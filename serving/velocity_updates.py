@@ -53,7 +53,7 @@ class InlineUpdates:
 
 
 class StreamUpdates:
-    """Append to the payment stream; the worker applies it a moment later."""
+    """Queue for the payment stream; the worker applies it a moment later."""
 
     mode = "stream"
 
@@ -62,11 +62,12 @@ class StreamUpdates:
         self.streams = all_streams(settings)
 
     def publish(self, event: PaymentEvent) -> str:
-        self.publisher.publish(event)
-        return "published"
+        return "queued" if self.publisher.publish(event) else "dropped"
 
     def lag(self) -> StreamLag:
-        return stream_lag(self.publisher.client, self.streams)
+        """Redis's view, plus what this process has not sent yet."""
+        behind = stream_lag(self.publisher.client, self.streams)
+        return StreamLag(behind.seconds, behind.pending_events + self.publisher.backlog())
 
     def close(self) -> None:
         self.publisher.close()

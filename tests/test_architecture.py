@@ -27,6 +27,7 @@ LAYERS = (
         "fraudlab.errors",
         "fraudlab.console",
         "fraudlab.locks",
+        "fraudlab.redis_client",
     ),  # the foundation
     ("data",),
     ("features",),

@@ -126,6 +126,24 @@ def services(settings: Settings, net: Network) -> list[Service]:
             # average of 7 here. A crash ends the wait at once; this bounds a hang.
             start_seconds=300.0,
         ),
+        *(
+            Service(
+                stream_worker_name(i, settings.stream.workers),
+                (
+                    "fraudlab",
+                    "stream",
+                    "worker",
+                    "--index",
+                    str(i),
+                    "--count",
+                    str(settings.stream.workers),
+                ),
+                env=fraudlab_env,
+                # The API publishes scored payments whether or not a worker runs; a
+                # worker waits for the registry's payment-state views on its own.
+            )
+            for i in range(settings.stream.workers)
+        ),
         Service(
             "monitor-exporter",
             (
@@ -157,6 +175,10 @@ def services(settings: Settings, net: Network) -> list[Service]:
             optional=True,
         ),
     ]
+
+
+def stream_worker_name(index: int, count: int) -> str:
+    return "stream-worker" if count == 1 else f"stream-worker-{index}"
 
 
 def stack_dir(settings: Settings) -> Path:

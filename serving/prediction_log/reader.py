@@ -17,6 +17,7 @@ from fraudlab.errors import MissingInput
 from serving.prediction_log.record import COLUMNS, PREDICTIONS, SHADOW_SCORES, connect
 
 STAGES = ("features_ms", "model_ms", "total_ms")
+AGE_PREFIX = "age__"  # read_predictions' column per view: `age__<view>`, in seconds
 _IN_WINDOW = "event_timestamp >= ? AND event_timestamp < ?"
 
 
@@ -37,10 +38,11 @@ def read_predictions(
     logged feature vector expanded into one float column per feature (NaN = missing at
     serving time) unless `with_features` is False (label jobs need none of it).
 
+    Each view's logged feature age is a column `age__<view>` (seconds; NaN: not read).
     The request's own amount is `request_amount`, so that the column `amount` is the
     feature serving computed and scored (they differ when serving converts it wrongly).
     """
-    names = ", ".join(c for c in COLUMNS if with_features or c != "features")
+    names = ", ".join(c for c in COLUMNS if with_features or c not in ("features", "feature_age"))
     with connect(_existing(path)) as conn:
         frame = pd.read_sql_query(
             f"SELECT {names} FROM {PREDICTIONS} WHERE {_IN_WINDOW}",
@@ -54,12 +56,14 @@ def read_predictions(
     if not with_features:
         return frame
     if frame.empty:
-        return frame.drop(columns="features")
-    features = pd.DataFrame.from_records(
-        [json.loads(text) for text in frame["features"]], index=frame.index
-    )
-    features = features.astype(np.float64)  # JSON null -> NaN
-    return pd.concat([frame.drop(columns="features"), features], axis=1)
+        return frame.drop(columns=["features", "feature_age"])
+    expanded = [
+        pd.DataFrame.from_records([json.loads(text) for text in frame[column]], index=frame.index)
+        .add_prefix(prefix)
+        .astype(np.float64)  # JSON null -> NaN
+        for column, prefix in (("features", ""), ("feature_age", AGE_PREFIX))
+    ]
+    return pd.concat([frame.drop(columns=["features", "feature_age"]), *expanded], axis=1)
 
 
 def table_ids(transaction_ids: pd.Series) -> pd.Series:

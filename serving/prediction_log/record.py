@@ -39,6 +39,9 @@ COLUMNS: dict[str, str] = {
     "fallback": "INTEGER NOT NULL",
     "fallback_features": "TEXT NOT NULL",  # comma-separated names
     "features": "TEXT NOT NULL",  # JSON object: name -> value (null = missing)
+    # JSON object: view -> age in seconds of the value served (null: none was read):
+    # a snapshot's since its midnight, a velocity view's the stream's lag (0 inline).
+    "feature_age": "TEXT NOT NULL",
     "features_ms": "REAL NOT NULL",
     "model_ms": "REAL NOT NULL",
     "total_ms": "REAL NOT NULL",
@@ -76,6 +79,7 @@ class PredictionRecord:
     features_ms: float
     model_ms: float
     total_ms: float
+    feature_age: dict[str, float | None] = field(default_factory=dict)
     logged_at: float = field(default_factory=time.time)
 
     def row(self) -> tuple[Any, ...]:
@@ -88,6 +92,9 @@ class PredictionRecord:
         values["fallback_features"] = ",".join(self.fallback_features)
         values["features"] = json.dumps(
             {k: (None if math.isnan(v) else v) for k, v in self.features.items()}
+        )
+        values["feature_age"] = json.dumps(
+            {k: (None if v is None or math.isnan(v) else v) for k, v in self.feature_age.items()}
         )
         return tuple(values[c] for c in COLUMNS)
 

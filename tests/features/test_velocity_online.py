@@ -21,6 +21,7 @@ from data.calendar import Calendar
 from features.store import open_store
 from features.velocity import CUSTOMER_VELOCITY_FEATURES, TERMINAL_VELOCITY_FEATURES
 from fraudlab.settings import Settings
+from monitoring.freshness import run_freshness
 from monitoring.policy import load_policy
 from monitoring.skew import run_skew
 from pipelines.registry import CHAMPION
@@ -114,6 +115,12 @@ def test_served_velocity_equals_the_offline_recomputation(served: Served, tmp_pa
     )
     assert set(VELOCITY) <= set(features)
     assert finding.metrics["max_mismatch_rate"] == 0.0, finding.summary
+    # Every answer logged its features' ages: inline updates have no lag, and the
+    # cutoff's snapshots are at most the span old; no objective is broken.
+    assert (logged["age__customer_velocity"] == 0).all()
+    assert logged["age__terminal_risk"].between(0, SPAN.total_seconds()).all()
+    fresh = run_freshness(logged, load_policy().jobs.freshness, tmp_path)
+    assert fresh.metrics["stale_view_count"] == 0, fresh.summary
 
 
 def test_a_retried_payment_is_answered_alike_and_counted_once(served: Served) -> None:
@@ -138,4 +145,4 @@ def test_a_retried_payment_is_answered_alike_and_counted_once(served: Served) ->
         & (served.payments["event_timestamp"] > last.event_timestamp - pd.Timedelta(minutes=10))
     ]
     assert next_row["customer_payments_10m"] == len(before)  # the retries counted once
-    assert 'fraudlab_feature_age_seconds_count{view="customer_payment_state"}' in metrics
+    assert 'fraudlab_feature_age_seconds_count{view="customer_velocity"}' in metrics

@@ -20,6 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from fraudlab.redis_client import redis_client
 from fraudlab.settings import Settings
 from fraudlab.stack.services import check_redis
 from serving.process import free_port
@@ -80,6 +81,13 @@ def test_redis_refuses_its_default_user_and_lets_fraudlab_do_only_safe_things(
         feast = RedisOnlineStore()._get_client(RedisOnlineStoreConfig(connection_string=connection))
         feast.hset("fraudlab:test", mapping={"feature": "1.5"})
         assert feast.hgetall("fraudlab:test") == {b"feature": b"1.5"}
+        # The payment stream's commands, through the client the publisher and worker use.
+        stream = redis_client(connection, timeout_seconds=2)
+        stream.xgroup_create("fraudlab:test:stream", "g", id="0", mkstream=True)
+        stream.xadd("fraudlab:test:stream", {"event": "1"}, maxlen=1_000, approximate=True)
+        ((_, [(entry, _)]),) = stream.xreadgroup("g", "w", {"fraudlab:test:stream": ">"})
+        assert stream.xack("fraudlab:test:stream", "g", entry) == 1
+        assert stream.xinfo_groups("fraudlab:test:stream")[0]["pending"] == 0
         with pytest.raises(redis.exceptions.NoPermissionError):
             feast.flushall()
         with pytest.raises(redis.exceptions.NoPermissionError):
