@@ -31,6 +31,11 @@ prediction log. The last two lines:
 (p50 and p99 at 200 requests/s with shadow on; max_rps saturated with shadow on;
 vs_plain = embedded saturated rps over plain's; vs_embedded = production's over it).
 
+With `--update-path`, each profile is measured once more with the velocity state's
+update path off (today's path) and on (inline writes; the stream and a running worker),
+shadow on, and a last line `serving_updates embedded_p99_ratio=X embedded_rps_ratio=X
+production_p99_ratio=X production_rps_ratio=X` (targets: p99 <= 1.2x, rps >= 0.8x).
+
 The servers inherit this process's environment, so e.g. `OMP_NUM_THREADS=1 python
 benchmarks/serving.py` shows what LightGBM's OpenMP threads cost on a busy machine.
 """
@@ -273,6 +278,62 @@ def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None
         plain = summarize("saturated, plain way", "p", [measure(port, "p", n, None)])
     rows["embedded"].append(plain)
     report(rows, profiles, world.settings.prediction_log_path, run_id)
+    if args.update_path:
+        update_path(profiles, token, bodies, home, measure, args.requests)
+
+
+def update_path(
+    profiles: list[Profile],
+    token: str,
+    bodies: list[dict[str, object]],
+    home: Path,
+    measure: Callable[[int, str, int, float | None], LoadResult],
+    n: int,
+) -> None:
+    """The velocity state's update path against today's path (no update), shadow on, in
+    each profile: inline writes (embedded), the stream publisher plus a running
+    `fraudlab stream worker` (production)."""
+    import subprocess
+
+    print("\nupdate path (shadow on): p99 at 200 rps, saturated rps; off = today's path")
+    lines = []
+    for profile, mode in ((profiles[0], "inline"), (profiles[1], "stream")):
+        got: dict[str, tuple[Row, Row]] = {}
+        for updates in ("off", mode):
+            env = profile.env | {"FRAUDLAB_STREAM__UPDATES": updates}
+            worker = None
+            if updates == "stream":
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "fraudlab", "stream", "worker"],
+                    env=os.environ | env,
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            try:
+                with uvicorn_server(OURS, env, home, profile.workers, f"{profile.tag}u") as port:
+                    hold_clock(port, token, str(bodies[-1]["timestamp"]))
+                    set_routing(port, token, ROUTINGS["b champion + shadow"])
+                    time.sleep(profile.routing_settles_s)
+                    tag = f"{profile.tag}u{updates[0]}"
+                    fixed = summarize("fixed", tag, [measure(port, tag + "f", n, RATE)])
+                    saturated = summarize("saturated", tag, [measure(port, tag + "s", n, None)])
+                    got[updates] = (fixed, saturated)
+            finally:
+                if worker is not None:
+                    worker.terminate()
+                    worker.wait(timeout=30)
+        (off_fixed, off_sat), (on_fixed, on_sat) = got["off"], got[mode]
+        p99_ratio, rps_ratio = on_fixed.p99_ms / off_fixed.p99_ms, on_sat.rps / off_sat.rps
+        print(
+            f"  {profile.name:<11} off p99 {off_fixed.p99_ms:.2f} ms, {off_sat.rps:.0f} rps; "
+            f"{mode} p99 {on_fixed.p99_ms:.2f} ms, {on_sat.rps:.0f} rps: p99 x{p99_ratio:.2f} "
+            f"(target <= 1.2), throughput x{rps_ratio:.2f} (target >= 0.8)"
+        )
+        lines.append(
+            f"{profile.name}_p99_ratio={p99_ratio:.2f} {profile.name}_rps_ratio={rps_ratio:.2f}"
+        )
+    print("serving_updates " + " ".join(lines))
 
 
 def measure_profile(
@@ -380,6 +441,11 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="production profile's workers")
     parser.add_argument("--keep", action="store_true", help="keep the temporary world")
+    parser.add_argument(
+        "--update-path",
+        action="store_true",
+        help="also measure the velocity state's update path against none, per profile",
+    )
     args = parser.parse_args()
     spawn = get_context("spawn")  # the load generator is a process of its own
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:

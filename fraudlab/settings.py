@@ -103,8 +103,9 @@ class StreamSettings(BaseModel):
     # "inline": the API merges each payment into the online store itself, before it
     # answers (the embedded default: nothing else to run). "stream": the API appends it
     # to a Redis stream and `fraudlab stream worker` applies it (the production default).
-    # None: by profile.
-    updates: Literal["inline", "stream"] | None = None
+    # "off": nothing updates it, and velocity features freeze at the last materialized
+    # state (benchmarks/serving.py measures the update path against it). None: by profile.
+    updates: Literal["inline", "stream", "off"] | None = None
     # Where the streams live, in the online store's host:port[,db=N,...] form (default:
     # the online store's Redis, `redis_connection`).
     redis_connection: str | None = None
@@ -248,7 +249,7 @@ class Settings(BaseSettings):
         return "redis" if self.profile == "production" else "sqlite"
 
     @property
-    def payment_updates(self) -> Literal["inline", "stream"]:
+    def payment_updates(self) -> Literal["inline", "stream", "off"]:
         if self.stream.updates:
             return self.stream.updates
         return "stream" if self.profile == "production" else "inline"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -21,7 +22,13 @@ from feast.protos.feast.types.Value_pb2 import Value
 
 from features.definitions import SNAPSHOT_TTL
 from features.transforms import request_features
-from features.velocity import STATE_FIELDS, STATE_VIEWS, VELOCITY_OF, VELOCITY_VIEWS
+from features.velocity import (
+    STATE_FIELDS,
+    STATE_VIEWS,
+    VELOCITY_OF,
+    VELOCITY_VIEWS,
+    PaymentState,
+)
 from serving.velocity_state import micros, state_of_row
 
 if TYPE_CHECKING:
@@ -57,8 +64,12 @@ class OnlineFeatures:
         refs: list[str],
         fill_missing_with: float | None = None,
         budget_seconds: float = 0.02,
+        pending: Callable[[str, int], PaymentState | None] | None = None,
     ) -> None:
         self.store = store
+        # Payments this process has sent to the state and a read may not show yet
+        # (serving/velocity_updates.py): merged into the state before it is used.
+        self.pending = pending
         self.budget_seconds = budget_seconds
         self._skip_store_until = 0.0  # the breaker: monotonic time it closes again
         self.fill_missing_with = fill_missing_with
@@ -145,7 +156,11 @@ class OnlineFeatures:
                 self._skip_store_until = time.monotonic() + BREAKER_SECONDS
                 return dict.fromkeys(self.names, np.nan), [STORE_ERROR], {}
             if kind is not None:  # no row is a customer or terminal with no payment yet
-                computed = VELOCITY_OF[kind](state_of_row(row), micros(event_time))
+                state = state_of_row(row)
+                unwritten = self.pending(kind, ids[join_key]) if self.pending else None
+                if unwritten is not None:
+                    state = state.merged(unwritten, kind)
+                computed = VELOCITY_OF[kind](state, micros(event_time))
                 values.update({name: computed[name] for name in wanted})
                 continue
             ages[view.name] = None if stamp is None else at - stamp.timestamp()

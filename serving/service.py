@@ -48,7 +48,7 @@ class ScoringService:
             settings.serving.log_spill_after_seconds,
         )
         self.shadow = ShadowScorer(settings.serving.shadow_queue_size, self.log.append)
-        self.updates = payment_updates(settings, self.store)
+        self.updates = payment_updates(settings)
         self._lag = (0.0, 0.0)  # seconds behind, events pending
         self._stop_lag = threading.Event()
         self.metrics.bind_gauges(
@@ -96,6 +96,8 @@ class ScoringService:
     def _update_payment_state(self, request: ScoreRequest, now: datetime) -> None:
         """Every scored payment goes into its customer's and terminal's state; a failure
         is counted and logged, never raised: the answer stands either way."""
+        if self.updates.mode == "off":
+            return
         event = PaymentEvent(
             transaction_id=transaction_key(request.transaction_id),
             customer_id=request.customer_id,
@@ -124,7 +126,11 @@ class ScoringService:
             refs.append("customer_spending:customer_mean_amount_30d")  # request-time ratio
         serving = self.settings.serving
         return OnlineFeatures(
-            self.store, sorted(set(refs)), serving.fill_missing_with, serving.online_budget_ms / 1e3
+            self.store,
+            sorted(set(refs)),
+            serving.fill_missing_with,
+            serving.online_budget_ms / 1e3,
+            pending=self.updates.pending,
         )
 
     def _show_versions(self, loaded: LoadedModels) -> None:

@@ -117,6 +117,13 @@ class PaymentStates:
         self.views: dict[str, FeatureView] = {
             kind: store.get_feature_view(view) for kind, view in STATE_VIEWS.items()
         }
+        if store.config.online_store.type == "sqlite":
+            # Feast's SQLite store commits in the default rollback journal, one fsync per
+            # write (6.5 ms a payment here). WAL with synchronous=NORMAL syncs at
+            # checkpoints instead (0.9 ms), and lets serving's reads run beside a write.
+            conn = self._provider.online_store._get_conn(store.config)  # type: ignore[attr-defined]
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
 
     def read(self, kind: str, ids: list[int]) -> list[tuple[PaymentState, datetime | None]]:
         rows = self._provider.online_read(
