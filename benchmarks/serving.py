@@ -269,6 +269,9 @@ def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None
         requests = encode(bodies, f"{run_id}{tag}", port, count)
         return pool.submit(drive, port, warmup, requests, rate, CONCURRENCY).result()
 
+    if args.update_path_only:
+        update_path(profiles, token, bodies, home, measure, args.requests)
+        return
     rows: dict[str, list[Row]] = {}
     for profile in profiles:
         with uvicorn_server(OURS, profile.env, home, profile.workers, profile.tag) as port:
@@ -445,6 +448,9 @@ def main() -> None:
         "--update-path",
         action="store_true",
         help="also measure the velocity state's update path against none, per profile",
+    )
+    parser.add_argument(
+        "--update-path-only", action="store_true", help="measure only the update path"
     )
     args = parser.parse_args()
     spawn = get_context("spawn")  # the load generator is a process of its own

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
-from feast.types import Array, Float64, Int64
+from feast.types import Bytes, Float64, Int64
 from feast.value_type import ValueType
 
 from features.transforms import REQUEST_FEATURES
@@ -146,8 +146,9 @@ VIEWS: dict[str, ViewSpec] = {
     STATE_VIEWS["customer"]: ViewSpec(
         customer,
         STATE_FIELDS,
-        "A customer's recent payments (ids, times, amounts, terminals): the online state "
-        "the velocity features are computed from, pushed by every scored payment.",
+        "A customer's recent payments, packed (id, time, amount, terminal; "
+        "features/velocity.py PaymentState): the online state the velocity features are "
+        "computed from, pushed by every scored payment.",
         pushed=True,
     ),
     STATE_VIEWS["terminal"]: ViewSpec(
@@ -240,7 +241,7 @@ def _view(name: str, spec: ViewSpec, feature_data_dir: Path) -> FeatureView:
     )
     if spec.pushed:
         source: FileSource | PushSource = PushSource(name=f"{name}_push", batch_source=batch)
-        schema = [Field(name=n, dtype=_list_type(n)) for n in spec.features]
+        schema = [Field(name=n, dtype=Bytes) for n in spec.features]  # PaymentState.packed
     else:
         source = batch
         schema = [Field(name=n, dtype=Int64 if is_count(n) else Float64) for n in spec.features]
@@ -253,10 +254,6 @@ def _view(name: str, spec: ViewSpec, feature_data_dir: Path) -> FeatureView:
         online=spec.online,
         description=spec.description,
     )
-
-
-def _list_type(field: str) -> Array:
-    return Array(Float64) if field == "payment_amounts" else Array(Int64)
 
 
 def define(feature_data_dir: Path) -> FeatureDefinitions:

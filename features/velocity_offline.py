@@ -21,6 +21,7 @@ from features.velocity import (
     STATE_RETENTION_US,
     TERMINAL_VELOCITY_FEATURES,
     TERMINAL_WINDOWS,
+    PaymentState,
 )
 
 _PAYMENTS = """
@@ -110,7 +111,7 @@ def payment_state_table(
     tx: pd.DataFrame, kind: str, day0: pd.Timestamp, n_days: int
 ) -> pd.DataFrame:
     """The entity's payment state at each midnight after a day it paid on: its payments
-    of the retention before that midnight, newest `STATE_MAX_PAYMENTS`, as lists. What
+    of the retention before that midnight, newest `STATE_MAX_PAYMENTS`, packed. What
     materialization copies into the online store; serving's updates carry it on."""
     key = f"{kind}_id"
     retention = STATE_RETENTION_US[kind]
@@ -137,4 +138,15 @@ def payment_state_table(
         FROM held WHERE newest <= {STATE_MAX_PAYMENTS} AND at_us <= {day0_us + n_days * DAY_US}
         GROUP BY {key}, at_us ORDER BY at_us, {key}
     """
-    return _stamped(_connect(tx).sql(query).df())
+    frame = _connect(tx).sql(query).df()
+    frame["payments"] = [
+        PaymentState.of(*lists).packed()
+        for lists in zip(
+            frame.pop("payment_ids"),
+            frame.pop("payment_times_us"),
+            frame.pop("payment_amounts"),
+            frame.pop("payment_terminals"),
+            strict=True,
+        )
+    ]
+    return _stamped(frame)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, Value
+from feast.protos.feast.types.Value_pb2 import Value
 
 from features.velocity import STATE_FIELDS, STATE_VIEWS, PaymentState
 
@@ -85,23 +85,14 @@ def micros(moment: datetime) -> int:
 
 def state_of_row(row: dict[str, Value] | None) -> PaymentState:
     """A state view's stored row as a PaymentState (no row: no payments yet)."""
-    if not row or "payment_ids" not in row:
+    value = row.get("payments") if row else None
+    if value is None or value.WhichOneof("val") != "bytes_val":
         return PaymentState.empty()
-    return PaymentState.of(
-        row["payment_ids"].int64_list_val.val,
-        row["payment_times_us"].int64_list_val.val,
-        row["payment_amounts"].double_list_val.val,
-        row["payment_terminals"].int64_list_val.val,
-    )
+    return PaymentState.unpacked(value.bytes_val)
 
 
 def _row_of_state(state: PaymentState) -> dict[str, Value]:
-    return {
-        "payment_ids": Value(int64_list_val=Int64List(val=state.ids.tolist())),
-        "payment_times_us": Value(int64_list_val=Int64List(val=state.times_us.tolist())),
-        "payment_amounts": Value(double_list_val=DoubleList(val=state.amounts.tolist())),
-        "payment_terminals": Value(int64_list_val=Int64List(val=state.terminals.tolist())),
-    }
+    return {"payments": Value(bytes_val=state.packed())}
 
 
 def entity_key(kind: str, entity_id: int) -> EntityKey:

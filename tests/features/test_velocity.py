@@ -162,8 +162,10 @@ def test_state_snapshots_hold_the_payments_before_their_midnight(world: World) -
         midnight = int(row["event_timestamp"].value // 1_000)
         want = _state_until(tx, "customer_id", row["customer_id"], midnight - 1, "customer")
         keep = want.times_us >= midnight - STATE_RETENTION_US["customer"]
-        assert list(row["payment_ids"]) == want.ids[keep].tolist()
-        assert list(row["payment_times_us"]) == want.times_us[keep].tolist()
+        stored = PaymentState.unpacked(row["payments"])
+        assert stored.ids.tolist() == want.ids[keep].tolist()
+        assert stored.times_us.tolist() == want.times_us[keep].tolist()
+        assert stored.amounts.tolist() == want.amounts[keep].tolist()
         assert row["event_timestamp"] == row["event_timestamp"].floor("D")
 
 
