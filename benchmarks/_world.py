@@ -97,7 +97,7 @@ def load_redis(world: World, settings: Settings, say=print) -> None:
     db = int(dict(option.split("=", 1) for option in options).get("db", 0))
     redis.Redis(host=host, port=int(port), db=db).flushdb()
     started = time.perf_counter()
-    materialize(settings, end=world.online_until.to_pydatetime())
+    materialize(settings, end=world.online_until.to_pydatetime(), payment_state=True)
     say(f"Redis db {db} emptied and loaded ({time.perf_counter() - started:.0f} s)")
 
 

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from features.definitions import FEATURE_SERVICE_NAMES, REQUEST_FEATURES_TAG, SNAPSHOT_TTL, define
+from features.definitions import (
+    FEATURE_SERVICE_NAMES,
+    REQUEST_FEATURES_TAG,
+    SNAPSHOT_TTL,
+    VIEWS,
+    define,
+)
 from fraudlab.errors import FeatureServiceNotFound, MissingInput, ServiceUnavailable
 from fraudlab.settings import Settings
 
@@ -93,16 +99,29 @@ def service_features(service: FeatureService) -> tuple[list[str], list[str]]:
     return entity, request
 
 
-def materialize(settings: Settings, end: datetime, start: datetime | None = None) -> None:
+def materialize(
+    settings: Settings,
+    end: datetime,
+    start: datetime | None = None,
+    *,
+    payment_state: bool = False,
+) -> None:
     """Copy the latest snapshot per entity in [start, end] into the online store.
 
     Snapshots are daily and dense (every entity, every midnight), so the default
     window of one snapshot TTL before `end` always holds each entity's latest row.
     Feast's own `materialize_incremental` measures its first window from the wall
     clock, which would skip a simulated history entirely.
+
+    The payment-state views (velocity) belong to serving once it runs: its updates
+    carry them on. So they are copied only when asked (`payment_state`: seeding a new
+    online store, `fraudlab features materialize`); a daily batch run leaves them alone.
     """
     store = open_store(settings)
+    views = [
+        name for name, spec in VIEWS.items() if spec.online and (payment_state or not spec.pushed)
+    ]
     try:
-        store.materialize(start_date=start or end - SNAPSHOT_TTL, end_date=end)
+        store.materialize(start_date=start or end - SNAPSHOT_TTL, end_date=end, feature_views=views)
     except ConnectionError as exc:
         raise ServiceUnavailable(f"online store unreachable: {exc}") from exc

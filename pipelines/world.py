@@ -88,7 +88,7 @@ class WorldBuilder:
     def materialize(self) -> datetime:
         """The online store as of the cutoff: the snapshot serving starts from."""
         end = self.cutoff().to_pydatetime()
-        materialize(self.settings, end=end)
+        materialize(self.settings, end=end, payment_state=True)
         return end
 
     def train(self, progress: Progress = lambda _: None) -> list[TrainingOutcome]:

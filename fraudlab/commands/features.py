@@ -86,6 +86,11 @@ def materialize(
     start: str | None = typer.Option(
         None, help="Start of the window (default: one snapshot TTL, 2 days, before --end)."
     ),
+    payment_state: bool = typer.Option(
+        True,
+        help="Also seed the velocity features' payment state as of --end (the API's updates "
+        "carry it on from there; --no-payment-state leaves what they wrote).",
+    ),
 ) -> None:
     """Copy the latest feature values per entity into the online store."""
     from data.calendar import Calendar
@@ -100,5 +105,7 @@ def materialize(
     if end_time is None:  # just after the last snapshot (the tables share one grid)
         snapshots = Calendar.of_file(tables[0])  # snapshots are stamped at midnights
         end_time = snapshots.start(snapshots.last_day).to_pydatetime() + timedelta(seconds=1)
-    run_materialize(settings, end=end_time, start=_parse_time(start, "start"))
+    run_materialize(
+        settings, end=end_time, start=_parse_time(start, "start"), payment_state=payment_state
+    )
     console.print(f"online store ({settings.online_store_type}) holds values up to {end_time}")
