@@ -1,9 +1,11 @@
-"""The batch feature pipeline: raw transactions in, daily feature snapshots out.
+"""The batch feature pipeline: raw transactions in, feature tables out.
 
 For each entity and each midnight d (day 0 to the day after the last payment) it writes
 one row, stamped at d, summarising the payments of days [d - w, d) for each window w.
 Terminal fraud rates count a fraud only when its chargeback arrived by d. Everything is
-dense NumPy over (entity x day) so a million payments take about a second.
+dense NumPy over (entity x day) so a million payments take about a second. The velocity
+tables (one row per payment) and the payment-state snapshots come from DuckDB
+(features/velocity_offline.py).
 """
 
 from __future__ import annotations

@@ -6,10 +6,13 @@ is a table of feature values per entity over time, backed by a Parquet file that
 `fraudlab features build` writes. A *feature service* is the exact list of features a
 model was trained on: the model records its service's name and serving asks for that.
 
-Feature values are daily snapshots: the row stamped at midnight of day d summarises the
+Most views are daily snapshots: the row stamped at midnight of day d summarises the
 payments of the days before d (never day d itself), and counts a fraud label only once
 its chargeback has arrived. So a value is always computable from what was known at its
 timestamp, and a point-in-time join picks the latest snapshot at or before a payment.
+The velocity views have one row per payment, stamped at it, holding what happened just
+before it (features/velocity.py); online, serving computes them from the payment-state
+views, which its own updates keep.
 
 Pure: importing this module reads no settings and touches no file. Where the tables
 live is an argument of `define`, given by whoever knows (settings, or the shim).
@@ -184,19 +187,21 @@ SERVICES: dict[str, ServiceSpec] = {
         list(REQUEST_FEATURES),
         "Every customer, terminal and request-time feature.",
     ),
-    # The risk features built for late labels and the velocity features that earned
-    # their place in `fraudlab ablation` (docs/training-plane.md).
+    # What earned its place in `fraudlab ablation` (docs/training-plane.md), on the
+    # demo's history and on one with card testing: the known-fraud history built for
+    # late labels (terminal and card) and the customer's velocity. The terminal's hourly
+    # count cost LightGBM AP on both, so it stays a candidate only.
     "fraud_v3": ServiceSpec(
         {
             "customer_spending": None,
             "terminal_risk": None,
             "terminal_matured_risk": None,
+            "customer_fraud_history": None,
             "customer_velocity": None,
-            "terminal_velocity": None,
         },
         list(REQUEST_FEATURES),
-        "fraud_v2, the terminal's known-fraud history built for late labels, and the "
-        "velocity of the customer and terminal up to the payment.",
+        "fraud_v2, the terminal's and the card's known-fraud history built for late "
+        "labels, and the customer's velocity up to the payment.",
     ),
     # Every candidate feature, for the ablation that decides what a service keeps.
     "fraud_v3_candidates": ServiceSpec(

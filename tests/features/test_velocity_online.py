@@ -1,4 +1,4 @@
-"""Velocity features through the real API: a fraud_v3 champion served by uvicorn, every
+"""Velocity features through the real API: a champion on every view served by uvicorn, every
 scored payment updating the payment state in-process (the embedded profile: a writer
 thread, with unwritten payments merged into every read), and the
 skew job recomputing every logged feature offline: no mismatch on a healthy run.
@@ -35,6 +35,7 @@ from tests.serving.live_server import LiveServer, at_simulated_time, furnish, se
 CUTOFF_DAY = 65
 SPAN = pd.Timedelta(hours=12)  # ~1,000 payments after the cutoff
 VELOCITY = [*CUSTOMER_VELOCITY_FEATURES, *TERMINAL_VELOCITY_FEATURES]
+SERVICE = "fraud_v3_candidates"  # every view: both velocity views are served
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def served(world: SessionWorld, tmp_path_factory: pytest.TempPathFactory) -> Ite
     for linked in ("data", "feature_data"):
         (home / linked).symlink_to(getattr(world.settings, f"{linked}_dir"))
     training = TEST_TRAINING.model_copy(
-        update={"cutoff_day": CUTOFF_DAY, "feature_service": "fraud_v3"}
+        update={"cutoff_day": CUTOFF_DAY, "feature_service": SERVICE}
     )
     base = Settings(home=home, simulation=TEST_SIMULATION, training=training)
     start = Calendar.of_file(base.transactions_path).start(CUTOFF_DAY)
@@ -111,7 +112,7 @@ def test_served_velocity_equals_the_offline_recomputation(served: Served, tmp_pa
         features,
         tmp_path,
         load_policy().jobs.skew,
-        service_name="fraud_v3",
+        service_name=SERVICE,
         sample_rows=len(logged),
     )
     assert set(VELOCITY) <= set(features)
