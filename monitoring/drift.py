@@ -19,7 +19,6 @@ tests/monitoring/test_drift.py measures the alerts on the test world's healthy d
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -60,15 +59,12 @@ def run_drift(
         raise MissingInput(f"the reference sample has no column(s) {', '.join(missing)}")
     min_rows = config.min_requests
     if len(predictions) < min_rows:  # checked first: an empty window has no feature columns
-        return _write(
-            out_dir,
-            Finding(
-                job="drift",
-                status="insufficient_data",
-                summary=f"{len(predictions)} requests in the window; drift needs {min_rows}",
-                details={"current_rows": len(predictions), "min_rows": min_rows},
-            ),
-        )
+        return Finding(
+            job="drift",
+            status="insufficient_data",
+            summary=f"{len(predictions)} requests in the window; drift needs {min_rows}",
+            details={"current_rows": len(predictions), "min_rows": min_rows},
+        ).saved(out_dir)
     current = logged_values(predictions, columns)
     started = time.perf_counter()
     compared = current
@@ -98,7 +94,7 @@ def run_drift(
     }
     if html:
         finding.reports.append(str(out_dir / "drift.html"))
-    return _write(out_dir, finding)
+    return finding.saved(out_dir)
 
 
 def matched_to_week(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -269,11 +265,3 @@ def _finding(table: list[dict[str, Any]], features: list[str]) -> Finding:
             "columns": sorted(table, key=lambda r: (not r["drifted"], r["column"] != SCORE)),
         },
     )
-
-
-def _write(out_dir: Path, finding: Finding) -> Finding:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "drift.json"
-    finding.reports.append(str(path))
-    path.write_text(json.dumps(finding.to_dict(), indent=2, default=str))
-    return finding

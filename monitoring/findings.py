@@ -7,7 +7,9 @@ metric not declared fails at once, and a policy rule naming an undeclared one is
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 Status = Literal["ok", "alert", "insufficient_data"]
@@ -67,3 +69,11 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def saved(self, out_dir: Path) -> Finding:
+        """Write it as `<job>.json` in `out_dir` (listed in its reports); returns it."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{self.job}.json"
+        self.reports.append(str(path))
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        return self

@@ -13,7 +13,6 @@ would see the values drift apart.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,7 @@ def run_freshness(requests: pd.DataFrame, config: FreshnessConfig, out_dir: Path
             summary=f"{len(requests)} requests with feature ages in the window "
             f"(fewer than {config.min_requests}, or no view with an objective)",
         )
-        return _write(out_dir, finding)
+        return finding.saved(out_dir)
     broken = [row["view"] for row in table if row["breaks_objective"]]
     worst = max(table, key=lambda row: row["stale_share"])
     summary = (
@@ -72,12 +71,4 @@ def run_freshness(requests: pd.DataFrame, config: FreshnessConfig, out_dir: Path
         },
         details={"views": table, "stale_views": broken},
     )
-    return _write(out_dir, finding)
-
-
-def _write(out_dir: Path, finding: Finding) -> Finding:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "freshness.json"
-    finding.reports.append(str(path))
-    path.write_text(json.dumps(finding.to_dict(), indent=2))
-    return finding
+    return finding.saved(out_dir)

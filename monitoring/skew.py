@@ -16,7 +16,6 @@ the world; skew can, because both sides saw the same payment at the same instant
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,10 +55,9 @@ def run_skew(
     """
     tolerance, mismatch_alert = config.tolerance, config.feature_mismatch_above
     if len(predictions) == 0:
-        return _write(
-            out_dir,
-            Finding(job="skew", status="insufficient_data", summary="no requests in the window"),
-        )
+        return Finding(
+            job="skew", status="insufficient_data", summary="no requests in the window"
+        ).saved(out_dir)
     sample = predictions.sample(n=min(sample_rows, len(predictions)), random_state=seed)
     sample = sample.reset_index(drop=True)
     served = logged_values(sample, features)
@@ -96,7 +94,7 @@ def run_skew(
             "features": table,
         },
     )
-    return _write(out_dir, finding)
+    return finding.saved(out_dir)
 
 
 def recompute_offline(
@@ -174,11 +172,3 @@ def _median(values: np.ndarray) -> float | None:
 
 def _value(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
-
-
-def _write(out_dir: Path, finding: Finding) -> Finding:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "skew.json"
-    finding.reports.append(str(path))
-    path.write_text(json.dumps(finding.to_dict(), indent=2))
-    return finding
