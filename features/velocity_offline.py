@@ -11,17 +11,18 @@ its same-instant twins excluded, exactly the strict "before" of the definitions.
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from features.velocity import (
     CUSTOMER_VELOCITY_FEATURES,
     CUSTOMER_WINDOWS,
     DAY_US,
+    PACKED,
     STATE_MAX_PAYMENTS,
     STATE_RETENTION_US,
     TERMINAL_VELOCITY_FEATURES,
     TERMINAL_WINDOWS,
-    PaymentState,
 )
 
 _PAYMENTS = """
@@ -130,23 +131,23 @@ def payment_state_table(
             FROM snapshots s JOIN payments p
               ON p.{key} = s.{key} AND p.us < s.at_us AND p.us >= s.at_us - {retention}
         )
-        SELECT {key}, make_timestamp(at_us) AS event_timestamp,
-               list(transaction_id ORDER BY us, transaction_id) AS payment_ids,
-               list(us ORDER BY us, transaction_id) AS payment_times_us,
-               list(amount ORDER BY us, transaction_id) AS payment_amounts,
-               list(p_terminal ORDER BY us, transaction_id) AS payment_terminals
+        SELECT {key}, make_timestamp(at_us) AS event_timestamp, transaction_id, us, amount,
+               p_terminal
         FROM held WHERE newest <= {STATE_MAX_PAYMENTS} AND at_us <= {day0_us + n_days * DAY_US}
-        GROUP BY {key}, at_us ORDER BY at_us, {key}
+        ORDER BY at_us, {key}, us, transaction_id
     """
-    frame = _connect(tx).sql(query).df()
-    frame["payments"] = [
-        PaymentState.of(*lists).packed()
-        for lists in zip(
-            frame.pop("payment_ids"),
-            frame.pop("payment_times_us"),
-            frame.pop("payment_amounts"),
-            frame.pop("payment_terminals"),
-            strict=True,
-        )
-    ]
+    held = _connect(tx).sql(query).df()
+    # One packed record per payment held, then one bytes value per (entity, midnight):
+    # records are in group order, so each group is a contiguous slice of the buffer.
+    records = np.empty(len(held), dtype=PACKED)
+    records["id"], records["time_us"] = held["transaction_id"], held["us"]
+    records["amount"], records["terminal"] = held["amount"], held["p_terminal"]
+    buffer = records.tobytes()
+    group = held[key].ne(held[key].shift()) | held["event_timestamp"].ne(
+        held["event_timestamp"].shift()
+    )
+    starts = np.flatnonzero(group.to_numpy())
+    ends = np.append(starts[1:], len(held)) * PACKED.itemsize
+    frame = held.iloc[starts][[key, "event_timestamp"]].reset_index(drop=True)
+    frame["payments"] = [buffer[a:b] for a, b in zip(starts * PACKED.itemsize, ends, strict=True)]
     return _stamped(frame)

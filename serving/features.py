@@ -131,6 +131,13 @@ class OnlineFeatures:
         values: dict[str, float] = {}
         fallback: list[str] = []
         ages: dict[str, float | None] = {}
+        # This process's unwritten payments, taken before the store is read: a batch
+        # that lands in between is then in the read, or still here (merged once either
+        # way); taken after, a batch landing between the two would be in neither.
+        unwritten = {
+            kind: self.pending(kind, ids[f"{kind}_id"]) if self.pending else None
+            for kind in self._velocity
+        }
         deadline = time.perf_counter() + self.budget_seconds
         for view, join_key, names in self._views:
             kind = self._state_kinds.get(view.name)
@@ -157,9 +164,8 @@ class OnlineFeatures:
                 return dict.fromkeys(self.names, np.nan), [STORE_ERROR], {}
             if kind is not None:  # no row is a customer or terminal with no payment yet
                 state = state_of_row(row)
-                unwritten = self.pending(kind, ids[join_key]) if self.pending else None
-                if unwritten is not None:
-                    state = state.merged(unwritten, kind)
+                if (extra := unwritten[kind]) is not None:
+                    state = state.merged(extra, kind)
                 computed = VELOCITY_OF[kind](state, micros(event_time))
                 values.update({name: computed[name] for name in wanted})
                 continue
