@@ -104,6 +104,11 @@ def test_served_velocity_equals_the_offline_recomputation(served: Served, tmp_pa
     assert (logged["customer_payments_1h"] > 0).sum() >= 20
     assert (logged["terminal_payments_1h"] > 0).sum() >= 20
     assert (logged["customer_terminals_today"] > 1).sum() >= 20
+    # A lookup that overran the online budget on a loaded machine is answered on an
+    # explicit, counted fallback (NaN): not a skew. Those few are left out.
+    degraded = logged["fallback"] == 1
+    assert degraded.mean() <= 0.01, logged.loc[degraded, "fallback_features"].head()
+    logged = logged[~degraded].reset_index(drop=True)
     store = open_store(server.settings)
     features = [c for c in logged.columns if c in set(VELOCITY)] + ["terminal_fraud_rate_30d"]
     finding = run_skew(

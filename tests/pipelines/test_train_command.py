@@ -110,10 +110,11 @@ def test_ablation_scores_every_group_left_out_on_one_split_and_registers_nothing
     cli_env: Path,
 ) -> None:
     settings = get_settings()
-    rows = run_ablation(settings, "fraud_v3_candidates", ("logreg",), ("fraud_v2", "fraud_v3"))
+    rows = run_ablation(settings, "fraud_v3", ("logreg",), ("fraud_v2",))
     by_variant = {row.variant: row for row in rows}
-    groups = feature_groups("fraud_v3_candidates")
-    assert set(by_variant) == {"all", "fraud_v2", "fraud_v3"} | {f"without {g}" for g in groups}
+    groups = feature_groups("fraud_v3")
+    assert len(groups) == 6  # five views and the request-time features
+    assert set(by_variant) == {"all", "fraud_v2"} | {f"without {g}" for g in groups}
     everything = by_variant["all"].features
     assert everything == sum(len(names) for names in groups.values())
     for group, names in groups.items():
