@@ -7,8 +7,9 @@ midnight), so they are computed at the payment from the entity's recent payments
   views), updated by every scored payment (serving/velocity_updates.py);
 - offline, by DuckDB from the raw transactions (features/velocity_offline.py), one row
   per payment, joined like any other view.
-Both sides call nothing but the definitions below, and the brute-force test
-(tests/features/test_velocity.py) holds the offline SQL to `velocity_features`.
+Both sides call nothing but the definitions below: tests/features/test_velocity.py
+holds the offline SQL to `customer_velocity` and `terminal_velocity`, and the
+brute-force test (tests/pipelines/test_training_set.py) recomputes every value by hand.
 
 "Before the payment" is strict: payments at an earlier instant, never the payment
 itself nor another one at the same microsecond, so a retried request sees the same
@@ -102,10 +103,6 @@ class PaymentState:
             records["amount"].astype(np.float64),
             records["terminal"].astype(np.int64),
         )
-
-    @property
-    def last_time_us(self) -> int | None:
-        return int(self.times_us[-1]) if len(self) else None
 
     def merged(self, other: PaymentState, kind: str) -> PaymentState:
         """The union by transaction id, pruned to the kind's retention and cap. Commutative

@@ -32,7 +32,7 @@ import redis
 
 from fraudlab.redis_client import redis_client
 from fraudlab.settings import Settings
-from serving.velocity_state import KINDS, PaymentEvent, PaymentStates, micros
+from serving.velocity_state import KINDS, PaymentEvent, PaymentStates, micros, text_of
 
 log = logging.getLogger(__name__)
 GROUP = "payment-state"
@@ -210,7 +210,7 @@ class StreamWorker:
         for raw_stream, entries in cast(list[Any], replies) or []:
             if not entries:
                 continue
-            stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
+            stream = text_of(raw_stream)
             self._apply(stream, entries)
             applied = True
         return applied
@@ -268,13 +268,9 @@ def stream_lag(client: redis.Redis, streams: list[str]) -> StreamLag:
             pipe.xlen(stream)
         replies = pipe.execute()
         for groups, length in zip(replies[::2], replies[1::2], strict=True):
-            ours = [g for g in groups if _text(g.get("name")) == GROUP]
+            ours = [g for g in groups if text_of(g.get("name")) == GROUP]
             if not ours:  # no worker has ever read this stream: all of it waits
                 pending += int(length)
             for group in ours:
                 pending += int(group.get("lag") or 0) + int(group.get("pending") or 0)
     return StreamLag(worst, pending)
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

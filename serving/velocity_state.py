@@ -46,16 +46,14 @@ class PaymentEvent:
         return self.customer_id if kind == "customer" else self.terminal_id
 
     def as_state(self) -> PaymentState:
-        return PaymentState.of(
-            [self.transaction_id], [self.event_us], [self.amount], [self.terminal_id]
-        )
+        return state_of_events([self])
 
     def to_fields(self) -> dict[str, str]:
         return {name: str(getattr(self, name)) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> PaymentEvent:
-        text = {_text(k): _text(v) for k, v in fields.items()}
+        text = {text_of(k): text_of(v) for k, v in fields.items()}
         return cls(
             transaction_id=int(text["transaction_id"]),
             customer_id=int(text["customer_id"]),
@@ -66,7 +64,8 @@ class PaymentEvent:
         )
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A Redis reply's bytes (or anything) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -135,7 +134,7 @@ class PaymentStates:
             by_entity: dict[int, list[PaymentEvent]] = {}
             for event in events:
                 by_entity.setdefault(event.entity(kind), []).append(event)
-            incoming = {key: _state_of_events(mine, kind) for key, mine in by_entity.items()}
+            incoming = {key: _merged_events(mine, kind) for key, mine in by_entity.items()}
             ids = list(incoming)
             if not ids:
                 continue
@@ -155,16 +154,20 @@ class PaymentStates:
         return written
 
 
-def _state_of_events(events: list[PaymentEvent], kind: str) -> PaymentState:
-    if len(events) == 1:
-        return events[0].as_state()
-    raw = PaymentState.of(
+def state_of_events(events: list[PaymentEvent]) -> PaymentState:
+    """The events' payments as a state, in the order given (merge it to sort and dedupe)."""
+    return PaymentState.of(
         [e.transaction_id for e in events],
         [e.event_us for e in events],
         [e.amount for e in events],
         [e.terminal_id for e in events],
     )
-    return PaymentState.empty().merged(raw, kind)
+
+
+def _merged_events(events: list[PaymentEvent], kind: str) -> PaymentState:
+    if len(events) == 1:
+        return state_of_events(events)
+    return PaymentState.empty().merged(state_of_events(events), kind)
 
 
 def _row_stamp(state: PaymentState, previous: datetime | None) -> datetime:

@@ -18,7 +18,7 @@ from features.store import open_store
 from features.velocity import PaymentState
 from fraudlab.settings import Settings
 from serving.payment_stream import StreamLag, StreamPublisher, all_streams, stream_lag
-from serving.velocity_state import KINDS, PaymentEvent, PaymentStates
+from serving.velocity_state import KINDS, PaymentEvent, PaymentStates, state_of_events
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -87,14 +87,7 @@ class InlineUpdates:
         """This process's payments of the entity not yet written, as a state to merge."""
         with self._lock:
             events = list(self._overlay.get((kind, entity_id), ()))
-        if not events:
-            return None
-        return PaymentState.of(
-            [e.transaction_id for e in events],
-            [e.event_us for e in events],
-            [e.amount for e in events],
-            [e.terminal_id for e in events],
-        )
+        return state_of_events(events) if events else None
 
     def _write_forever(self) -> None:
         while True:
@@ -119,15 +112,14 @@ class InlineUpdates:
             time.sleep(FLUSH_SECONDS)
             return
         written = {id(e) for e in batch}
+        touched = {(kind, e.entity(kind)) for kind in KINDS for e in batch}
         with self._lock:
-            for kind in KINDS:
-                for event in batch:
-                    key = (kind, event.entity(kind))
-                    left = [e for e in self._overlay.get(key, ()) if id(e) not in written]
-                    if left:
-                        self._overlay[key] = left
-                    else:
-                        self._overlay.pop(key, None)
+            for key in touched:
+                left = [e for e in self._overlay.get(key, ()) if id(e) not in written]
+                if left:
+                    self._overlay[key] = left
+                else:
+                    self._overlay.pop(key, None)
 
     def lag(self) -> StreamLag:
         with self._lock:

@@ -81,6 +81,14 @@ def _expected(events: list[PaymentEvent], kind: str) -> dict[int, PaymentState]:
     return states
 
 
+def _publish(settings: Settings, events: list[PaymentEvent]) -> None:
+    """Publish the events as the API does, and wait until they are all in Redis."""
+    publisher = StreamPublisher(settings, timeout_seconds=2)
+    for event in events:
+        publisher.publish(event)
+    publisher.close()
+
+
 def _run_workers(settings: Settings, count: int, until_applied: int) -> list[StreamWorker]:
     workers = [
         StreamWorker(settings, PaymentStates(open_store(settings)), i, count, block_ms=50)
@@ -138,10 +146,7 @@ def test_a_worker_restarted_after_dying_mid_batch_applies_what_it_held(
     world: World, production: Settings
 ) -> None:
     events = _events(world, 400)
-    publisher = StreamPublisher(production, timeout_seconds=2)
-    for event in events:
-        publisher.publish(event)
-    publisher.close()
+    _publish(production, events)
     client = redis_client(production.stream_redis_connection, timeout_seconds=2)
     streams = all_streams(production)
     lone = StreamWorker(production, PaymentStates(open_store(production)), 0, 1)
@@ -164,10 +169,7 @@ def test_a_stopped_worker_shows_as_lag_in_the_services_clock(
     however fast the (simulated) clock runs; a worker that starts brings it to 0."""
     events = _events(world, 300)
     first = events[0].served_us
-    publisher = StreamPublisher(production, timeout_seconds=2)
-    for event in events:
-        publisher.publish(event)
-    publisher.close()
+    _publish(production, events)
     client = redis_client(production.stream_redis_connection, timeout_seconds=2)
     streams = all_streams(production)
     behind = stream_lag(client, streams)
