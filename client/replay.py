@@ -26,6 +26,7 @@ from fraudlab.errors import ConfigError, ServiceUnavailable
 from fraudlab.settings import Settings
 
 Progress = Callable[[int], None]  # called with the number of requests just completed
+EPOCH = pd.Timestamp(0, tz="UTC")
 REQUEST_COLUMNS = ["transaction_id", "customer_id", "terminal_id", "amount", "event_timestamp"]
 
 
@@ -93,32 +94,80 @@ def replay_payments(
     concurrency: int = 8,
     progress: Progress | None = None,
     clock: ServingAdmin | None = None,
+    *,
+    in_order_per: str | None = None,
+    waves_within: pd.Timedelta | None = None,
+    before_wave: Callable[[list[dict[str, Any]]], None] | None = None,
+    clock_step: pd.Timedelta | None = None,
 ) -> ReplaySummary:
     """Send every payment (rate in requests/s, 0 = as fast as possible, on at most
     `concurrency` connections) and tally.
 
     With `clock` (the admin client of the same API), simulated time: the payments go out
     in spans the service's accepted lateness covers, and before each span the service's
-    clock is held at its last payment's time (serving/clock.py). Without it, the payments
-    must be stamped near the service's own clock."""
+    clock is held at its last payment's time (serving/clock.py); `clock_step` shortens
+    the spans, so the clock follows the payments that closely (anything timed by the
+    service clock, a stream's lag, then moves as it would live). Without `clock`, the
+    payments must be stamped near the service's own clock.
+
+    `in_order_per` (a body field, e.g. "customer_id"): a payment goes out only once the
+    previous payment of its customer is answered (see `ordered_waves`; `waves_within`
+    also cuts them at every multiple of that period of event time); `before_wave` runs
+    before each wave goes out (a scenario lets a stream worker catch up there, and runs
+    the checks due by the wave's first payment)."""
     if rate < 0 or concurrency < 1:
         raise ConfigError("rate must be >= 0 and concurrency >= 1")
     host, port = host_and_port(url)
     check_ready(url)
-    spans = [payments] if clock is None else clock_spans(payments, _lateness(clock))
+    if clock is None:
+        spans = [payments]
+    else:
+        lateness = _lateness(clock)
+        spans = clock_spans(payments, min(lateness, clock_step) if clock_step else lateness)
     tally = _Tally(progress or (lambda _: None))
     started = pd.Timestamp.now()
     lag = 0.0
     for span in spans:
         if clock is not None:
             _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
-        requests = [post(host, port, "/v1/score", body) for body in span]
-        lag = max(
-            lag,
-            send_all(host, port, requests, rate=rate, connections=concurrency, on_answer=tally.add),
-        )
+        for wave in ordered_waves(span, in_order_per, waves_within) if in_order_per else [span]:
+            if before_wave is not None:
+                before_wave(wave)
+            requests = [post(host, port, "/v1/score", body) for body in wave]
+            lag = max(
+                lag,
+                send_all(
+                    host, port, requests, rate=rate, connections=concurrency, on_answer=tally.add
+                ),
+            )
     elapsed = (pd.Timestamp.now() - started).total_seconds()
     return tally.summary(elapsed, lag)
+
+
+def ordered_waves(
+    payments: list[dict[str, Any]], key: str, within: pd.Timedelta | None = None
+) -> list[list[dict[str, Any]]]:
+    """Consecutive runs of payments (in time order) in which no `key` repeats (and, with
+    `within`, that lie in one period of that length, counted from the epoch).
+
+    A wave goes out at once and the next waits for its answers, so each customer's
+    payments are scored one after the other, as a card's payments reach a gateway
+    minutes apart, while different customers still go out together. Replayed faster
+    than live, that is what keeps a customer's velocity state (updated by every
+    answered payment) as complete as it would be live."""
+    waves: list[list[dict[str, Any]]] = []
+    seen: set[Any] = set()
+    period, last_period = None, None
+    for body in payments:
+        if within is not None:
+            period = (pd.Timestamp(body["timestamp"]) - EPOCH) // within
+        if not waves or body[key] in seen or period != last_period:
+            waves.append([])
+            seen = set()
+        waves[-1].append(body)
+        seen.add(body[key])
+        last_period = period
+    return waves
 
 
 def clock_spans(payments: list[dict[str, Any]], lateness: pd.Timedelta) -> list[list[dict]]:

@@ -41,7 +41,7 @@ class TrainingSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     # The Feast feature service models train on (features/definitions.py lists ours).
-    feature_service: str = Field("fraud_v2", min_length=1)
+    feature_service: str = Field("fraud_v3", min_length=1)
     cutoff_day: int = Field(100, ge=1)  # train on days before this; later days are "the future"
     warmup_days: int = Field(30, ge=0)  # 30-day windows are incomplete before this
     validation_days: int = Field(14, ge=1)  # threshold and early stopping are tuned here
@@ -116,6 +116,10 @@ class StreamSettings(BaseModel):
     workers: int = Field(1, ge=1, le=64)  # `fraudlab stack up` starts this many
     batch_events: int = Field(500, ge=1, le=100_000)  # per read from the stream
     max_length: int = Field(1_000_000, ge=1_000)  # per stream, approximately trimmed
+    # How often the API reads the stream's lag (for /metrics and each answer's velocity
+    # age). A replay faster than live (a scenario) reads it more often, or a stopped
+    # worker would show up simulated hours late.
+    lag_refresh_seconds: float = Field(0.5, gt=0, le=60)
 
 
 class MonitoringSettings(BaseModel):

@@ -47,6 +47,9 @@ class FreshnessConfig(_Strict):
     objectives_seconds: dict[str, float] = Field(min_length=1)
     stale_share_above: float = Field(ge=0, le=1)  # a view breaks its objective above this
     min_requests: int = Field(ge=1)  # a window with fewer is insufficient data
+    # How often it runs on its own, over the answers of the last this many minutes of
+    # service time (the daily run also looks at the whole day).
+    every_minutes: float = Field(gt=0, le=1_440)
 
     @model_validator(mode="after")
     def _known_views(self) -> FreshnessConfig:

@@ -104,6 +104,18 @@ def run_jobs(
     return findings, str(out_dir)
 
 
+def run_minute_jobs(
+    settings: Settings, window: Window, policy: Policy
+) -> tuple[list[Finding], str]:
+    """The jobs cheap enough to run every few minutes (policy: `every_minutes`): today,
+    freshness over the window's answers. A stopped stream worker is one of these
+    minutes' findings, not the next midnight's skew."""
+    out_dir = settings.monitoring_dir / "runs" / window.until.strftime("%Y%m%dT%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    current = read_predictions(settings.prediction_log_path, window.since, window.until)
+    return [run_freshness(current, policy.jobs.freshness, out_dir)], str(out_dir)
+
+
 def with_recorded_amount(requests: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
     """Each request's amount as the transactions table recorded it (for the skew job)."""
     recorded = transactions.set_index("transaction_id")["amount"]
@@ -235,25 +247,29 @@ def run_monitor(
     progress: Progress = lambda _: None,
     html: bool = True,
     transactions: pd.DataFrame | None = None,
+    minute_jobs_only: bool = False,
 ) -> MonitorRun:
     """`html`: also write Evidently's drift report (drift.json is always written);
-    `transactions`: the home's table when the caller already holds it."""
+    `transactions`: the home's table when the caller already holds it;
+    `minute_jobs_only`: only the jobs run every few minutes (`run_minute_jobs`)."""
     with monitor_lock(settings.monitoring_dir):
-        return _run_locked(settings, window, policy, execute, progress, html, transactions)
+        if minute_jobs_only:
+            findings, reports = run_minute_jobs(settings, window, policy)
+        else:
+            findings, reports = run_jobs(
+                settings, window, policy, progress, html=html, transactions=transactions
+            )
+        return _decide_and_record(settings, window, policy, execute, findings, reports)
 
 
-def _run_locked(
+def _decide_and_record(
     settings: Settings,
     window: Window,
     policy: Policy,
     execute: bool,
-    progress: Progress,
-    html: bool,
-    transactions: pd.DataFrame | None,
+    findings: list[Finding],
+    reports: str,
 ) -> MonitorRun:
-    findings, reports = run_jobs(
-        settings, window, policy, progress, html=html, transactions=transactions
-    )
     decision_log = DecisionLog(settings.decision_log_path)
     decisions = decide_and_act(settings, policy, findings, window.until, decision_log, execute)
     run = MonitorRun(

@@ -22,6 +22,7 @@ import pandas as pd
 from features.build import DayGrid, customer_spending, terminal_risk
 from features.store import feature_service
 from features.transforms import request_features
+from fraudlab.errors import ConfigError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -108,6 +109,10 @@ def with_request_features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**computed)
 
 
+NAIVE_VIEWS = ("customer_spending", "terminal_risk")  # what `_naive_join` recomputes
+NAIVE_SERVICE = "fraud_v2"  # the newest service made of those views only
+
+
 def _naive_join(tx: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """The leak, on purpose: end-of-day features with every chargeback known at once."""
     everything_known = history.assign(label_available_at=history["event_timestamp"])
@@ -136,6 +141,13 @@ def build_training_frame(
     tx = tx[tx["period"] != ""].reset_index(drop=True)
     service = feature_service(store, service_name)  # validates the name in either case
     if join == "naive":
+        views = {p.name for p in service.feature_view_projections} - set(NAIVE_VIEWS)
+        if views:
+            raise ConfigError(
+                f"the naive join builds only {', '.join(NAIVE_VIEWS)} (the leak is in "
+                f"terminal_risk); {service_name} also names {', '.join(sorted(views))}: train "
+                f"the leaky model on {NAIVE_SERVICE} (--feature-service {NAIVE_SERVICE})"
+            )
         frame = _naive_join(tx, full_history)
         frame["label"] = frame["is_fraud"].astype(np.int8)  # the final truth, known or not
     else:

@@ -23,7 +23,7 @@ from features.build import build_feature_tables
 from features.store import apply_definitions, materialize
 from fraudlab.settings import Settings
 from pipelines.models import ModelKind
-from pipelines.registry import connect, set_alias
+from pipelines.registry import CHALLENGER, connect, set_alias
 from pipelines.train import JoinKind, TrainingOutcome, run_training
 
 Progress = Callable[[str], None]
@@ -37,6 +37,9 @@ class WorldRecipe:
     # alias -> model kind, set after training; None: the offline gate decides as usual.
     aliases: dict[str, ModelKind] | None = None
     join: JoinKind = "pit"
+    # Also train the first kind on this feature service and make it `challenger`, so
+    # the API shadow-scores it beside the champion on the same payments (a comparison).
+    challenger_service: str | None = None
 
 
 @dataclass
@@ -108,6 +111,21 @@ class WorldBuilder:
             for alias, kind in recipe.aliases.items():
                 set_alias(client, self.settings.training.model_name, alias, by_kind[kind].version)
                 by_kind[kind].alias = alias
+        if recipe.challenger_service:
+            (other,) = run_training(
+                self.settings,
+                list(recipe.models[:1]),
+                recipe.challenger_service,
+                recipe.join,
+                self.cutoff_day,
+                progress,
+                self.transactions,
+            )
+            set_alias(
+                connect(self.settings), self.settings.training.model_name, CHALLENGER, other.version
+            )
+            other.alias = CHALLENGER
+            outcomes.append(other)
         return outcomes
 
     def build(self, progress: Progress = lambda _: None) -> World:
@@ -126,5 +144,5 @@ class WorldBuilder:
             tx,
             Calendar.of(tx["event_timestamp"]),
             self.cutoff(),
-            {o.kind: o for o in outcomes},
+            {o.kind: o for o in outcomes[: len(self.recipe.models)]},  # not the comparison
         )

@@ -12,10 +12,12 @@ from fraudlab.errors import ConfigError
 from scenarios.faults import (
     AmountInCents,
     Fault,
+    KnownCardTesting,
     LeakyChallenger,
     MissingAsZero,
     NewFraudPattern,
     StaleFeatures,
+    StreamWorkerStops,
     WindowMismatch,
 )
 
@@ -32,6 +34,10 @@ class Scenario:
     detect_within_hours: float = 0.0  # bound on simulated time from injection to detection
     expected_actions: tuple[str, ...] = ()  # policy actions that must be taken, in order
     recovery: str = ""  # what "recovered" means for this story, in words
+    # The monitor's minute jobs (freshness) also run every jobs.freshness.every_minutes
+    # of service time through the day, not only at midnight.
+    minute_checks: bool = False
+    baseline: str = "baseline"  # the healthy story on the same world (losses compare)
     what_broke: str = ""
     how_it_shows: str = ""
     design_answer: str = ""
@@ -204,6 +210,71 @@ SCENARIOS: dict[str, Scenario] = {
                 "offline, then canary, and count fraud losses meanwhile (rules or velocity "
                 "features cover the gap)."
             ),
+        ),
+        Scenario(
+            name="card-testing-velocity",
+            title="Card testing the model has seen: velocity features catch it in minutes",
+            days=3,
+            fault=KnownCardTesting(),
+            detector="model",
+            detect_within_hours=1.0,
+            baseline="card-testing-velocity",  # its own world: it is the healthy run there
+            recovery="nothing to recover from: the model itself answers the attack",
+            what_broke=(
+                "Nothing is broken. Card testers have been at it for six weeks before the "
+                "champion's cutoff, so its training labels hold their bursts: 3 to 8 tiny "
+                "payments on one card, about a minute apart, at a random terminal."
+            ),
+            how_it_shows=(
+                "In the champion's own decisions. The champion is LightGBM on fraud_v3, "
+                "whose velocity features count the card's payments of the last 10 minutes "
+                "up to the payment itself; LightGBM on fraud_v2 (daily snapshots only, "
+                "yesterday's counts) is shadow-scored on the same payments. Per burst: "
+                "how many of its payments each model let through before it first flagged one."
+            ),
+            design_answer=(
+                "Labels come weeks late, so the monitor cannot stop an attack that unfolds "
+                "in minutes: the features have to. A burst is invisible to a daily "
+                "snapshot (the first test payment of the day finds yesterday's counts) and "
+                "obvious to a window that ends at the payment. That costs an update per "
+                "payment and a stream to run (docs/serving-plane.md); compare what it buys "
+                "on the same payments before paying for it."
+            ),
+            tags=("velocity",),
+        ),
+        Scenario(
+            name="stream-worker-stopped",
+            title="The stream worker stops: real-time features freeze, freshness pages in minutes",
+            days=2,
+            fault=StreamWorkerStops(),
+            inject_day=1,
+            detector="freshness",
+            detect_within_hours=0.5,
+            expected_actions=("alert",),
+            minute_checks=True,
+            baseline="card-testing-velocity",
+            recovery="the worker is restarted, applies the backlog, and no view is stale",
+            what_broke=(
+                "The stream worker that applies every scored payment to the velocity state "
+                "is killed at 08:30. The API keeps answering and publishing events to the "
+                "stream; nothing errors, and every velocity feature freezes."
+            ),
+            how_it_shows=(
+                "In the age the API logs per view with every answer: the velocity views' "
+                "age is the stream's lag, which grows from zero with every minute the "
+                "worker is down. The freshness job runs every 10 minutes of service time "
+                "(jobs.freshness.every_minutes) and pages; the daily skew job sees the "
+                "frozen values only at midnight."
+            ),
+            design_answer=(
+                "A real-time feature has a freshness objective of its own, and the "
+                "pipeline's lag is measured where it is served: every answer logs each "
+                "view's age, and a job that looks every few minutes alerts on the share "
+                "of stale answers. Delivery at least once with an idempotent merge makes "
+                "the restart safe: the backlog is applied, nothing is double counted, "
+                "and the state is whole again."
+            ),
+            tags=("velocity", "freshness"),
         ),
         Scenario(
             name="bad-challenger-leaky",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -32,9 +33,9 @@ from monitoring.policy import Policy, load_policy
 from monitoring.runner import run_monitor
 from monitoring.window import Window
 from scenarios.catalog import Scenario
-from scenarios.faults import NewFraudPattern
+from scenarios.stream import StreamWorkerProcess, stream_settings
 from scenarios.timeline import DayRecord, Event, monitor_figures, traffic_figures
-from scenarios.world import Scale, WorldSpec, prepare_world
+from scenarios.world import Overrides, Scale, WorldSpec, prepare_world
 from serving.prediction_log import count_between, read_predictions
 from serving.process import running_server
 
@@ -50,6 +51,7 @@ class RunContext:
     spec: WorldSpec
     transactions: pd.DataFrame
     admin: ServingAdmin
+    worker: StreamWorkerProcess | None = None  # the story runs the payment stream
 
     @cached_property
     def calendar(self) -> Calendar:
@@ -136,17 +138,17 @@ def run_scenario(
     run_dir = runs_root / scenario.name / stamp
     run_dir.mkdir(parents=True, exist_ok=False)
     fault = scenario.fault
-    spec = WorldSpec(
-        scale,
-        seed,
-        new_pattern_day=scenario.inject_day if isinstance(fault, NewFraudPattern) else None,
-        new_pattern_daily_share=fault.daily_share if isinstance(fault, NewFraudPattern) else 1e-3,
-    )
+    spec = WorldSpec(scale, seed, **fault.world_options(scenario.inject_day))
+    overrides: Overrides = {}
+    if fault.stream:
+        overrides["stream"] = stream_settings(f"{scenario.name}-{stamp}")
+    if scenario.minute_checks:  # each check waits for the log: flush it often
+        overrides["serving"] = {"log_flush_seconds": 0.02}
     cache = world_cache or runs_root / ".worlds"
     if not (cache / spec.key / "world.yaml").exists():
         say(f"building the {spec.key} world once: data, features, champion (cached in {cache})")
     with quiet_output():
-        config_path, settings = prepare_world(spec, run_dir, cache)
+        config_path, settings = prepare_world(spec, run_dir, cache, overrides)
 
     transactions = load_transactions(settings)
     result = RunResult(scenario, run_dir, settings, spec, [])
@@ -154,9 +156,15 @@ def run_scenario(
     ctx = RunContext(settings, spec, transactions, ServingAdmin(settings))
     api = ScoringAPI(config_path, settings)
     try:
+        if fault.stream:
+            ctx.worker = StreamWorkerProcess(settings, api.base_env, run_dir / "stream-worker.log")
+            ctx.worker.check_reachable()
+            ctx.worker.start()
         _run_days(scenario, ctx, api, result, say)
     finally:
         api.close()
+        if ctx.worker is not None:
+            ctx.worker.close()
     result.seconds = time.perf_counter() - started
     return result
 
@@ -168,12 +176,21 @@ class _Story:
     result: RunResult
     fixed_day: int | None = None
     detected: bool = False
+    injected: bool = False
+    detected_at: pd.Timestamp | None = None
+    fixed: bool = False  # a minute-level fix (Fault.response_minutes) has landed
+    recovered: bool = False
     today: list[Event] = field(default_factory=list)
 
     def note(self, day: int, at: pd.Timestamp, kind: str, text: str) -> None:
         event = Event(day, at.isoformat(), kind, text)
         self.today.append(event)
         self.result.events.append(event)
+
+    def detect(self, day: int, at: pd.Timestamp, rule: str, detector: str) -> None:
+        if not self.detected:
+            self.detected, self.detected_at = True, at
+            self.note(day, at, "detection", f"{detector} job, rule {rule}")
 
 
 def _run_days(
@@ -189,7 +206,8 @@ def _run_days(
         story.today = []
         fixed = story.fixed_day is not None and day >= story.fixed_day
         active = inject is not None and day >= inject and not fixed
-        if day == inject:
+        if day == inject and not fault.injects_at_hour:
+            story.injected = True
             story.note(day, opens, "injection", scenario.what_broke.split(". ")[0] + ".")
         if day == story.fixed_day:
             story.note(day, opens, "fix", "the on-call engineer reverts the change")
@@ -198,55 +216,154 @@ def _run_days(
             story.note(day, opens, "deploy", f"scoring API redeployed with {env or 'defaults'}")
         if text := fault.feed_online_store(ctx, day, active):
             story.note(day, opens, "note", text)
-        if day == inject and (text := fault.on_inject(ctx, day)):
+        if day == inject and not fault.injects_at_hour and (text := fault.on_inject(ctx, day)):
             story.note(day, opens, "note", text)
         clock = time.perf_counter()
-        summary = _replay_day(ctx, api, day, fault.amount_scale(active))
+        between = _BetweenWaves(scenario, ctx, policy, story, day)
+        summary = _replay_day(ctx, api, day, fault.amount_scale(active), between)
         replay_s = time.perf_counter() - clock
         record = _monitor_day(ctx, policy, day, opens, summary)
+        record.decisions = between.decisions + record.decisions
         record.seconds = {"replay": replay_s, "monitor": time.perf_counter() - clock - replay_s}
         for d in record.decisions:
             if d["taken"] and d["action"] != "alert":
                 story.note(day, closes, "action", f"{d['action']} ({d['rule']}): {d['outcome']}")
         caught = [d for d in record.decisions if d["job"] == scenario.detector]
-        if caught and not story.detected and inject is not None and day >= inject:
-            story.detected = True
-            story.note(
-                day, closes, "detection", f"{scenario.detector} job, rule {caught[0]['rule']}"
-            )
-            if fault.operator_fix:
+        if caught and story.injected:
+            story.detect(day, closes, caught[0]["rule"], scenario.detector or "")
+            if fault.operator_fix and story.fixed_day is None:
                 story.fixed_day = day + 1  # the revert ships the morning after the alert
         record.events = story.today
         result.records.append(record)
         say(_day_line(record))
 
 
-def _replay_day(ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float) -> ReplaySummary:
+class _BetweenWaves:
+    """What happens between the waves of a day's replay (client/replay.py): a running
+    stream worker catches up; and in a story with minute checks, each check due by the
+    next wave's first payment runs, the fault starts at its hour, and the operator's
+    fix lands its response time after the alert."""
+
+    def __init__(
+        self, scenario: Scenario, ctx: RunContext, policy: Policy, story: _Story, day: int
+    ) -> None:
+        self.scenario, self.ctx, self.policy, self.story, self.day = (
+            scenario,
+            ctx,
+            policy,
+            story,
+            day,
+        )
+        opens = ctx.day_start(day)
+        self.every = (
+            pd.Timedelta(minutes=policy.jobs.freshness.every_minutes)
+            if scenario.minute_checks
+            else None
+        )
+        self.next_check = opens + self.every if self.every is not None else None
+        fault = scenario.fault
+        self.injection_at = (
+            opens + pd.Timedelta(hours=fault.injects_at_hour)
+            if day == scenario.inject_day and fault.injects_at_hour
+            else None
+        )
+        self.decisions: list[dict[str, Any]] = []
+        self.sent: list[pd.Timestamp] = []  # event times of the day's payments sent so far
+
+    @property
+    def clock_step(self) -> pd.Timedelta | None:
+        """A stream story moves the service clock every simulated minute: the stream's
+        lag is timed by it (serving/payment_stream.py), so held at the day's last
+        payment all day, a stopped worker would never look behind."""
+        return pd.Timedelta(minutes=1) if self.ctx.worker is not None else None
+
+    def __call__(self, wave: list[dict[str, Any]]) -> None:
+        if self.ctx.worker is not None:
+            self.ctx.worker.catch_up(wave)
+        self.until(pd.Timestamp(wave[0]["timestamp"]))
+        self.sent += [pd.Timestamp(body["timestamp"]) for body in wave]
+
+    def until(self, at: pd.Timestamp) -> None:
+        """Everything due at or before `at`, in time order."""
+        story, fault = self.story, self.scenario.fault
+        while self.next_check is not None and self.every is not None and self.next_check <= at:
+            self._check(self.next_check)
+            self.next_check += self.every
+        if self.injection_at is not None and at >= self.injection_at and not story.injected:
+            story.injected = True
+            text = self.scenario.what_broke.split(". ")[0] + "."
+            story.note(self.day, self.injection_at, "injection", text)
+            if note := fault.on_inject(self.ctx, self.day):
+                story.note(self.day, self.injection_at, "note", note)
+        minutes = fault.response_minutes
+        if story.detected_at is not None and minutes is not None and not story.fixed:
+            fix_at = story.detected_at + pd.Timedelta(minutes=minutes)
+            if at >= fix_at:
+                story.fixed = True
+                story.note(self.day, fix_at, "fix", fault.fix(self.ctx) or "the fix ships")
+
+    def _check(self, at: pd.Timestamp) -> None:
+        """The minute jobs over the last `every` of service time, as a live schedule
+        would run them at `at`: every earlier payment has been answered by now."""
+        assert self.every is not None
+        since = at - self.every
+        logged = sum(since <= t < at for t in self.sent)
+        _wait_for_log(self.ctx, logged, since, at, timeout=10)
+        with quiet_output():
+            run = run_monitor(
+                self.ctx.settings, Window(since, at), self.policy, minute_jobs_only=True
+            )
+        findings, decisions = monitor_figures(run)
+        self.decisions += [d | {"at": at.isoformat()} for d in decisions]
+        story, detector = self.story, self.scenario.detector
+        caught = [d for d in decisions if d["job"] == detector]
+        if caught and story.injected:
+            story.detect(self.day, at, caught[0]["rule"], detector or "")
+        stale = findings.get("freshness", {}).get("metrics", {}).get("stale_view_count")
+        if story.fixed and not story.recovered and stale == 0:
+            story.recovered = True
+            story.note(self.day, at, "recovery", "every view within its freshness objective")
+
+
+def _replay_day(
+    ctx: RunContext, api: ScoringAPI, day: int, amount_scale: float, between: _BetweenWaves
+) -> ReplaySummary:
     payments = payments_of_days(ctx.transactions, ctx.spec.cutoff_day + day)
     if amount_scale != 1.0:
         for body in payments:
             body["amount"] = round(body["amount"] * amount_scale, 2)
     summary = replay_payments(
-        api.url, payments, rate=0, concurrency=REPLAY_CONCURRENCY, clock=ctx.admin
+        api.url,
+        payments,
+        rate=0,
+        concurrency=REPLAY_CONCURRENCY,
+        clock=ctx.admin,
+        # A customer's next payment waits for the answer to the previous one (and the
+        # velocity state it updated), as a card's payments come minutes apart live.
+        in_order_per="customer_id",
+        waves_within=between.every,
+        before_wave=between,
+        clock_step=between.clock_step,
     )
-    _wait_for_log(ctx, summary.answered, day)
+    between.until(ctx.day_start(day + 1))  # the checks of the day's last minutes
+    _wait_for_log(ctx, summary.answered, ctx.day_start(day), ctx.day_start(day + 1))
     return summary
 
 
-def _wait_for_log(ctx: RunContext, answered: int, day: int, timeout: float = 30) -> None:
-    """The API writes its log in batches: wait until the day's answers are all in it."""
-    since, until = (
-        ctx.day_start(day),
-        ctx.day_start(day + 1),
-    )
+def _wait_for_log(
+    ctx: RunContext, answered: int, since: pd.Timestamp, until: pd.Timestamp, timeout: float = 30
+) -> None:
+    """The API writes its log in batches: wait until the window's answers are all in it."""
     deadline = time.monotonic() + timeout
     rows = 0
     while time.monotonic() < deadline:
         rows = count_between(ctx.settings.prediction_log_path, since, until)
         if rows >= answered:
             return
-        time.sleep(0.05)
-    raise RuntimeError(f"the prediction log holds {rows} of {answered} answers of day {day}")
+        time.sleep(0.01)
+    raise RuntimeError(
+        f"the prediction log holds {rows} of {answered} answers of [{since}, {until})"
+    )
 
 
 def _monitor_day(

@@ -11,12 +11,13 @@ find the fault from the prediction log, the feature store and the labels, as it 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.train import run_training
+from pipelines.training_set import NAIVE_SERVICE
 
 if TYPE_CHECKING:
     from scenarios.engine import RunContext
@@ -27,6 +28,19 @@ class Fault:
     """No fault: healthy traffic (the baseline)."""
 
     operator_fix: bool = False  # an on-call engineer reverts it the morning after an alert
+    # Minutes from the alert to the operator's fix, for a story whose monitor looks every
+    # few minutes (Scenario.minute_checks); None: the fix ships the morning after.
+    response_minutes: float | None = None
+    injects_at_hour: float = 0.0  # hour of the injection day the fault starts at
+    stream: bool = False  # payments reach the velocity state through the Redis stream
+
+    def world_options(self, inject_day: int | None) -> dict[str, Any]:
+        """What the world must hold for this story (scenarios/world.py WorldSpec)."""
+        return {}
+
+    def fix(self, ctx: RunContext) -> str:
+        """The operator's fix, when it is an act and not a revert of `active`; a note."""
+        return ""
 
     def serving_env(self, active: bool) -> dict[str, str]:
         """Settings the scoring API runs with (a change restarts it: a deploy)."""
@@ -115,6 +129,53 @@ class NewFraudPattern(Fault):
 
     daily_share: float = 1e-2  # cards tested per customer and day: ~6 bursts a day
 
+    def world_options(self, inject_day: int | None) -> dict[str, Any]:
+        return {"new_pattern_day": inject_day, "new_pattern_daily_share": self.daily_share}
+
+
+@dataclass(frozen=True)
+class KnownCardTesting(Fault):
+    """Card testing has gone on for weeks before the champion's cutoff, so its training
+    labels hold it; nobody breaks anything. The champion (fraud_v3, velocity features
+    included) decides, and a model on `compare_with` (fraud_v2: daily snapshots only) is
+    shadow-scored beside it on the same payments."""
+
+    started_days_before_cutoff: int = 40
+    daily_share: float = 1e-2  # as in the drift story: ~6 bursts a day
+    compare_with: str = "fraud_v2"
+
+    def world_options(self, inject_day: int | None) -> dict[str, Any]:
+        return {
+            "new_pattern_day": -self.started_days_before_cutoff,
+            "new_pattern_daily_share": self.daily_share,
+            "shadow_service": self.compare_with,
+        }
+
+
+@dataclass(frozen=True)
+class StreamWorkerStops(KnownCardTesting):
+    """The stream worker that applies scored payments to the velocity state is killed
+    (SIGKILL) at `injects_at_hour`: the API keeps answering and publishing, nothing
+    errors, and every velocity feature freezes at the last applied payment. The on-call
+    engineer restarts it `response_minutes` after the freshness alert; the worker then
+    re-reads what it held and applies the backlog (delivery is at least once)."""
+
+    stream: bool = True
+    # Half past eight: timed so that the day's first card-testing burst (08:42 in the
+    # small world, seed 11) comes while the features are frozen, to show what they miss.
+    injects_at_hour: float = 8.5
+    response_minutes: float | None = 30.0
+
+    def on_inject(self, ctx: RunContext, day: int) -> str:
+        assert ctx.worker is not None
+        ctx.worker.kill()
+        return "stream worker killed (SIGKILL); the API keeps publishing to the stream"
+
+    def fix(self, ctx: RunContext) -> str:
+        assert ctx.worker is not None
+        ctx.worker.start()
+        return "the on-call engineer restarts the stream worker; it applies the backlog"
+
 
 @dataclass(frozen=True)
 class LeakyChallenger(Fault):
@@ -127,7 +188,7 @@ class LeakyChallenger(Fault):
         (outcome,) = run_training(
             ctx.settings,
             ["lightgbm"],
-            ctx.settings.training.feature_service,
+            NAIVE_SERVICE,  # the views the naive join rebuilds, with the leak in terminal_risk
             join="naive",
             cutoff_day=ctx.spec.cutoff_day + day,
         )

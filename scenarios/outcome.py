@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from data.validate import load_transactions
+from scenarios.catches import burst_catches, catch_summary, traffic_costs
 from scenarios.engine import RunResult
 from scenarios.timeline import DayRecord, frame
 
@@ -32,23 +34,32 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
     inject = scenario.inject_day
     before = [r for r in records if inject is None or r.day < inject]
     detection = next((e for e in result.events if e.kind == "detection"), None)
-    injected_at = (
-        None if inject is None else pd.Timestamp(records[0].date) + pd.Timedelta(days=inject)
-    )
+    injection = next((e for e in result.events if e.kind == "injection"), None)
+    injected_at = None if injection is None else pd.Timestamp(injection.at)
     hours = (
         (pd.Timestamp(detection.at) - injected_at) / pd.Timedelta(hours=1)
         if detection and injected_at is not None
         else None
     )
     actions = [
-        {"day": r.day, "at": _monitor_time(r), **d}
+        {"day": r.day, "at": _monitor_time(r), **d}  # a minute check's decision has its own
         for r in records
         for d in r.decisions
         if d["taken"]
     ]
     recovery_day = _recovery_day(result)
+    recovery = next((e for e in result.events if e.kind == "recovery"), None)
+    catches = None
+    if scenario.detector == MODEL:
+        catches = model_catches(result)
+        champion = catches.get("champion", {})
+        minutes = champion.get("median_minutes_to_first_flag")
+        hours = None if minutes is None else minutes / 60
+        detection = None
     summary = {
         "scenario": scenario.name,
+        "world": result.spec.key,
+        "baseline_story": scenario.baseline,
         "scale": result.spec.scale,
         "seed": result.spec.seed,
         "days": len(records),
@@ -56,11 +67,14 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         "detector_expected": scenario.detector,
         "detected_at": detection.at if detection else None,
         "detected_by": detection.text if detection else None,
+        "catches": catches,
         "time_to_detect_hours": hours,
         "detect_within_hours": scenario.detect_within_hours if scenario.detector else None,
         "false_alarms": _alarms(before),
         "actions": actions,
-        "recovered_at": _monitor_time(records[recovery_day]) if recovery_day is not None else None,
+        "recovered_at": recovery.at
+        if recovery
+        else (_monitor_time(records[recovery_day]) if recovery_day is not None else None),
         "recovered_day": recovery_day,
         "recovery": scenario.recovery,
         "losses": _losses(records, inject, recovery_day, baseline),
@@ -78,6 +92,8 @@ def checks(result: RunResult, summary: dict[str, Any]) -> dict[str, bool]:
     """The story's own claims, each true or false for this run."""
     scenario = result.scenario
     out = {"no_failed_requests": summary["errors"] == 0}
+    if scenario.detector == MODEL:
+        return out | _model_checks(scenario.detect_within_hours, summary)
     if scenario.detector is None:
         out["no_alarm"] = summary["false_alarms"]["count"] == 0
         return out
@@ -97,6 +113,37 @@ def checks(result: RunResult, summary: dict[str, Any]) -> dict[str, bool]:
     return out
 
 
+MODEL = "model"  # a story the model itself answers: its catches, not a monitor job
+
+
+def model_catches(result: RunResult) -> dict[str, dict[str, Any]]:
+    """The champion's and the shadow model's catches of every card-testing burst."""
+    records = result.records
+    since = pd.Timestamp(records[0].date)
+    until = pd.Timestamp(records[-1].date) + pd.Timedelta(days=1)
+    tx, log = load_transactions(result.settings), result.settings.prediction_log_path
+    catches = catch_summary(burst_catches(log, tx, since, until))
+    costs = traffic_costs(log, tx, since, until, result.settings.training.review_cost)
+    return {model: catches.get(model, {}) | {"traffic": costs[model]} for model in costs}
+
+
+def _model_checks(within_hours: float, summary: dict[str, Any]) -> dict[str, bool]:
+    """The champion catches most bursts, within the bound, and sooner and more often
+    than the model shadow-scored beside it on the same payments."""
+    champion = summary["catches"].get("champion", {})
+    shadow = summary["catches"].get("shadow", {})
+    hours = summary["time_to_detect_hours"]
+    return {
+        "no_alarm": summary["false_alarms"]["count"] == 0,
+        "champion_catches_most_bursts": champion.get("caught_share", 0) > 0.5,
+        "detected_within_bound": hours is not None and hours <= within_hours,
+        "shadow_scored_every_payment": shadow.get("scored_share", 0) == 1.0,
+        # Sure enough to decline, not only to ask an analyst: the burst it can see.
+        "champion_declines_more_tests_than_shadow": champion.get("declined_share", 0)
+        > shadow.get("declined_share", 0),
+    }
+
+
 def _in_order(wanted: list[str], taken: list[str]) -> bool:
     remaining = iter(taken)
     return all(any(t == w for t in remaining) for w in wanted)
@@ -111,6 +158,9 @@ def _recovery_day(result: RunResult) -> int | None:
     scenario, records = result.scenario, result.records
     if scenario.inject_day is None:
         return None
+    recovered = next((e.day for e in result.events if e.kind == "recovery"), None)
+    if recovered is not None or scenario.fault.response_minutes is not None:
+        return recovered  # a minute-level story notes its recovery itself
     if scenario.fault.operator_fix:
         fix = next((e.day for e in result.events if e.kind == "fix"), None)
         if fix is None:
@@ -131,7 +181,7 @@ def _alarms(records: list[DayRecord]) -> dict[str, Any]:
     return {"count": len(runs), "monitor_runs": len(records), "runs": runs}
 
 
-LOSS_MEASURES = ("fraud_losses", "cost", "legit_declined")
+LOSS_MEASURES = ("fraud_losses", "cost", "legit_declined", "frauds_declined")
 
 
 def _losses(
@@ -175,10 +225,10 @@ def _ranges(records: list[DayRecord]) -> dict[str, list[float]]:
     return ranges
 
 
-def latest_baseline(runs_root: Path, scale: str, seed: int) -> dict[str, Any] | None:
-    """The newest baseline run's summary at this scale and seed (same payments)."""
-    for path in sorted((runs_root / "baseline").glob("*/summary.json"), reverse=True):
+def latest_baseline(runs_root: Path, name: str, world: str) -> dict[str, Any] | None:
+    """The newest run of the healthy story `name` in the same world (same payments)."""
+    for path in sorted((runs_root / name).glob("*/summary.json"), reverse=True):
         summary = json.loads(path.read_text())
-        if summary.get("scale") == scale and summary.get("seed") == seed:
+        if summary.get("world") == world:
             return summary
     return None

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from monitoring.policy import load_policy
 from scenarios.catalog import SCENARIOS
 from scenarios.engine import RunResult
 from scenarios.outcome import latest_baseline, summarize
@@ -19,8 +21,8 @@ def write_run(result: RunResult, runs_root: Path, publish_to: Path | None = None
     """Summary, plots and report into the run folder (and, with `publish_to`, the
     scenario's page and plots into the docs folder); returns the summary."""
     baseline = None
-    if result.scenario.name != "baseline":
-        baseline = latest_baseline(runs_root, result.spec.scale, result.spec.seed)
+    if result.scenario.name != result.scenario.baseline:
+        baseline = latest_baseline(runs_root, result.scenario.baseline, result.spec.key)
     summary = summarize(result, baseline)
     out = result.run_dir
     (out / "timeline.json").write_text(
@@ -67,13 +69,15 @@ def write_index(docs: Path) -> Path:
         excess = cost.get("excess_over_baseline")
         actions = [a for a in s["actions"] if a["action"] != "alert"] or s["actions"]
         rows.append(
-            f"| [{name}]({name}.md) | {scenario.detector or '-'} | "
-            f"{_fmt(s['time_to_detect_hours'], '.0f')} h | "
+            f"| [{name}]({name}.md) | {scenario.detector or '-'}"
+            f"{' (minute jobs)' if scenario.minute_checks else ''} | "
+            f"{_duration(s['time_to_detect_hours'])} | "
             f"{_actions(actions) or 'none'} | "
             f"{_recovered(s)} | "
             f"{s['false_alarms']['count']} of {s['false_alarms']['monitor_runs']} runs | "
             f"{_fmt(excess, '+,.0f')} |"
         )
+    every = load_policy(None).jobs.freshness.every_minutes
     index = docs / "README.md"
     index.write_text(
         "\n".join(
@@ -84,7 +88,11 @@ def write_index(docs: Path) -> Path:
                 "(small scale, seed 11): what broke, how it showed, what caught it, what the "
                 "policy did, what it cost, and the design-round answer. Times are simulated "
                 "time from the injection to the monitor run that caught it (the monitor runs "
-                "at every simulated midnight). Cost = approved fraud + the review fee "
+                "at every simulated midnight, and its minute jobs every "
+                f"{every:g} simulated minutes (jobs.freshness.every_minutes) in the stories "
+                "marked so), or, where the model itself is the detector, "
+                "from a card-testing burst's first payment to the first one it flagged "
+                "(median). Cost = approved fraud + the review fee "
                 "(training.review_cost) per reviewed payment, against the baseline run's "
                 "same days (same payments).",
                 "",
@@ -115,6 +123,13 @@ def _actions(actions: list[dict[str, Any]]) -> str:
 def _recovered(summary: dict[str, Any]) -> str:
     day = summary.get("recovered_day")
     return "-" if day is None else f"day {day}"
+
+
+def _duration(hours: float | None) -> str:
+    """Simulated time to detect: minutes under an hour, hours above."""
+    if hours is None or math.isnan(hours):
+        return "-"
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.0f} h"
 
 
 def _fmt(value: float | None, spec: str = ".1f", missing: str = "-") -> str:
@@ -224,9 +239,67 @@ def _files(result: RunResult) -> list[str]:
     ]
 
 
+def _catches(summary: dict[str, Any]) -> list[str]:
+    """The champion and the shadow model side by side, on the same bursts."""
+    catches = summary["catches"]
+    lines = [
+        "The champion decided; the shadow model scored the same payments and decided "
+        "nothing (its decisions are logged, never acted on). A burst is one card's test "
+        "payments of one day; flagged means sent to review or declined.",
+        "",
+        "| | " + " | ".join(f"{m} (v{c['version']})" for m, c in catches.items()) + " |",
+        "|---|" + "---|" * len(catches),
+    ]
+    measures = [
+        ("bursts", lambda c: f"{c['bursts']:,}"),
+        (
+            "bursts caught (a payment flagged)",
+            lambda c: f"{c['caught']:,} ({c['caught_share']:.0%})",
+        ),
+        ("test payments flagged", lambda c: f"{c['flagged_share']:.0%} of {c['payments']:,}"),
+        ("minutes to the first flag, median", lambda c: _fmt(c["median_minutes_to_first_flag"])),
+        ("minutes to the first flag, worst", lambda c: _fmt(c["worst_minutes_to_first_flag"])),
+        ("test payments declined outright", lambda c: f"{c['declined_share']:.0%}"),
+        (
+            "minutes to the first decline, median",
+            lambda c: _fmt(c["median_minutes_to_first_decline"]),
+        ),
+        (
+            "payments through before the first flag",
+            lambda c: _fmt(c["mean_approved_before_first_flag"], ".2f"),
+        ),
+        ("payments scored", lambda c: f"{c['scored_share']:.1%}"),
+    ]
+    traffic: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("all payments: flagged (reviews or declines)", lambda t: f"{t['flagged']:,.0f}"),
+        ("all payments: declined outright", lambda t: f"{t['declined']:,.0f}"),
+        ("all payments: good ones flagged", lambda t: f"{t['good_flagged']:,.0f}"),
+        ("all payments: approved fraud (amount)", lambda t: f"{t['fraud_approved']:,.0f}"),
+        (
+            f"all payments: cost (+{summary['review_cost']:g} per flag)",
+            lambda t: f"{t['cost']:,.0f}",
+        ),
+    ]
+    for name, shown in measures:
+        lines.append(f"| {name} | " + " | ".join(shown(c) for c in catches.values()) + " |")
+    for name, shown in traffic:
+        lines.append(
+            f"| {name} | " + " | ".join(shown(c["traffic"]) for c in catches.values()) + " |"
+        )
+    hours = summary["time_to_detect_hours"]
+    lines += [
+        "",
+        f"Time to detect (the champion's median from a burst's first payment to its first "
+        f"flag): {_fmt(hours, '.2f')} h, against a bound of {summary['detect_within_hours']:g} h.",
+    ]
+    return lines
+
+
 def _caught(summary: dict[str, Any]) -> list[str]:
     lines = []
-    if summary["detector_expected"] is None:
+    if summary.get("catches") is not None:
+        lines += _catches(summary)
+    elif summary["detector_expected"] is None:
         alarms = summary["false_alarms"]
         lines.append(
             f"Nothing should be caught: {alarms['count']} of {alarms['monitor_runs']} monitor "
@@ -240,7 +313,7 @@ def _caught(summary: dict[str, Any]) -> list[str]:
             f"{(summary['detected_at'] or 'never')[:16]} by the {summary['detected_by'] or '-'} "
             f"(expected: the {summary['detector_expected']} job within "
             f"{summary['detect_within_hours']:g} h; took "
-            f"{_fmt(summary['time_to_detect_hours'], 'g')} h of simulated time)"
+            f"{_duration(summary['time_to_detect_hours'])} of simulated time)"
         )
         lines.append(f"- false alarms before the injection: {summary['false_alarms']['count']}")
         lines.append(
@@ -259,6 +332,7 @@ def cost_labels(review_cost: float) -> dict[str, str]:
         "fraud_losses": "approved fraud (amount)",
         "cost": f"cost: approved fraud + {review_cost:g} per review",
         "legit_declined": "good customers declined",
+        "frauds_declined": "frauds declined outright (no analyst)",
     }
 
 
@@ -287,9 +361,9 @@ def _cost(summary: dict[str, Any]) -> list[str]:
     if not has_baseline:
         lines += [
             "",
-            "No baseline run of this scale and seed covering these days was found under the "
-            "runs folder; run `fraudlab scenario run baseline` with the same options (at "
-            "least as many days) to compare day for day.",
+            "No healthy run of this world covering these days was found under the runs "
+            f"folder; run `fraudlab scenario run {summary['baseline_story']}` with the same "
+            "options (at least as many days) to compare day for day.",
         ]
     return lines
 

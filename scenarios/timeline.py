@@ -40,6 +40,7 @@ class DayRecord:
     fraud_losses: float  # amount of the approved frauds, as the system of record has it
     flagged: int  # payments sent to review or declined (each costs a review)
     legit_declined: int  # good customers turned away
+    frauds_declined: int  # frauds declined outright, with no analyst needed
     cost: float  # fraud losses + review cost x flagged: the cost the threshold minimises
     canary_requests: int
     champion_version: str
@@ -75,6 +76,7 @@ def traffic_figures(
             "fraud_losses": 0.0,
             "flagged": 0,
             "legit_declined": 0,
+            "frauds_declined": 0,
             "cost": 0.0,
             "canary_requests": 0,
         }
@@ -99,6 +101,7 @@ def traffic_figures(
         "fraud_losses": losses,
         "flagged": flagged,
         "legit_declined": int((~fraud & (joined["decision"] == "decline")).sum()),
+        "frauds_declined": int((fraud & (joined["decision"] == "decline")).sum()),
         "cost": losses + review_cost * flagged,
         "canary_requests": int((joined["route"] == "canary").sum()),
     }

@@ -27,6 +27,7 @@ from pipelines.world import WorldBuilder, WorldRecipe
 from serving.process import free_port
 
 Scale = Literal["small", "full"]
+Overrides = dict[str, dict[str, Any]]  # settings section -> values
 
 # Population and training calendar per scale. The champion is trained on the days
 # before `cutoff_day`; the scenario's own days follow it.
@@ -57,6 +58,8 @@ class WorldSpec:
     seed: int
     new_pattern_day: int | None = None  # scenario day the card-testing attack starts
     new_pattern_daily_share: float = 1e-3  # its intensity: cards tested per customer-day
+    # (a negative day: it began that many days before the cutoff, in the training data)
+    shadow_service: str | None = None  # also a model on this service, shadow-scored
 
     @property
     def cutoff_day(self) -> int:
@@ -74,6 +77,8 @@ class WorldSpec:
             if self.new_pattern_day is None
             else (f"-attack{self.new_pattern_day}x{self.new_pattern_daily_share:g}")
         )
+        if self.shadow_service:
+            attack += f"-shadow-{self.shadow_service}"
         # A changed population or training calendar must not reuse an old world.
         stable = self.config(Path("."))
         stable["serving"] = {}
@@ -100,16 +105,19 @@ class WorldSpec:
         }
 
 
-def prepare_world(spec: WorldSpec, run_dir: Path, cache: Path) -> tuple[Path, Settings]:
+def prepare_world(
+    spec: WorldSpec, run_dir: Path, cache: Path, overrides: Overrides | None = None
+) -> tuple[Path, Settings]:
     """The run's own copy of the world (built once per spec into `cache`), with its
-    config file; returns the config path (the API child reads it too) and Settings."""
+    config file (`overrides`: run settings by section, e.g. the run's own streams);
+    returns the config path (the API and worker children read it too) and Settings."""
     built = cache / spec.key
     if not (built / "world.yaml").exists():
         _build_into_cache(spec, built)
     home = run_dir / "world"
     shutil.copytree(built / "world", home)
     _rehome_registry(home / "mlflow.db", str(built / "world"), str(home))
-    config_path, settings = write_config(spec, run_dir)
+    config_path, settings = write_config(spec, run_dir, overrides)
 
     apply_definitions(settings)  # Feast's registry names the table paths of this copy
     return config_path, settings
@@ -146,10 +154,14 @@ def _rehome_registry(db: Path, old: str, new: str) -> None:
                 )
 
 
-def write_config(spec: WorldSpec, run_dir: Path) -> tuple[Path, Settings]:
+def write_config(
+    spec: WorldSpec, run_dir: Path, overrides: Overrides | None = None
+) -> tuple[Path, Settings]:
     """The run's fraudlab.yaml (the server child reads it too) and its Settings."""
     run_dir.mkdir(parents=True, exist_ok=True)
     values = spec.config(run_dir / "world")
+    for section, changed in (overrides or {}).items():
+        values.setdefault(section, {}).update(changed)
     port = free_port()  # the run's own API, beside any other server on this machine
     values["serving"]["port"] = port
     values["monitoring"]["api_url"] = f"http://127.0.0.1:{port}"
@@ -167,4 +179,9 @@ def recipe(spec: WorldSpec, settings: Settings) -> WorldRecipe:
         new_pattern_start_day=new_pattern,
         new_pattern_daily_share=spec.new_pattern_daily_share,
     )
-    return WorldRecipe(simulation, models=("lightgbm",), cutoff_day=spec.cutoff_day)
+    return WorldRecipe(
+        simulation,
+        models=("lightgbm",),
+        cutoff_day=spec.cutoff_day,
+        challenger_service=spec.shadow_service,
+    )

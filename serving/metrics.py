@@ -170,7 +170,7 @@ class ServingMetrics:
         )
         self.stream_lag = Gauge(
             "fraudlab_stream_lag_seconds",
-            "Newest published payment's served time minus the stream worker's watermark "
+            "Age of the oldest payment event not yet applied, in the service clock "
             "(0 inline; NaN: the stream is unreachable)",
             registry=r,
             multiprocess_mode="livemax",

@@ -10,10 +10,12 @@ replayed or retried events end in the same state.
 
 Delivery is at least once: a consumer group per stream, entries acknowledged after
 their batch is written; a worker that dies mid-batch re-reads its pending entries when
-it (or its successor with the same name) starts. After each batch the worker records
-its watermark (the served time of the newest event it applied) per stream; the lag is
-the newest published event's served time minus that, in the service's clock, so a
-stopped worker shows up in simulated time as it would live.
+it (or its successor with the same name) starts. The lag is the age of the oldest
+event not yet applied (delivered and unacknowledged, or not yet delivered), in the
+service's clock: "now" minus that event's served time. So a stopped worker shows up in
+simulated time as it would live, and a healthy one, whose oldest unapplied event was
+published a moment ago, shows none however far the (simulated) clock jumps between
+payments.
 """
 
 from __future__ import annotations
@@ -46,10 +48,6 @@ def shard_of(entity_id: int, shards: int) -> int:
 
 def stream_key(prefix: str, kind: str, shard: int) -> str:
     return f"{prefix}:{kind}:{shard}"
-
-
-def watermark_key(stream: str) -> str:
-    return f"{stream}:applied_served_us"
 
 
 def all_streams(settings: Settings) -> list[str]:
@@ -218,11 +216,7 @@ class StreamWorker:
     def _apply(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         events = [PaymentEvent.from_fields(fields) for _, fields in entries]
         written = self.states.apply(events, kinds=(self.streams[stream],))
-        newest = max(e.served_us for e in events)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
-        pipe.set(watermark_key(stream), newest)
-        pipe.execute()
+        self.client.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
         now_us = micros(datetime.now(UTC))
         self.progress.lags_ms.extend((now_us - e.served_us) / 1e3 for e in events)
         self.progress.events += len(events)
@@ -234,43 +228,61 @@ class StreamWorker:
 class StreamLag:
     """How far the workers are behind, over every stream."""
 
-    seconds: float  # worst newest-published minus applied served time (0: caught up)
+    seconds: float  # the oldest unapplied event's age in served time (0: caught up)
     pending_events: int  # published, not yet acknowledged by a worker
 
 
-def stream_lag(client: redis.Redis, streams: list[str]) -> StreamLag:
-    """Per stream: the newest event's served time minus the worker's watermark (no
-    watermark yet: minus the oldest event's), and the events not yet acknowledged."""
+def stream_lag(client: redis.Redis, streams: list[str], now_us: int | None = None) -> StreamLag:
+    """The oldest unapplied event's age over the streams (`now_us`: the service clock;
+    default the newest published event's served time), and the events not yet
+    acknowledged. Four pipelined round trips, whatever the number of streams."""
     pipe = client.pipeline(transaction=False)
     for stream in streams:
         pipe.xrevrange(stream, count=1)
-        pipe.xrange(stream, count=1)
-        pipe.get(watermark_key(stream))
+    newest = dict(zip(streams, pipe.execute(), strict=True))
+    live = [stream for stream in streams if newest[stream]]
+    if not live:
+        return StreamLag(0.0, 0)
+    pipe = client.pipeline(transaction=False)
+    for stream in live:
+        pipe.xinfo_groups(stream)
+        pipe.xlen(stream)
     replies = pipe.execute()
-    worst, live = 0.0, []
-    for i, stream in enumerate(streams):
-        newest, oldest, applied = replies[3 * i : 3 * i + 3]
-        if not newest:
-            continue
-        live.append(stream)
-        published = PaymentEvent.from_fields(newest[0][1]).served_us
-        done = (
-            int(applied)
-            if applied is not None
-            else PaymentEvent.from_fields(oldest[0][1]).served_us
-        )
-        worst = max(worst, (published - done) / 1e6)
     pending = 0
-    if live:
-        pipe = client.pipeline(transaction=False)
-        for stream in live:
-            pipe.xinfo_groups(stream)
-            pipe.xlen(stream)
-        replies = pipe.execute()
-        for groups, length in zip(replies[::2], replies[1::2], strict=True):
-            ours = [g for g in groups if text_of(g.get("name")) == GROUP]
-            if not ours:  # no worker has ever read this stream: all of it waits
-                pending += int(length)
-            for group in ours:
-                pending += int(group.get("lag") or 0) + int(group.get("pending") or 0)
-    return StreamLag(worst, pending)
+    oldest_id: dict[str, None] = {}  # streams whose oldest unapplied entry is unacked
+    oldest_after: dict[str, str] = {}  # streams -> XRANGE start of their first undelivered
+    for stream, groups, length in zip(live, replies[::2], replies[1::2], strict=True):
+        ours = next((g for g in groups if text_of(g.get("name")) == GROUP), None)
+        if ours is None:  # no worker has ever read this stream: all of it waits
+            pending += int(length)
+            oldest_after[stream] = "-"
+            continue
+        unacked, undelivered = int(ours.get("pending") or 0), int(ours.get("lag") or 0)
+        pending += unacked + undelivered
+        if unacked:
+            oldest_id[stream] = None  # the oldest pending entry, from XPENDING
+        elif undelivered:
+            oldest_after[stream] = "(" + text_of(ours["last-delivered-id"])
+    pipe = client.pipeline(transaction=False)
+    for stream in oldest_id:
+        pipe.xpending(stream, GROUP)
+    for stream, after in oldest_after.items():
+        pipe.xrange(stream, min=after, count=1)
+    replies = pipe.execute()
+    first_entries = {
+        s: r for s, r in zip(oldest_after, replies[len(oldest_id) :], strict=True) if r
+    }
+    pipe = client.pipeline(transaction=False)
+    acked_since = []  # pending a moment ago, acknowledged by now: caught up
+    for stream, summary in zip(oldest_id, replies[: len(oldest_id)], strict=True):
+        if summary.get("min") is None:
+            acked_since.append(stream)
+            continue
+        entry = text_of(summary["min"])
+        pipe.xrange(stream, min=entry, max=entry, count=1)
+    still = [s for s in oldest_id if s not in acked_since]
+    first_entries |= {s: r for s, r in zip(still, pipe.execute(), strict=True) if r}
+    if now_us is None:
+        now_us = max(PaymentEvent.from_fields(newest[s][0][1]).served_us for s in live)
+    ages = [now_us - PaymentEvent.from_fields(e[0][1]).served_us for e in first_entries.values()]
+    return StreamLag(max(0.0, max(ages, default=0) / 1e6), pending)

@@ -25,7 +25,6 @@ from serving.velocity_state import PaymentEvent, micros, transaction_key
 from serving.velocity_updates import payment_updates
 
 log = logging.getLogger(__name__)
-LAG_REFRESH_SECONDS = 0.5  # the stream's lag, read off the request path this often
 
 
 class ScoringService:
@@ -85,9 +84,9 @@ class ScoringService:
 
     def _watch_lag(self) -> None:
         """The stream's lag for /metrics and for every logged answer's velocity age."""
-        while not self._stop_lag.wait(LAG_REFRESH_SECONDS):
+        while not self._stop_lag.wait(self.settings.stream.lag_refresh_seconds):
             try:
-                lag = self.updates.lag()
+                lag = self.updates.lag(micros(self.clock.now()))
                 self._lag = (lag.seconds, float(lag.pending_events))
             except Exception as exc:  # unknown, not zero: Redis is not answering
                 log.warning("stream lag unreadable: %r", exc)

@@ -39,7 +39,7 @@ class PaymentUpdates(Protocol):
         """Payments this process sent that a read of the store may not show yet."""
         ...
 
-    def lag(self) -> StreamLag: ...
+    def lag(self, now_us: int | None = None) -> StreamLag: ...
 
     def close(self) -> None: ...
 
@@ -121,7 +121,7 @@ class InlineUpdates:
                 else:
                     self._overlay.pop(key, None)
 
-    def lag(self) -> StreamLag:
+    def lag(self, now_us: int | None = None) -> StreamLag:
         with self._lock:
             waiting = len(self._queued)
         return StreamLag(0.0, waiting)  # read through the overlay: never behind
@@ -144,7 +144,7 @@ class NoUpdates:
     def pending(self, kind: str, entity_id: int) -> PaymentState | None:
         return None
 
-    def lag(self) -> StreamLag:
+    def lag(self, now_us: int | None = None) -> StreamLag:
         return StreamLag(0.0, 0)
 
     def close(self) -> None:
@@ -166,9 +166,9 @@ class StreamUpdates:
     def pending(self, kind: str, entity_id: int) -> PaymentState | None:
         return None  # the worker applies them: the lag says how far behind it is
 
-    def lag(self) -> StreamLag:
+    def lag(self, now_us: int | None = None) -> StreamLag:
         """Redis's view, plus what this process has not sent yet."""
-        behind = stream_lag(self.publisher.client, self.streams)
+        behind = stream_lag(self.publisher.client, self.streams, now_us)
         return StreamLag(behind.seconds, behind.pending_events + self.publisher.backlog())
 
     def close(self) -> None:

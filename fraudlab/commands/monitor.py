@@ -114,8 +114,17 @@ def run(
     times: int = typer.Option(None, min=1, help="With --every: stop after this many runs."),
     policy: Path = typer.Option(None, help="Policy YAML [monitoring/policy.yaml]."),
     dry_run: bool = typer.Option(False, help="Decide, but take no action."),
+    minute_jobs: bool = typer.Option(
+        False,
+        "--minute-jobs",
+        help="Only the jobs meant to run every few minutes (freshness), over the last "
+        "jobs.freshness.every_minutes by default; run it with --every as often.",
+    ),
 ) -> None:
-    """Run drift, skew, performance and canary jobs over a window, then the policy."""
+    """Run drift, skew, freshness, performance and canary jobs over a window, then the
+    policy."""
+    import pandas as pd
+
     from monitoring.policy import load_policy
     from monitoring.runner import run_monitor
 
@@ -125,9 +134,19 @@ def run(
     done = 0
     while True:
         try:
-            window = _window(settings, since, until)
+            start, end = since, until
+            if minute_jobs and since is None:
+                last = pd.Timestamp(until) if until else logged_now(settings)
+                minutes = pd.Timedelta(minutes=rules.jobs.freshness.every_minutes)
+                start, end = str(last - minutes), str(last)
+            window = _window(settings, start, end)
             result = run_monitor(
-                settings, window, rules, execute=not dry_run, progress=lambda msg: console.log(msg)
+                settings,
+                window,
+                rules,
+                execute=not dry_run,
+                progress=lambda msg: console.log(msg),
+                minute_jobs_only=minute_jobs,
             )
         except FraudlabError as exc:
             if pause is None:

@@ -92,8 +92,8 @@ def _wait_for_state_views(settings: Settings) -> PaymentStates:
 def lag() -> None:
     """How far the stream workers are behind.
 
-    The newest published payment's served time minus the applied watermark, and the
-    events not yet applied."""
+    The age of the oldest event not yet applied (against the newest published one's
+    served time), and the events not yet applied."""
     from fraudlab.redis_client import redis_client
     from serving.payment_stream import all_streams, stream_lag
 

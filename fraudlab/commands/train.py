@@ -72,7 +72,9 @@ def outcome_table(outcomes: list[TrainingOutcome], title: str) -> Table:
 @user_errors
 def train(
     feature_service: str = typer.Option(
-        None, help="Feature service to train on (default: settings, fraud_v2)."
+        None,
+        help="Feature service to train on (default: settings, fraud_v3; with --join "
+        "naive, fraud_v2: the leaky join rebuilds only its views).",
     ),
     model: ModelChoice = typer.Option(ModelChoice.both, help="Which model(s) to train."),
     join: JoinChoice = typer.Option(
@@ -85,10 +87,14 @@ def train(
 ) -> None:
     """Train, evaluate on the held-out test period, register in MLflow, and gate."""
     from pipelines.train import run_training
+    from pipelines.training_set import NAIVE_SERVICE
 
     settings = get_settings()
     kinds = model_kinds(model)
     service = feature_service or settings.training.feature_service
+    if join == JoinChoice.naive and feature_service is None:
+        service = NAIVE_SERVICE
+        console.print(f"the naive join rebuilds {NAIVE_SERVICE}'s views: training on it")
     outcomes = run_training(
         settings, kinds, service, join.value, cutoff_day, progress=lambda msg: console.log(msg)
     )
