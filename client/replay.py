@@ -128,11 +128,12 @@ def replay_payments(
     started = pd.Timestamp.now()
     lag = 0.0
     for span in spans:
-        if clock is not None:
-            _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
-        for wave in ordered_waves(span, in_order_per, waves_within) if in_order_per else [span]:
-            if before_wave is not None:
+        waves = ordered_waves(span, in_order_per, waves_within) if in_order_per else [span]
+        for i, wave in enumerate(waves):
+            if before_wave is not None:  # before the clock moves: on the last span's time
                 before_wave(wave)
+            if clock is not None and i == 0:
+                _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
             requests = [post(host, port, "/v1/score", body) for body in wave]
             lag = max(
                 lag,

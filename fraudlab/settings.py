@@ -120,6 +120,11 @@ class StreamSettings(BaseModel):
     # age). A replay faster than live (a scenario) reads it more often, or a stopped
     # worker would show up simulated hours late.
     lag_refresh_seconds: float = Field(0.5, gt=0, le=60)
+    # Once an event is there, the publisher and the worker wait this long for more, so
+    # that they send and apply in batches: one by one, a busy worker spends a core on
+    # per-batch overhead (benchmarks/serving.py --update-path measures both). It adds
+    # at most this much to the lag.
+    linger_ms: float = Field(10.0, ge=0, le=1_000)
 
 
 class MonitoringSettings(BaseModel):

@@ -30,7 +30,7 @@ class Scenario:
     fault: Fault
     full_days: int | None = None  # at --scale full, when the story wants longer
     inject_day: int | None = None  # scenario day the fault starts (at midnight)
-    detector: str | None = None  # the monitor job that should catch it
+    detector: str | None = None  # the monitor job that should catch it ("model": the model)
     detect_within_hours: float = 0.0  # bound on simulated time from injection to detection
     expected_actions: tuple[str, ...] = ()  # policy actions that must be taken, in order
     recovery: str = ""  # what "recovered" means for this story, in words
@@ -234,11 +234,14 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             design_answer=(
                 "Labels come weeks late, so the monitor cannot stop an attack that unfolds "
-                "in minutes: the features have to. A burst is invisible to a daily "
-                "snapshot (the first test payment of the day finds yesterday's counts) and "
-                "obvious to a window that ends at the payment. That costs an update per "
-                "payment and a stream to run (docs/serving-plane.md); compare what it buys "
-                "on the same payments before paying for it."
+                "in minutes: the model has to, from its features. Once the attack is in "
+                "the training labels, a daily snapshot still sees a tiny payment at a "
+                "far terminal, so the fraud_v2 model sends each test to an analyst; only a "
+                "window that ends at the payment sees the burst itself, and the fraud_v3 "
+                "model declines it outright, with nobody in the loop (what counts once "
+                "review capacity is finite). That costs an update per payment and a "
+                "stream to run (docs/serving-plane.md): measure what it buys on the same "
+                "payments, as here, before paying for it."
             ),
             tags=("velocity",),
         ),

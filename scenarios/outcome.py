@@ -124,7 +124,14 @@ def model_catches(result: RunResult) -> dict[str, dict[str, Any]]:
     tx, log = load_transactions(result.settings), result.settings.prediction_log_path
     catches = catch_summary(burst_catches(log, tx, since, until))
     costs = traffic_costs(log, tx, since, until, result.settings.training.review_cost)
-    return {model: catches.get(model, {}) | {"traffic": costs[model]} for model in costs}
+    services = {
+        "champion": result.settings.training.feature_service,
+        "shadow": str(getattr(result.scenario.fault, "compare_with", "")),
+    }
+    return {
+        model: catches.get(model, {}) | {"service": services[model], "traffic": costs[model]}
+        for model in costs
+    }
 
 
 def _model_checks(within_hours: float, summary: dict[str, Any]) -> dict[str, bool]:

@@ -247,7 +247,9 @@ def _catches(summary: dict[str, Any]) -> list[str]:
         "nothing (its decisions are logged, never acted on). A burst is one card's test "
         "payments of one day; flagged means sent to review or declined.",
         "",
-        "| | " + " | ".join(f"{m} (v{c['version']})" for m, c in catches.items()) + " |",
+        "| | "
+        + " | ".join(f"{m}: {c['service']} (v{c['version']})" for m, c in catches.items())
+        + " |",
         "|---|" + "---|" * len(catches),
     ]
     measures = [

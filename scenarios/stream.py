@@ -33,6 +33,7 @@ def stream_settings(run_name: str) -> dict[str, Any]:
     """The run's `stream` settings: its own streams, and the lag read often enough for
     a replay that runs a simulated day in seconds."""
     return {
+        "linger_ms": 0,  # the replay waits for the worker after every wave: no batching
         "updates": "stream",
         "prefix": f"fraudlab-scenario:{run_name}",
         "lag_refresh_seconds": 0.02,

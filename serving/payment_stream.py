@@ -67,6 +67,7 @@ class StreamPublisher:
         self.prefix, self.shards = settings.stream.prefix, settings.stream.shards
         self.max_length = settings.stream.max_length
         self.batch = settings.stream.batch_events
+        self.linger = settings.stream.linger_ms / 1e3
         self._queue: queue.Queue[PaymentEvent] = queue.Queue(maxsize=backlog)
         self.dropped = 0
         self.failures = 0
@@ -107,6 +108,8 @@ class StreamPublisher:
                 if self._closing.is_set():
                     return
                 continue
+            if self.linger and self._queue.qsize() < self.batch:
+                time.sleep(self.linger)  # let a batch gather: one pipeline, not many
             events = [first]
             while len(events) < self.batch:
                 try:
@@ -163,6 +166,7 @@ class StreamWorker:
         self.name = f"worker-{index}-of-{count}"
         self.batch = settings.stream.batch_events
         self.block_ms = block_ms
+        self.linger = settings.stream.linger_ms / 1e3
         shards = [s for s in range(settings.stream.shards) if s % count == index]
         self.streams = {
             stream_key(settings.stream.prefix, kind, s): kind for kind in KINDS for s in shards
@@ -205,12 +209,16 @@ class StreamWorker:
             time.sleep(1.0)
             return False
         applied = False
+        read = 0
         for raw_stream, entries in cast(list[Any], replies) or []:
             if not entries:
                 continue
             stream = text_of(raw_stream)
             self._apply(stream, entries)
             applied = True
+            read += len(entries)
+        if not pending and 0 < read < self.batch and self.linger:
+            self._stop.wait(self.linger)  # a short read: let the next batch gather
         return applied
 
     def _apply(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:

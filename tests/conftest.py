@@ -22,6 +22,10 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 # ~150k payments over 75 days: enough known fraud in every period, built in seconds.
 TEST_SIMULATION = SimulationSettings(customers=1_000, terminals=2_000, days=75, seed=5)
 TEST_TRAINING = TrainingSettings(
+    # The mechanics tests (monitor, serving, registry) name fraud_v2's 18 features and
+    # need no velocity state; fraud_v3, the demo's default, is served end to end by
+    # tests/features/test_velocity_online.py and by every scenario story.
+    feature_service="fraud_v2",
     cutoff_day=75,
     warmup_days=10,
     validation_days=12,

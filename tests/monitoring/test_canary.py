@@ -125,11 +125,12 @@ def test_canary_rolls_back_a_clearly_worse_challenger(world, monitor_world, tmp_
 
 
 def test_canary_rolls_back_a_challenger_that_declines_far_more(world, monitor_world, tmp_path):
-    """Same scores as the champion (AP difference exactly 0), but a decline threshold
-    at its review threshold: every flagged payment is declined."""
+    """Same scores as the champion (AP difference exactly 0), but both thresholds at a
+    tenth of its review threshold: far more payments flagged, and every one declined."""
     mw = monitor_world
+    low = mw.champion.review_threshold / 10
     strict = dataclasses.replace(
-        mw.champion, version="strict", decline_threshold=mw.champion.review_threshold
+        mw.champion, version="strict", review_threshold=low, decline_threshold=low
     )
     path = serve(tmp_path / "strict.sqlite", world, mw, mw.champion, strict, last_day=65)
     predictions, shadow = read(path, mw.day(55), mw.day(65))

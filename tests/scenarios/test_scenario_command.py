@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from fraudlab.cli import app
 from fraudlab.console import console
 from scenarios.catalog import SCENARIOS
+from scenarios.outcome import MODEL
 
 runner = CliRunner()
 
@@ -40,12 +41,17 @@ def test_unknown_scale_is_refused_before_anything_runs(tmp_path) -> None:
 
 
 def test_every_story_states_what_it_expects() -> None:
-    """A story with a fault names its detector, a bound and the policy's action."""
+    """A story with a fault names its detector, a bound and the policy's action; one the
+    model answers by itself names the model, a bound, and no action."""
     for scenario in SCENARIOS.values():
+        if scenario.detector == MODEL:
+            assert scenario.inject_day is None and not scenario.expected_actions
+            assert 0 < scenario.detect_within_hours <= 24 * scenario.days
+            continue
         if scenario.inject_day is None:
             assert scenario.detector is None and not scenario.expected_actions
             continue
-        assert scenario.detector in {"skew", "drift", "performance", "canary"}
+        assert scenario.detector in {"skew", "drift", "freshness", "performance", "canary"}
         assert 0 < scenario.detect_within_hours <= 24 * scenario.days
         assert scenario.expected_actions and scenario.recovery
         assert scenario.inject_day < scenario.days
