@@ -31,10 +31,13 @@ prediction log. The last two lines:
 (p50 and p99 at 200 requests/s with shadow on; max_rps saturated with shadow on;
 vs_plain = embedded saturated rps over plain's; vs_embedded = production's over it).
 
-With `--update-path`, each profile is measured once more with the velocity state's
-update path off (today's path) and on (inline writes; the stream and a running worker),
-shadow on, and a last line `serving_updates embedded_p99_ratio=X embedded_rps_ratio=X
-production_p99_ratio=X production_rps_ratio=X` (targets: p99 <= 1.2x, rps >= 0.8x).
+With `--update-path` (or `--update-path-only`), each profile is then measured with the
+velocity state's update path off (today's path) and on (inline writes; the stream and
+a running worker), shadow on, over `--update-rounds` interleaved pairs of runs, each
+from a reseeded state, with the CPU time per request of the API, the worker and Redis
+(benchmarks/_update_path.py), and a last line `serving_updates embedded_p99_ratio=X
+embedded_rps_ratio=X embedded_cpu_ratio=X production_...` (ratios of the medians;
+targets: p99 <= 1.2x, rps >= 0.8x).
 
 The servers inherit this process's environment, so e.g. `OMP_NUM_THREADS=1 python
 benchmarks/serving.py` shows what LightGBM's OpenMP threads cost on a busy machine.
@@ -59,7 +62,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from benchmarks._world import World
     from client.http import Answer
+    from fraudlab.settings import Settings
 
 RATE = 200  # requests/s of the latency targets
 CONCURRENCY = 16  # in-flight requests when saturated: enough to keep one worker busy
@@ -186,7 +191,7 @@ class Row:
     tag: str
 
 
-def summarize(scenario: str, tag: str, results: list[LoadResult]) -> Row:
+def summarize_rows(scenario: str, tag: str, results: list[LoadResult]) -> Row:
     import numpy as np
 
     latencies = np.concatenate([r.latencies_ms for r in results])
@@ -269,8 +274,9 @@ def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None
         requests = encode(bodies, f"{run_id}{tag}", port, count)
         return pool.submit(drive, port, warmup, requests, rate, CONCURRENCY).result()
 
+    settings_of = {"embedded": world.settings, "production": production}
     if args.update_path_only:
-        update_path(profiles, token, bodies, home, measure, args.requests)
+        update_path(profiles, settings_of, world, token, bodies, measure, args)
         return
     rows: dict[str, list[Row]] = {}
     for profile in profiles:
@@ -278,65 +284,66 @@ def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None
             hold_clock(port, token, str(bodies[-1]["timestamp"]))
             rows[profile.name] = measure_profile(profile, port, token, args, measure)
     with uvicorn_server(PLAIN, profiles[0].env, home) as port:
-        plain = summarize("saturated, plain way", "p", [measure(port, "p", n, None)])
+        plain = summarize_rows("saturated, plain way", "p", [measure(port, "p", n, None)])
     rows["embedded"].append(plain)
     report(rows, profiles, world.settings.prediction_log_path, run_id)
     if args.update_path:
-        update_path(profiles, token, bodies, home, measure, args.requests)
+        update_path(profiles, settings_of, world, token, bodies, measure, args)
 
 
 def update_path(
     profiles: list[Profile],
+    settings_of: dict[str, Settings],
+    world: World,
     token: str,
     bodies: list[dict[str, object]],
-    home: Path,
     measure: Callable[[int, str, int, float | None], LoadResult],
-    n: int,
+    args: argparse.Namespace,
 ) -> None:
     """The velocity state's update path against today's path (no update), shadow on, in
-    each profile: inline writes (embedded), the stream publisher plus a running
-    `fraudlab stream worker` (production)."""
-    import subprocess
+    each profile, interleaved over rounds (benchmarks/_update_path.py)."""
+    from benchmarks._update_path import MODES, UpdateRun, reseed, run_once, summarize
 
-    print("\nupdate path (shadow on): p99 at 200 rps, saturated rps; off = today's path")
+    print(
+        f"\nupdate path (shadow on), {args.update_rounds} interleaved rounds; off = today's path, "
+        "the payment state reseeded before every run"
+    )
     lines = []
-    for profile, mode in ((profiles[0], "inline"), (profiles[1], "stream")):
-        got: dict[str, tuple[Row, Row]] = {}
-        for updates in ("off", mode):
-            env = profile.env | {"FRAUDLAB_STREAM__UPDATES": updates}
-            worker = None
-            if updates == "stream":
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "fraudlab", "stream", "worker"],
-                    env=os.environ | env,
-                    cwd=ROOT,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+    for profile in profiles:
+        settings, mode = settings_of[profile.name], MODES[profile.name]
+
+        @contextmanager
+        def server(env: dict[str, str], profile: Profile = profile) -> Iterator[int]:
+            with uvicorn_server(OURS, env, world.settings.home, profile.workers, "u") as port:
+                hold_clock(port, token, str(bodies[-1]["timestamp"]))
+                set_routing(port, token, ROUTINGS["b champion + shadow"])
+                time.sleep(profile.routing_settles_s)
+                yield port
+
+        runs: dict[str, list[UpdateRun]] = {"off": [], mode: []}
+        for r in range(args.update_rounds):
+            for updates in runs:  # off first, then on, in every round
+                reseed(world, settings)
+                tag = f"{profile.tag}u{updates[0]}{r}"
+                runs[updates].append(
+                    run_once(
+                        server,
+                        profile.env,
+                        settings,
+                        updates,
+                        lambda port, phase, rate, tag=tag: summarize_load(
+                            measure(port, tag + phase, args.requests, rate)
+                        ),
+                        args.requests + WARMUP,  # the CPU window holds the warm-up too
+                        ROOT,
+                    )
                 )
-            try:
-                with uvicorn_server(OURS, env, home, profile.workers, f"{profile.tag}u") as port:
-                    hold_clock(port, token, str(bodies[-1]["timestamp"]))
-                    set_routing(port, token, ROUTINGS["b champion + shadow"])
-                    time.sleep(profile.routing_settles_s)
-                    tag = f"{profile.tag}u{updates[0]}"
-                    fixed = summarize("fixed", tag, [measure(port, tag + "f", n, RATE)])
-                    saturated = summarize("saturated", tag, [measure(port, tag + "s", n, None)])
-                    got[updates] = (fixed, saturated)
-            finally:
-                if worker is not None:
-                    worker.terminate()
-                    worker.wait(timeout=30)
-        (off_fixed, off_sat), (on_fixed, on_sat) = got["off"], got[mode]
-        p99_ratio, rps_ratio = on_fixed.p99_ms / off_fixed.p99_ms, on_sat.rps / off_sat.rps
-        print(
-            f"  {profile.name:<11} off p99 {off_fixed.p99_ms:.2f} ms, {off_sat.rps:.0f} rps; "
-            f"{mode} p99 {on_fixed.p99_ms:.2f} ms, {on_sat.rps:.0f} rps: p99 x{p99_ratio:.2f} "
-            f"(target <= 1.2), throughput x{rps_ratio:.2f} (target >= 0.8)"
-        )
-        lines.append(
-            f"{profile.name}_p99_ratio={p99_ratio:.2f} {profile.name}_rps_ratio={rps_ratio:.2f}"
-        )
+        lines.append(summarize(profile.name, runs))
     print("serving_updates " + " ".join(lines))
+
+
+def summarize_load(result: LoadResult) -> Row:
+    return summarize_rows("", "", [result])
 
 
 def measure_profile(
@@ -361,15 +368,15 @@ def measure_profile(
                 measure(port, f"{t}{scenario[0]}{r}", args.requests // args.rounds, RATE)
             )
     rows = [
-        summarize(f"{scenario} @ {RATE} rps", f"{t}{scenario[0]}", got)
+        summarize_rows(f"{scenario} @ {RATE} rps", f"{t}{scenario[0]}", got)
         for scenario, got in results.items()
     ]
     route(ROUTINGS["b champion + shadow"])
     saturated = [measure(port, f"{t}s", args.requests, None)]
-    rows.append(summarize("saturated, shadow on", f"{t}s", saturated))
+    rows.append(summarize_rows("saturated, shadow on", f"{t}s", saturated))
     route(ROUTINGS["a champion only"])
     saturated = [measure(port, f"{t}o", args.requests, None)]
-    rows.append(summarize("saturated, champion only", f"{t}o", saturated))
+    rows.append(summarize_rows("saturated, champion only", f"{t}o", saturated))
     return rows
 
 
@@ -451,6 +458,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--update-path-only", action="store_true", help="measure only the update path"
+    )
+    parser.add_argument(
+        "--update-rounds", type=int, default=3, help="update path: interleaved off/on pairs"
     )
     args = parser.parse_args()
     spawn = get_context("spawn")  # the load generator is a process of its own

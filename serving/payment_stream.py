@@ -208,26 +208,34 @@ class StreamWorker:
             log.warning("stream read failed (%r); retrying in 1 s", exc)
             time.sleep(1.0)
             return False
-        applied = False
-        read = 0
-        for raw_stream, entries in cast(list[Any], replies) or []:
-            if not entries:
-                continue
-            stream = text_of(raw_stream)
-            self._apply(stream, entries)
-            applied = True
-            read += len(entries)
-        if not pending and 0 < read < self.batch and self.linger:
+        read = {text_of(stream): entries for stream, entries in cast(list[Any], replies) or []}
+        read = {stream: entries for stream, entries in read.items() if entries}
+        if read:
+            self._apply(read)
+        events = sum(len(entries) for entries in read.values())
+        if not pending and 0 < events < self.batch and self.linger:
             self._stop.wait(self.linger)  # a short read: let the next batch gather
-        return applied
+        return bool(read)
 
-    def _apply(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        events = [PaymentEvent.from_fields(fields) for _, fields in entries]
-        written = self.states.apply(events, kinds=(self.streams[stream],))
-        self.client.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
+    def _apply(self, read: dict[str, list[tuple[bytes, dict[bytes, bytes]]]]) -> None:
+        """Everything one read brought, one write per kind: the worker owns every shard
+        it read, so no other writer holds any of these entities (one merge for all of
+        them is as safe as one per stream, at a fraction of the round trips). Then one
+        acknowledgement per stream, pipelined, after the write."""
+        by_kind: dict[str, list[PaymentEvent]] = {}
+        for stream, entries in read.items():
+            by_kind.setdefault(self.streams[stream], []).extend(
+                PaymentEvent.from_fields(fields) for _, fields in entries
+            )
+        written = sum(self.states.apply(events, kinds=(kind,)) for kind, events in by_kind.items())
+        pipe = self.client.pipeline(transaction=False)
+        for stream, entries in read.items():
+            pipe.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
+        pipe.execute()
         now_us = micros(datetime.now(UTC))
-        self.progress.lags_ms.extend((now_us - e.served_us) / 1e3 for e in events)
-        self.progress.events += len(events)
+        for events in by_kind.values():
+            self.progress.lags_ms.extend((now_us - e.served_us) / 1e3 for e in events)
+            self.progress.events += len(events)
         self.progress.rows_written += written
         self.progress.batches += 1
 

@@ -77,7 +77,7 @@ def _wait_for_state_views(settings: Settings) -> PaymentStates:
     said = False
     while True:
         try:
-            return PaymentStates(open_store(settings))
+            return PaymentStates(open_store(settings, single_writer=True))
         except Exception as exc:  # Feast raises its own not-found types per registry
             if not said:
                 console.print(
