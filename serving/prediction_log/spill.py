@@ -43,11 +43,16 @@ class Spill:
         )
         count = sum(len(batch) for batch in rows.values())
         try:
-            with self.path.open("a", encoding="utf-8") as out:
-                start = out.tell()
+            # Unbuffered: a buffered file writes what it still holds when it is closed,
+            # after the truncate below, and a full disk then left a part of the batch
+            # behind, counted nowhere and drained a second time (found when the log's
+            # index moved where the disk filled up: tests/serving/test_prediction_log_faults).
+            with self.path.open("ab", buffering=0) as out:
+                start = out.seek(0, os.SEEK_END)
                 try:
-                    out.write(lines)
-                    out.flush()
+                    left = memoryview(lines.encode())
+                    while left:
+                        left = left[out.write(left) :]
                 except OSError:
                     out.truncate(start)  # frees what was written: no half batch stays
                     raise
