@@ -56,6 +56,10 @@ class ServingAdmin:
     def set_canary(self, share: float) -> AdminAnswer:
         return self._call("/admin/routing", {"canary_share": share})
 
+    def set_breaker(self, breaker: str) -> AdminAnswer:
+        """Trip (`review_instead_of_decline`) or release (`off`) the circuit breaker."""
+        return self._call("/admin/routing", {"breaker": breaker})
+
     def reload(self) -> AdminAnswer:
         return self._call("/admin/reload")
 

@@ -1,4 +1,5 @@
-"""Admin endpoints: force a model reload, change routing, hold the service clock.
+"""Admin endpoints: force a model reload, change routing (canary share, shadow, the
+circuit breaker), hold the service clock.
 Bearer token from settings (or the home's token file, `Settings.admin_token`), read
 once at startup; 401 without
 a token, 403 with a wrong one, 404 (off) when no token is configured.
@@ -22,6 +23,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.clock import ServiceClock
+from serving.routing import RoutingPolicy
 from serving.schemas import (
     ClockState,
     ClockUpdate,
@@ -91,17 +93,26 @@ def reload(request: Request, response: Response, _: Admin) -> ReloadResult:
 def get_routing(request: Request, _: Admin) -> RoutingState:
     """The server's routing: the shared row, which this worker applies on the way."""
     policy = request.app.state.shared_routing.sync()
-    return RoutingState(canary_share=policy.canary_share, shadow=policy.shadow)
+    return _routing_state(policy)
 
 
 @router.post("/routing", response_model=RoutingState, responses=_PROPAGATES)
 def set_routing(
     update: RoutingUpdate, request: Request, response: Response, _: Admin
 ) -> RoutingState:
-    """Change the canary share or shadow mode; committed before this answers."""
-    policy = request.app.state.shared_routing.update(update.canary_share, update.shadow)
+    """Change the canary share, shadow mode or circuit breaker; committed before this
+    answers."""
+    policy = request.app.state.shared_routing.update(
+        update.canary_share, update.shadow, update.breaker
+    )
     _propagation(request, response, "routing applied")
-    return RoutingState(canary_share=policy.canary_share, shadow=policy.shadow)
+    return _routing_state(policy)
+
+
+def _routing_state(policy: RoutingPolicy) -> RoutingState:
+    return RoutingState(
+        canary_share=policy.canary_share, shadow=policy.shadow, breaker=policy.breaker
+    )
 
 
 def _clock_state(clock: ServiceClock) -> ClockState:

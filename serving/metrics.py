@@ -92,7 +92,23 @@ class ServingMetrics:
             registry=r,
         )
         self.requests = Counter(
-            "fraudlab_requests", "Scored requests", ["route", "decision"], registry=r
+            "fraudlab_requests",
+            "Scored requests, by route and the model's own decision (what the caller got "
+            "differs while the circuit breaker is tripped: fraudlab_breaker_overrides)",
+            ["route", "decision"],
+            registry=r,
+        )
+        self.breaker_overrides = Counter(
+            "fraudlab_breaker_overrides",
+            "Declines served as reviews because the circuit breaker was tripped",
+            ["route"],
+            registry=r,
+        )
+        self.breaker_tripped = Gauge(
+            "fraudlab_breaker_tripped",
+            "1 while the circuit breaker is tripped (review instead of decline), else 0",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.refused_payments = Counter(
             "fraudlab_refused_payments",
@@ -193,6 +209,7 @@ class ServingMetrics:
         log_pending: Callable[[], float],
         log_counts: Callable[[], dict[str, int]],
         stream_lag: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0),
+        breaker_tripped: Callable[[], float] = lambda: 0.0,
     ) -> None:
         """Gauges read live values at scrape time instead of being pushed on every request.
 
@@ -209,6 +226,7 @@ class ServingMetrics:
             bound.append((self.log_rows.labels(outcome), _one_count(log_counts, outcome)))
         bound.append((self.stream_lag, lambda: stream_lag()[0]))
         bound.append((self.stream_pending, lambda: stream_lag()[1]))
+        bound.append((self.breaker_tripped, breaker_tripped))
         if not self.multiprocess_dir:
             for gauge, read in bound:
                 gauge.set_function(read)

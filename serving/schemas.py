@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from data.schema import MAX_AMOUNT
+from serving.routing import Breaker
 
 # Strict: JSON `true` is not customer 1. At most 2**53 - 1, the largest integer that
 # every JSON parser keeps exact (Feast's join keys are int64, so they fit).
@@ -86,11 +87,15 @@ class RoutingUpdate(BaseModel):
 
     canary_share: float | None = Field(None, ge=0.0, le=1.0)
     shadow: bool | None = None
+    breaker: Breaker | None = Field(
+        None, description="review_instead_of_decline: no payment is declined outright"
+    )
 
 
 class RoutingState(BaseModel):
     canary_share: float
     shadow: bool
+    breaker: Breaker
 
 
 class ClockUpdate(BaseModel):

@@ -57,6 +57,7 @@ class ScoringService:
             self.log.pending,
             self.log.counts,
             self._stream_lag,
+            lambda: float(self.routing.breaker != "off"),
         )
         self.models = ModelManager(
             settings,
@@ -216,7 +217,7 @@ class ScoringService:
             request_id=request_id,
             transaction_id=request.transaction_id,
             score=score,
-            decision=decision,
+            decision=self.routing.served(decision),
             route=route,
             model=ModelRef(name=model.name, version=model.version, alias=alias),
             fallback=bool(vector.fallback),
@@ -244,6 +245,9 @@ class ScoringService:
         m.stage_seconds.labels("model").observe(model_done - features_done)
         m.stage_seconds.labels("total").observe(total)
         m.requests.labels(route, decision).inc()
+        served = self.routing.served(decision)
+        if served != decision:
+            m.breaker_overrides.labels(route).inc()
         ages = vector.ages | dict.fromkeys(
             loaded.online.velocity_views if loaded.online else (), self._lag[0]
         )
@@ -269,7 +273,8 @@ class ScoringService:
                 model_alias=alias,
                 model_version=version,
                 score=score,
-                decision=decision,
+                decision=served,
+                model_decision=decision,
                 champion_version=loaded.champion.version if loaded.champion else None,
                 challenger_version=loaded.challenger.version if loaded.challenger else None,
                 fallback_features=vector.fallback,

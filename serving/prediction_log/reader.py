@@ -18,7 +18,7 @@ from serving.prediction_log.record import COLUMNS, PREDICTIONS, SHADOW_SCORES, c
 
 STAGES = ("features_ms", "model_ms", "total_ms")
 AGE_PREFIX = "age__"  # read_predictions' column per view: `age__<view>`, in seconds
-_IN_WINDOW = "event_timestamp >= ? AND event_timestamp < ?"
+_IN_WINDOW = "event_timestamp >= ? AND event_timestamp < ?"  # ? = _bounds(since, until)
 
 
 def _existing(path: Path) -> Path:
@@ -32,7 +32,12 @@ def _bounds(since: pd.Timestamp, until: pd.Timestamp) -> tuple[str, str]:
 
 
 def read_predictions(
-    path: Path, since: pd.Timestamp, until: pd.Timestamp, *, with_features: bool = True
+    path: Path,
+    since: pd.Timestamp,
+    until: pd.Timestamp,
+    *,
+    with_features: bool = True,
+    newest: int | None = None,
 ) -> pd.DataFrame:
     """Answered requests with event time in [since, until), one row each; with the
     logged feature vector expanded into one float column per feature (NaN = missing at
@@ -41,14 +46,19 @@ def read_predictions(
     Each view's logged feature age is a column `age__<view>` (seconds; NaN: not read).
     The request's own amount is `request_amount`, so that the column `amount` is the
     feature serving computed and scored (they differ when serving converts it wrongly).
+    `newest`: only the window's latest this many answers (in time order), e.g. the
+    guardrail's cap at high traffic.
     """
     names = ", ".join(c for c in COLUMNS if with_features or c not in ("features", "feature_age"))
     with connect(_existing(path)) as conn:
+        latest = "" if newest is None else f" ORDER BY event_timestamp DESC LIMIT {int(newest)}"
         frame = pd.read_sql_query(
-            f"SELECT {names} FROM {PREDICTIONS} WHERE {_IN_WINDOW}",
+            f"SELECT {names} FROM {PREDICTIONS} WHERE {_IN_WINDOW}{latest}",
             conn,
             params=_bounds(since, until),
         )
+    if newest is not None:
+        frame = frame.iloc[::-1].reset_index(drop=True)
     frame["event_timestamp"] = pd.to_datetime(
         frame["event_timestamp"], utc=True, format="ISO8601"
     ).dt.as_unit("us")
@@ -80,6 +90,24 @@ def read_shadow_scores(path: Path, request_ids: Iterable[str]) -> pd.DataFrame:
         conn.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((r,) for r in request_ids))
         return pd.read_sql_query(
             f"SELECT s.* FROM {SHADOW_SCORES} AS s JOIN wanted USING (request_id)", conn
+        )
+
+
+def read_trial(
+    path: Path, challenger_version: str, since: pd.Timestamp, until: pd.Timestamp
+) -> pd.DataFrame:
+    """Every answer of [since, until) while `challenger_version` was challenger, with its
+    shadow score, decision and error beside the champion-routed ones (one indexed query:
+    the guardrail reads this every few minutes while a canary runs)."""
+    with connect(_existing(path)) as conn:
+        return pd.read_sql_query(
+            f"SELECT p.customer_id, p.route, p.score, p.model_decision, s.score AS shadow_score,"
+            f" s.decision AS shadow_decision, s.error AS shadow_error"
+            f" FROM {PREDICTIONS} AS p LEFT JOIN {SHADOW_SCORES} AS s"
+            f" ON s.request_id = p.request_id AND s.model_version = p.challenger_version"
+            f" WHERE p.{_IN_WINDOW} AND p.challenger_version = ?",
+            conn,
+            params=(*_bounds(since, until), challenger_version),
         )
 
 

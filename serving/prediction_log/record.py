@@ -33,7 +33,10 @@ COLUMNS: dict[str, str] = {
     "model_alias": "TEXT NOT NULL",
     "model_version": "TEXT NOT NULL",
     "score": "REAL NOT NULL",
-    "decision": "TEXT NOT NULL",
+    "decision": "TEXT NOT NULL",  # what the caller got
+    # The model's own: it differs while the circuit breaker is tripped (a decline
+    # served as a review, serving/routing.py); the guardrails judge the model by it.
+    "model_decision": "TEXT NOT NULL",
     "champion_version": "TEXT",
     "challenger_version": "TEXT",
     "fallback": "INTEGER NOT NULL",
@@ -72,6 +75,7 @@ class PredictionRecord:
     model_version: str
     score: float
     decision: str
+    model_decision: str
     champion_version: str | None
     challenger_version: str | None
     fallback_features: list[str]
@@ -119,6 +123,9 @@ TABLES: dict[type, tuple[str, dict[str, str]]] = {
     PredictionRecord: (PREDICTIONS, COLUMNS),
     ShadowRecord: (SHADOW_SCORES, SHADOW_COLUMNS),
 }
+# What the readers look rows up by: every monitor job reads a window of event time (the
+# minute jobs every few minutes, over a log of months), the canary a set of request ids.
+INDEXES = {PREDICTIONS: "event_timestamp", SHADOW_SCORES: "request_id"}
 assert set(COLUMNS) == {f.name for f in fields(PredictionRecord)} | {"fallback"}
 assert list(SHADOW_COLUMNS) == [f.name for f in fields(ShadowRecord)]
 
@@ -138,6 +145,8 @@ def create_log(path: Path) -> None:
                 spec = ", ".join(f"{name} {kind}" for name, kind in columns.items())
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
                 _same_columns(conn, path, table, columns)
+                column = INDEXES[table]
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_{column} ON {table} ({column})")
             conn.commit()
             return
         except sqlite3.OperationalError:

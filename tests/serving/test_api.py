@@ -37,7 +37,7 @@ def routing(fleet: Fleet):
         return response.json()
 
     yield change
-    change(canary_share=0.0, shadow=True)
+    change(canary_share=0.0, shadow=True, breaker="off")
 
 
 def _decided(body: dict) -> tuple:
@@ -211,7 +211,7 @@ def test_canary_share_routes_that_share_of_customers_stickily(
 ) -> None:
     firsts = live_world.future.drop_duplicates("customer_id").head(300).index
     payments = [live_world.payments(1, skip=int(i))[0] for i in firsts]
-    assert routing(canary_share=0.3) == {"canary_share": 0.3, "shadow": True}
+    assert routing(canary_share=0.3) == {"canary_share": 0.3, "shadow": True, "breaker": "off"}
     routes = {p["customer_id"]: fleet.api.score(p).json() for p in payments}
     canary = [c for c, body in routes.items() if body["route"] == "canary"]
     assert abs(len(canary) / len(routes) - 0.3) < 0.08
@@ -241,6 +241,32 @@ def test_shadow_never_changes_the_answer_and_logs_challenger_scores(
         assert 0 <= row["score"] <= 1
     off = [b["request_id"] for b in without]
     assert logged_rows(fleet.api.log_path, "shadow_scores", off, timeout=0.5) == []
+
+
+def test_a_tripped_breaker_serves_declines_as_reviews_and_logs_the_models_own(
+    fleet: Fleet, live_world: ServingWorld, routing
+) -> None:
+    payments = [  # large amounts: the model declines these outright
+        p | {"amount": 9_000.0, "transaction_id": f"large-{i}"}
+        for i, p in enumerate(live_world.payments(20, skip=700))
+    ]
+    before = [fleet.api.score(p).json() for p in payments]
+    assert sum(b["decision"] == "decline" for b in before) >= 10
+    assert routing(breaker="review_instead_of_decline")["breaker"] == "review_instead_of_decline"
+    during = [fleet.api.score(p).json() for p in payments]
+    assert [b["score"] for b in during] == [b["score"] for b in before]  # the model is the same
+    assert [b["decision"] for b in during] == [
+        "review" if b["decision"] == "decline" else b["decision"] for b in before
+    ]
+    rows = logged_rows(fleet.api.log_path, "predictions", [b["request_id"] for b in during])
+    served_as_review = [r for r in rows if r["model_decision"] == "decline"]
+    assert len(served_as_review) >= 10 and all(r["decision"] == "review" for r in served_as_review)
+    metrics = fleet.api.client.get("/metrics").text
+    assert "fraudlab_breaker_tripped 1.0" in metrics
+    assert 'fraudlab_breaker_overrides_total{route="champion"}' in metrics
+    assert routing(breaker="off")["breaker"] == "off"
+    after = [fleet.api.score(p).json()["decision"] for p in payments]
+    assert after == [b["decision"] for b in before]
 
 
 def test_health_and_readiness(fleet: Fleet) -> None:

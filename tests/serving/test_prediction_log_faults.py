@@ -35,6 +35,7 @@ def record(i: int, score: float = 0.1) -> PredictionRecord:
         model_version="1",
         score=score,
         decision="approve",
+        model_decision="approve",
         champion_version="1",
         challenger_version=None,
         fallback_features=[],

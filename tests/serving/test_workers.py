@@ -205,7 +205,7 @@ def test_an_admin_routing_change_is_applied_by_every_worker(
 ) -> None:
     payments = live_world.payments(40, skip=1_500)
     changed = two_workers.admin("POST", "/admin/routing", {"canary_share": 1.0})
-    assert changed.json() == {"canary_share": 1.0, "shadow": True}
+    assert changed.json() == {"canary_share": 1.0, "shadow": True, "breaker": "off"}
     assert "within one alias poll" in changed.headers[PROPAGATION_HEADER]
     assert _routing_row(shared_routing_path(two_workers.settings.home)) == (1.0, 1)  # durable
     two_workers.settle(payments, lambda a: a.route == "canary")
@@ -215,9 +215,10 @@ def test_an_admin_routing_change_is_applied_by_every_worker(
     assert two_workers.admin("POST", "/admin/routing", {"shadow": False}).json() == {
         "canary_share": 1.0,
         "shadow": False,
+        "breaker": "off",
     }
     restored = two_workers.admin("POST", "/admin/routing", {"canary_share": 0.0, "shadow": True})
-    assert restored.json() == {"canary_share": 0.0, "shadow": True}
+    assert restored.json() == {"canary_share": 0.0, "shadow": True, "breaker": "off"}
     two_workers.settle(payments, lambda a: a.route == "champion")
     assert {a.route for a in two_workers.score(payments)} == {"champion"}
 
