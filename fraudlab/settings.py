@@ -53,6 +53,11 @@ class TrainingSettings(BaseModel):
     # `data validate` gets its delay, not the simulator's.
     label_delay_days: int | None = Field(None, ge=0, le=180)
     review_cost: float = Field(5.0, gt=0)  # cost of sending one payment to manual review
+    # The gate refuses a version whose test AP on point-in-time features (what serving
+    # will see) is below (1 - this) x its AP on its own test set: the signature of a
+    # leaky join. `leak_check: false` lets one through (the leaky story's canary path).
+    leak_check: bool = True
+    leak_max_ap_drop: float = Field(0.5, gt=0, lt=1)
     bootstrap_rounds: int = Field(200, ge=20, le=10_000)
     reference_sample_rows: int = Field(5_000, ge=100)  # training features kept for drift jobs
     model_name: str = "fraud-detector"

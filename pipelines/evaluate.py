@@ -11,6 +11,7 @@ an analyst can actually review per day, and money are what separate models.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +121,7 @@ class GateComparison:
     ci_low: float
     ci_high: float
     rounds: int
+    se: float = math.nan  # the bootstrap differences' standard deviation
 
     @property
     def candidate_wins(self) -> bool:
@@ -144,4 +146,6 @@ def bootstrap_ap_difference(
         )
     observed = average_precision_score(y, candidate) - average_precision_score(y, champion)
     low, high = np.percentile(deltas, [5, 95])
-    return GateComparison(float(observed), float(low), float(high), len(deltas))
+    return GateComparison(
+        float(observed), float(low), float(high), len(deltas), float(np.std(deltas))
+    )

@@ -1,5 +1,9 @@
 """The offline gate: may a new version become `challenger`?
 
+First, the leak signature: a version trained on a naive join is also scored on
+point-in-time features (what serving will see); far worse there than on its own test
+set, it learned from labels of the future and gets no alias at all.
+
 The first version of a model becomes `champion`. A later one is scored together with
 the champion on the same held-out rows; a paired bootstrap of the difference in
 average precision decides, and only a whole 90% interval above zero lets it through.
@@ -14,10 +18,24 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from fraudlab.settings import Settings
+from fraudlab.settings import Settings, TrainingSettings
 from pipelines.evaluate import GateComparison, bootstrap_ap_difference
 from pipelines.models import feature_matrix, score
 from pipelines.registry import CHALLENGER, CHAMPION, alias_version, load_version, set_alias
+
+
+def leak_signature(
+    t: TrainingSettings, version: str, own_ap: float, pit_ap: float | None
+) -> str | None:
+    """Why the gate refuses `version` for a leak, or None (`pit_ap`: its average
+    precision on point-in-time features, when its own test set was built otherwise)."""
+    if pit_ap is None or not t.leak_check or pit_ap >= (1 - t.leak_max_ap_drop) * own_ap:
+        return None
+    return (
+        f"gate refuses v{version}: the leak signature, average precision {pit_ap:.3f} on "
+        f"point-in-time features against {own_ap:.3f} on its own test set (more than "
+        f"training.leak_max_ap_drop = {t.leak_max_ap_drop:g} lower)"
+    )
 
 
 @dataclass(frozen=True)

@@ -53,15 +53,21 @@ def log_reference_sample(
         mlflow.log_artifact(str(path), artifact_path=REFERENCE_FOLDER)
 
 
-def load_reference(settings: Settings, alias: str = CHAMPION) -> ReferenceSample:
-    """The reference sample of the version behind `alias`."""
+def load_reference(
+    settings: Settings, alias: str = CHAMPION, version_number: str | None = None
+) -> ReferenceSample:
+    """The reference sample of the version behind `alias` (or of `version_number`)."""
     client = connect(settings)
     name = settings.training.model_name
     try:
-        version = client.get_model_version_by_alias(name, alias)
+        if version_number is not None:
+            version = client.get_model_version(name, version_number)
+        else:
+            version = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
+        which = f"version {version_number}" if version_number else f"the alias {alias!r}"
         raise MissingInput(
-            f"no {name!r} version carries the alias {alias!r}: train and register one first"
+            f"no {name!r} version matches {which}: train and register one first"
         ) from exc
     if not version.run_id:
         raise MissingInput(f"{name} v{version.version} has no training run to read from")

@@ -30,7 +30,7 @@ from pipelines.evaluate import (
     cost_optimal_threshold,
     precision_threshold,
 )
-from pipelines.gate import offline_gate
+from pipelines.gate import leak_signature, offline_gate
 from pipelines.models import (
     Model,
     ModelKind,
@@ -286,6 +286,12 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
 def _gate(
     job: TrainingJob, test: pd.DataFrame, scores: np.ndarray, outcome: TrainingOutcome
 ) -> None:
+    honest = outcome.point_in_time_metrics
+    own_ap = outcome.metrics["average_precision"]
+    pit_ap = honest["average_precision"] if honest else None
+    if leak := leak_signature(job.settings.training, outcome.version, own_ap, pit_ap):
+        outcome.notes.append(leak)  # no alias: it never serves
+        return
     decision = offline_gate(
         job.client, job.settings, test, scores, outcome.version, job.test_period
     )

@@ -99,7 +99,9 @@ def test_gate_refuses_a_worse_model(trained) -> None:
     assert alias_version(client, "fraud-detector", CHALLENGER) == challenger_before
 
 
-def test_naive_join_run_is_tagged_leaky(world: World, tmp_path: Path) -> None:
+def test_naive_join_run_is_tagged_leaky_and_the_gate_refuses_it(
+    world: World, tmp_path: Path
+) -> None:
     settings = _own_registry(world, tmp_path)
     (leaky,) = run_training(settings, ["lightgbm"], "fraud_v2", join="naive")
     client = connect(settings)
@@ -109,6 +111,15 @@ def test_naive_join_run_is_tagged_leaky(world: World, tmp_path: Path) -> None:
     assert leaky.point_in_time_metrics is not None
     honest_ap = leaky.point_in_time_metrics["average_precision"]
     assert leaky.metrics["average_precision"] > honest_ap + 0.2
+    # ... the leak signature: the gate gives it no alias, not even as the first version.
+    assert leaky.alias is None and leaky.gate is None
+    assert any("leak signature" in note for note in leaky.notes)
+    assert alias_version(client, "fraud-detector", CHAMPION) is None
+    unchecked = settings.model_copy(
+        update={"training": settings.training.model_copy(update={"leak_check": False})}
+    )
+    (let_through,) = run_training(unchecked, ["lightgbm"], "fraud_v2", join="naive")
+    assert let_through.alias == CHAMPION  # with the check off, the first version as ever
 
 
 def test_the_join_uses_the_feature_service_asked_for(world: World, tmp_path: Path) -> None:
