@@ -11,9 +11,14 @@ The jobs then run in a fresh process, so its peak memory is the monitor's alone:
 read the log, load the champion's reference, drift (Evidently), skew (Feast offline
 recomputation of a 2,000-request sample), performance (labels as known at the end of
 the window; skipped with performance_s=nan if monitoring/performance.py is absent).
-Last line:
+Then the minute jobs (guardrails, freshness, store parity: monitoring/runner.py
+`run_minute_jobs`, the code the schedule runs) over a 15-minute window of 1,000
+requests/s (`--rate`): 900,000 answers, the log's rows replayed at that rate into a
+home of their own beside the world; the median of five runs.
+Last lines:
+`minute_jobs window_rows=N median_s=X runs=5 (target < 1 s)`
 `monitor rows=N drift_s=X skew_s=X performance_s=X total_s=X peak_mb=X`
-(total_s: the whole run, reading the log and the inputs included).
+(total_s: the whole daily run, reading the log and the inputs included).
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ def build_log(home: Path, rows: int, say=print) -> Path:
                 model_version=champion.version,
                 score=float(record["score"]),
                 decision=champion.decide(float(record["score"])),
+                model_decision=champion.decide(float(record["score"])),
                 champion_version=champion.version,
                 challenger_version=None,
                 fallback_features=[],
@@ -96,6 +102,103 @@ def build_log(home: Path, rows: int, say=print) -> Path:
     write_records(path, records)
     say(f"logged {count_rows(path):,} requests in {time.perf_counter() - started:.0f} s")
     return path
+
+
+MINUTES = 15  # the guardrail's window (policy: minute_jobs.window_minutes)
+
+
+def build_burst_home(home: Path, log: Path, rate: int, say=print) -> Path:
+    """A home beside the world (its data, features and registry linked) whose prediction
+    log holds `MINUTES` of `rate` requests/s: the benchmark log's rows, replayed."""
+    import pandas as pd
+
+    from serving.prediction_log import (
+        COLUMNS,
+        PredictionRecord,
+        count_rows,
+        read_predictions,
+        write_records,
+    )
+
+    burst = home / "minute_jobs_bench"
+    path = burst / "prediction_log.sqlite"
+    total = rate * MINUTES * 60
+    if path.exists() and count_rows(path) == total:
+        say(f"reusing the {total:,}-answer log in {burst}")
+        return burst
+    shutil.rmtree(burst, ignore_errors=True)
+    burst.mkdir()
+    for linked in ("data", "feature_data", "feast", "mlflow.db", "mlartifacts"):
+        (burst / linked).symlink_to(home / linked)
+    started = time.perf_counter()
+    whole = (pd.Timestamp("2000-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
+    rows = read_predictions(log, *whole)
+    start = rows["event_timestamp"].max().ceil("h")
+    own = {*COLUMNS, "request_amount"}  # the log's own columns; the rest are features
+    feature_names = [c for c in rows.columns if c not in own and not c.startswith("age__")]
+    records = rows.to_dict("records")
+    step = pd.Timedelta(seconds=1) / rate
+    for first in range(0, total, 100_000):
+        chunk = []
+        for i in range(first, min(first + 100_000, total)):
+            r = records[i % len(records)]
+            at = start + i * step
+            chunk.append(
+                PredictionRecord(
+                    request_id=f"burst-{i}",
+                    transaction_id=str(r["transaction_id"]),
+                    event_timestamp=at.to_pydatetime(),
+                    served_at=at.to_pydatetime(),
+                    # Each replay of the log as other customers: 900,000 answers, not 100,000
+                    # customers nine times over.
+                    customer_id=int(r["customer_id"]) + (i // len(rows)) * 10**7,
+                    terminal_id=int(r["terminal_id"]),
+                    amount=float(r["request_amount"]),
+                    route="champion",
+                    model_alias=str(r["model_alias"]),
+                    model_version=str(r["model_version"]),
+                    score=float(r["score"]),
+                    decision=str(r["decision"]),
+                    model_decision=str(r["model_decision"]),
+                    champion_version=str(r["champion_version"]),
+                    challenger_version=None,
+                    fallback_features=[],
+                    features={n: float(r[n]) for n in feature_names},
+                    features_ms=0.3,
+                    model_ms=0.05,
+                    total_ms=1.0,
+                    logged_at=0.0,
+                )
+            )
+        write_records(path, chunk)
+    say(f"logged {total:,} answers at {rate:,}/s in {time.perf_counter() - started:.0f} s")
+    return burst
+
+
+def time_minute_jobs(burst_home: str, rate: int) -> dict[str, float]:
+    """Five runs of the minute jobs over the last 15 minutes; runs in a fresh process."""
+    import statistics
+
+    import pandas as pd
+
+    from fraudlab.settings import Settings
+    from monitoring.minute_jobs import run_minute_jobs
+    from monitoring.policy import load_policy
+    from monitoring.window import Window
+    from serving.prediction_log import latest_service_time
+
+    settings = Settings(home=Path(burst_home))
+    policy = load_policy()
+    until = latest_service_time(settings.prediction_log_path) + pd.Timedelta(microseconds=1)
+    window = Window(until - pd.Timedelta(minutes=MINUTES), until)
+    seconds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        findings, _ = run_minute_jobs(settings, window, policy)
+        seconds.append(time.perf_counter() - started)
+    for finding in findings:
+        print(f"  minute jobs, {finding.job}: {finding.status}: {finding.summary[:150]}")
+    return {"median_s": statistics.median(seconds), "rows": float(rate * MINUTES * 60)}
 
 
 def run_jobs(home: str, log_name: str) -> dict[str, float]:
@@ -161,10 +264,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000, help="logged requests")
     parser.add_argument("--home", type=Path, help="build or reuse the world here (kept)")
+    parser.add_argument("--rate", type=int, default=1_000, help="minute jobs: requests/s")
     args = parser.parse_args()
     home = args.home.resolve() if args.home else Path(tempfile.mkdtemp(prefix="monitor_bench_"))
     try:
         log = build_log(home, args.rows)
+        burst = build_burst_home(home, log, args.rate)
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            minute = pool.submit(time_minute_jobs, str(burst), args.rate).result()
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
             t = pool.submit(run_jobs, str(home), log.name).result()
     finally:
@@ -174,6 +281,10 @@ def main() -> None:
         print("  performance_s=nan: monitoring/performance.py (run_performance) is absent")
     parts = ("read_s", "reference_s", "inputs_s")
     print("  " + " ".join(f"{k}={t[k]:.2f}" for k in parts if k in t))
+    print(
+        f"minute_jobs window_rows={minute['rows']:.0f} median_s={minute['median_s']:.3f} "
+        f"runs=5 (target < 1 s)"
+    )
     print(
         f"monitor rows={t['rows']:.0f} drift_s={t['drift_s']:.2f} skew_s={t['skew_s']:.2f} "
         f"performance_s={t['performance_s']:.2f} total_s={t['total_s']:.2f} "

@@ -108,6 +108,17 @@ def rollback_champion(settings: Settings, admin: ServingAdmin, judged: str | Non
     return ActionOutcome(True, f"champion v{current} -> v{previous}; {admin.reload()}")
 
 
+def set_breaker(admin: ServingAdmin, tripped: bool) -> ActionOutcome:
+    """Trip the circuit breaker (no payment declined outright: review instead) or
+    release it. Done once the API took it; otherwise failed, and tried again."""
+    mode = "review_instead_of_decline" if tripped else "off"
+    answer = admin.set_breaker(mode)
+    change = "breaker tripped: review instead of decline" if tripped else "breaker released"
+    if not answer.ok:
+        return ActionOutcome(False, f"FAILED to set the breaker ({mode}): {answer}", failed=True)
+    return ActionOutcome(True, f"{change}; {answer}")
+
+
 def retrain(
     settings: Settings, admin: ServingAdmin, now: pd.Timestamp, canary_share: float
 ) -> ActionOutcome:

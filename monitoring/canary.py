@@ -20,20 +20,27 @@ The rule, in order:
    feature-fallback rate above the champion's by more than `max_error_rate`.
 2. Evidence: fewer than `min_frauds` known frauds in the deciding comparison
    (paired: among its payments; arms: in the smaller arm) -> wait.
-3. The 90% bootstrap interval of the AP difference: upper bound < 0 -> roll back
-   (clearly worse); lower bound > -`ap_margin` -> promote (not worse by more than the
-   margin: the challenger already beat the champion offline, the canary checks it holds
-   up in production); otherwise wait, with the frauds needed estimated from the
-   interval shrinking as 1/sqrt(frauds).
+3. A sequential test, valid however many days it looks: each look may spend only the
+   error that its growth in evidence buys (Lan-DeMets O'Brien-Fleming spending of
+   `alpha` per boundary over information t = known frauds / `plan_frauds`; a look
+   spends alpha(t) - alpha(t at the look `look_every_hours` earlier), and the union
+   bound keeps the total within `alpha`). The AP difference's interval at that level
+   (bootstrap standard error): upper bound < 0 -> roll back (clearly worse); lower
+   bound > -`ap_margin` -> promote (not worse by more than the margin: the challenger
+   already beat the champion offline, the canary checks it holds up in production);
+   at the planned evidence and still neither -> roll back (the champion stays);
+   otherwise wait. A fresh 90% interval every day would, over a month of looks, cross
+   a boundary by chance far more often than one time in ten.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from monitoring.findings import Finding, Status
 from monitoring.performance import average_precision, join_labels
@@ -63,7 +70,8 @@ def bootstrap_arm_difference(
         champion["label"], champion["score"]
     )
     low, high = np.percentile(deltas, [5, 95]) if deltas else (np.nan, np.nan)
-    return GateComparison(float(observed), float(low), float(high), len(deltas))
+    se = float(np.std(deltas)) if deltas else math.nan
+    return GateComparison(float(observed), float(low), float(high), len(deltas), se)
 
 
 def paired_rows(labelled: pd.DataFrame, shadow_scores: pd.DataFrame) -> pd.DataFrame:
@@ -139,16 +147,6 @@ def breaches(g: dict[str, float], config: CanaryConfig) -> list[str]:
     return found
 
 
-def frauds_to_decide(cmp: GateComparison, frauds: int, margin: float) -> int:
-    """Extra known frauds until the interval clears the nearer boundary, if the observed
-    difference holds and the interval shrinks as 1/sqrt(frauds)."""
-    if cmp.delta_ap > -margin:  # heading for promote: lower bound must pass -margin
-        half, room = cmp.delta_ap - cmp.ci_low, cmp.delta_ap + margin
-    else:  # heading for rollback: upper bound must drop below 0
-        half, room = cmp.ci_high - cmp.delta_ap, -cmp.delta_ap
-    return max(1, math.ceil(frauds * (half / room) ** 2) - frauds)
-
-
 def compare(
     champion: pd.DataFrame,
     canary: pd.DataFrame,
@@ -170,30 +168,66 @@ def compare(
     return "paired", frauds, bootstrap_ap_difference(y, candidate, incumbent, rounds, seed), arms
 
 
+def spent(t: float, alpha: float) -> float:
+    """O'Brien-Fleming-type alpha spending (Lan-DeMets): the error allowed by
+    information t in [0, 1]; almost nothing early, all of `alpha` at t = 1."""
+    if t <= 0:
+        return 0.0
+    return float(2 * (1 - norm.cdf(norm.ppf(1 - alpha / 2) / math.sqrt(min(t, 1.0)))))
+
+
+@dataclass(frozen=True)
+class Look:
+    information: float  # known frauds / plan_frauds, capped at 1
+    alpha: float  # the error this look may spend, per boundary
+    z: float  # the interval's half-width in standard errors at that level
+
+
+def look_of(frauds: int, frauds_before: int, config: CanaryConfig) -> Look:
+    """This look's share of the error budget: what spending allows at its evidence,
+    less what the previous look (with `frauds_before`) already allowed."""
+    t = min(1.0, frauds / config.plan_frauds)
+    before = frauds_before / config.plan_frauds if frauds_before >= config.min_frauds else 0.0
+    alpha = max(0.0, spent(t, config.alpha) - spent(before, config.alpha))
+    return Look(t, alpha, float(norm.isf(alpha)) if alpha > 0 else math.inf)
+
+
 def decide(
     breached: list[str],
     cmp: GateComparison | None,
+    look: Look,
     basis: str,
     frauds: int,
-    min_frauds: int,
-    margin: float,
+    config: CanaryConfig,
 ) -> tuple[str, str, int]:
     """(outcome, reason, frauds still needed): the rule of the module docstring."""
     if breached:
         return "rollback", "guardrail breached: " + "; ".join(breached), 0
     if cmp is None:
-        needed = max(0, min_frauds - frauds)
+        needed = max(0, config.min_frauds - frauds)
         return (
             "wait",
             f"{frauds} known frauds in the {basis} comparison, {needed} more needed",
             needed,
         )
-    if cmp.ci_high < 0:
-        return "rollback", "challenger clearly worse: the AP interval is below 0", 0
-    if cmp.ci_low > -margin:
-        return "promote", f"AP interval above -{margin} and guardrails pass", 0
-    needed = frauds_to_decide(cmp, frauds, margin)
-    return "wait", f"AP interval inconclusive; about {needed} more known frauds needed", needed
+    low, high = interval(cmp, look)
+    if high < 0:
+        return "rollback", f"challenger clearly worse: the AP interval ({look_text(look)}) < 0", 0
+    if low > -config.ap_margin:
+        return "promote", f"AP interval ({look_text(look)}) above -{config.ap_margin}", 0
+    if look.information >= 1:
+        return "rollback", "inconclusive at the planned evidence: the champion stays", 0
+    needed = max(1, math.ceil(config.plan_frauds * (1 - look.information)))
+    return "wait", f"AP interval ({look_text(look)}) inconclusive; next look tomorrow", needed
+
+
+def interval(cmp: GateComparison, look: Look) -> tuple[float, float]:
+    half = look.z * cmp.se
+    return cmp.delta_ap - half, cmp.delta_ap + half
+
+
+def look_text(look: Look) -> str:
+    return f"level {1 - look.alpha:.4f} at {look.information:.0%} of the planned evidence"
 
 
 def run_canary(
@@ -215,14 +249,16 @@ def run_canary(
     basis, frauds, cmp, arms_cmp = compare(
         champion, canary, paired, config.min_frauds, config.bootstrap_rounds, seed
     )
-    outcome, reason, needed = decide(
-        breached, cmp, basis, frauds, config.min_frauds, config.ap_margin
+    look = look_of(
+        frauds, frauds_known_before(predictions, shadow_scores, transactions, now, config), config
     )
+    outcome, reason, needed = decide(breached, cmp, look, basis, frauds, config)
+    low, high = interval(cmp, look) if cmp else (math.nan, math.nan)
     nan = math.nan
     metrics = {
         "delta_ap": cmp.delta_ap if cmp else nan,
-        "ci_low": cmp.ci_low if cmp else nan,
-        "ci_high": cmp.ci_high if cmp else nan,
+        "ci_low": low,
+        "ci_high": high,
         "frauds_needed": float(needed),
         "known_frauds": float(frauds),
         "decline_ratio": g["decline_ratio"],
@@ -244,29 +280,50 @@ def run_canary(
         },
         "rows": {"champion": len(champion), "canary": len(canary), "paired": len(paired)},
         "comparison": asdict(cmp) if cmp else None,
+        "look": asdict(look),
         "arm_comparison": asdict(arms_cmp) if arms_cmp else None,
         "rule": __doc__.split("The rule, in order:")[1].strip() if __doc__ else "",
     }
     return Finding(
         job="canary",
         status=OUTCOME_STATUS[outcome],
-        summary=_summary(outcome, reason, cmp, basis, frauds, g),
+        summary=_summary(outcome, reason, cmp, (low, high), basis, frauds, g),
         metrics=metrics,
         details=details,
     )
+
+
+def frauds_known_before(
+    predictions: pd.DataFrame,
+    shadow_scores: pd.DataFrame,
+    transactions: pd.DataFrame,
+    now: pd.Timestamp,
+    config: CanaryConfig,
+) -> int:
+    """Known frauds in the deciding comparison at the previous look, `look_every_hours`
+    ago (what that look could already spend; recomputed, so the job keeps no state)."""
+    before = now - pd.Timedelta(hours=config.look_every_hours)
+    earlier = predictions[predictions["event_timestamp"] < before]
+    labelled = join_labels(earlier, transactions, before)
+    paired = paired_rows(labelled, shadow_scores)
+    if len(paired):
+        return int(paired["label"].sum())
+    arms = [labelled[labelled["route"] == r]["label"].sum() for r in ("champion", "canary")]
+    return int(min(arms))
 
 
 def _summary(
     outcome: str,
     reason: str,
     cmp: GateComparison | None,
+    bounds: tuple[float, float],
     basis: str,
     frauds: int,
     g: dict[str, float],
 ) -> str:
     evidence = (
-        f"challenger minus champion AP {cmp.delta_ap:+.3f} (90% CI {cmp.ci_low:+.3f} to "
-        f"{cmp.ci_high:+.3f}, {basis}, {frauds} known frauds)"
+        f"challenger minus champion AP {cmp.delta_ap:+.3f} (interval {bounds[0]:+.3f} to "
+        f"{bounds[1]:+.3f}, {basis}, {frauds} known frauds)"
         if cmp
         else f"no AP comparison yet ({basis}, {frauds} known frauds)"
     )

@@ -65,9 +65,26 @@ def triggered(policy: Policy, findings: list[Finding]) -> list[Decision]:
 def _judged_version(finding: Finding) -> str | None:
     """The version an action on this finding may touch: the challenger the canary
     judged, or the champion whose performance was measured."""
-    key = {"canary": "challenger_version", "performance": "champion_version"}.get(finding.job)
+    key = {
+        "canary": "challenger_version",
+        "guardrail": "challenger_version",
+        "performance": "champion_version",
+    }.get(finding.job)
     value = finding.details.get(key) if key else None
     return str(value) if value else None
+
+
+@dataclass
+class _Index:
+    """What the policy asks of the log on every run, kept up to date by reading only
+    the lines appended since (the minute jobs add hundreds of runs a day)."""
+
+    offset: int = 0
+    taken: dict[str, pd.Timestamp] = field(default_factory=dict)  # action -> latest run
+    held: dict[str, pd.Timestamp] = field(default_factory=dict)  # a rule held, taken or not
+
+
+_INDEXES: dict[Path, _Index] = {}
 
 
 class DecisionLog:
@@ -78,12 +95,39 @@ class DecisionLog:
         return read_json_lines(self.path)
 
     def append(self, run: MonitorRun) -> None:
-        append_json_line(self.path, asdict(run))
+        """A run that acted (or tried to) is fsynced; any other is not: losing it in a
+        crash costs nothing, and the minute jobs would spend most of each run on it."""
+        acted = any(d.taken or d.failed for d in run.decisions)
+        append_json_line(self.path, asdict(run), durable=acted)
 
     def last_taken(self, action: Action) -> pd.Timestamp | None:
         """Monitor time of the latest run that took this kind of action."""
-        latest = None
-        for run in self.runs():
-            if any(d["action"] == action and d["taken"] for d in run["decisions"]):
-                latest = pd.Timestamp(run["now"])
-        return latest
+        return self._index().taken.get(action)
+
+    def last_held(self, action: Action) -> pd.Timestamp | None:
+        """Monitor time of the latest run where a rule with this action held."""
+        return self._index().held.get(action)
+
+    def _index(self) -> _Index:
+        index = _INDEXES.setdefault(self.path.resolve(), _Index())
+        size = self.path.stat().st_size if self.path.exists() else 0
+        if size < index.offset:  # a new log in the same place: start over
+            index = _INDEXES[self.path.resolve()] = _Index()
+        if size == index.offset:
+            return index
+        with self.path.open("rb") as handle:
+            handle.seek(index.offset)
+            appended = handle.read()
+        whole = appended[: appended.rfind(b"\n") + 1]  # a line still being written waits
+        index.offset += len(whole)
+        for line in whole.decode().splitlines():
+            try:
+                run: dict[str, Any] = json.loads(line) if line.strip() else {}
+            except json.JSONDecodeError:
+                continue  # a torn line: read_json_lines warns about it
+            for d in run.get("decisions", ()):
+                now = pd.Timestamp(run["now"])
+                index.held[d["action"]] = max(now, index.held.get(d["action"], now))
+                if d["taken"]:
+                    index.taken[d["action"]] = max(now, index.taken.get(d["action"], now))
+        return index

@@ -13,12 +13,23 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 Status = Literal["ok", "alert", "insufficient_data"]
-Job = Literal["drift", "skew", "freshness", "performance", "canary"]
+Job = Literal["drift", "skew", "freshness", "parity", "guardrail", "performance", "canary"]
 
 JOB_METRICS: dict[Job, tuple[str, ...]] = {
     "drift": ("drift_share", "drifted_features", "score_drift", "score_drift_statistic"),
     "skew": ("max_mismatch_rate", "skewed_feature_count"),
     "freshness": ("stale_view_count", "worst_stale_share"),
+    "parity": ("mismatched_feature_count", "max_mismatch_rate"),
+    "guardrail": (
+        "customers",
+        "input_failures",
+        "decision_breaches",
+        "fallback_rate",
+        "score_psi",
+        "canary_breaches",
+        "canary_score_psi",
+        "agreement_auc",
+    ),
     "performance": (
         "average_precision",
         "recall",

@@ -94,9 +94,10 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def append_json_line(path: Path, row: dict[str, Any]) -> None:
-    """Append one line and fsync it; a torn last line left by a crash is ended first,
-    so it stays one bad line instead of corrupting this one too."""
+def append_json_line(path: Path, row: dict[str, Any], durable: bool = True) -> None:
+    """Append one line and fsync it (unless not `durable`: a line whose loss in a
+    crash costs nothing); a torn last line left by a crash is ended first, so it stays
+    one bad line instead of corrupting this one too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+b") as handle:
         handle.seek(0, os.SEEK_END)
@@ -106,7 +107,8 @@ def append_json_line(path: Path, row: dict[str, Any]) -> None:
                 handle.write(b"\n")
         handle.write((json.dumps(row, default=str) + "\n").encode())
         handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
 
 
 def monitor_lock(folder: Path) -> AbstractContextManager[None]:

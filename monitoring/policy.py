@@ -21,8 +21,9 @@ from fraudlab.errors import ConfigError
 from fraudlab.settings import describe_validation_error
 from monitoring.findings import JOB_METRICS, Finding, Job
 
-# In the order a run takes them: safety first.
-Action = Literal["rollback", "promote", "retrain", "alert"]
+# In the order a run takes them: safety first. `mitigate` trips the circuit breaker
+# (serving/routing.py); `release` is the monitor's own, once the signal is back.
+Action = Literal["rollback", "mitigate", "release", "promote", "retrain", "alert"]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 
@@ -42,14 +43,23 @@ class SkewConfig(_Strict):
     feature_mismatch_above: float = Field(ge=0, le=1)  # a feature is skewed above this share
 
 
+class MinuteJobsConfig(_Strict):
+    """The jobs cheap enough to run every few minutes of service time: freshness,
+    store parity and the guardrails (the daily run also looks at the whole day)."""
+
+    every_minutes: float = Field(gt=0, le=1_440)  # how often they run on their own
+    window_minutes: float = Field(gt=0, le=1_440)  # over the answers of the last ...
+    # Store parity and a challenger's trial so far change slowly (the online store at
+    # each materialization, a trial's evidence with every hour of traffic): they run at
+    # the multiples of this many minutes (from midnight) that the schedule passes.
+    slow_every_minutes: float = Field(gt=0, le=1_440)
+
+
 class FreshnessConfig(_Strict):
     # view -> the oldest a served value may be, in seconds (serving logs each age)
     objectives_seconds: dict[str, float] = Field(min_length=1)
     stale_share_above: float = Field(ge=0, le=1)  # a view breaks its objective above this
     min_requests: int = Field(ge=1)  # a window with fewer is insufficient data
-    # How often it runs on its own, over the answers of the last this many minutes of
-    # service time (the daily run also looks at the whole day).
-    every_minutes: float = Field(gt=0, le=1_440)
 
     @model_validator(mode="after")
     def _known_views(self) -> FreshnessConfig:
@@ -63,6 +73,38 @@ class FreshnessConfig(_Strict):
         return self
 
 
+class ParityConfig(_Strict):
+    sample_entities: int = Field(ge=1)  # per snapshot view, compared with its offline row
+    mismatch_above: float = Field(ge=0, le=1)  # a feature differing on more is wrong online
+
+
+class GuardrailConfig(_Strict):
+    """Label-free checks of the last minutes, each a binomial tail test (a count this
+    unlikely under the expected share, `alpha`) and an effect large enough to matter.
+    Customers, not payments, are counted: one card's burst is one customer."""
+
+    alpha: float = Field(gt=0, lt=0.5)
+    min_customers: int = Field(ge=1)  # fewer in the window: insufficient data
+    # At most the window's newest this many answers: enough power for every check, and a
+    # run that stays well under a second at 1,000 requests/s (benchmarks/monitor.py).
+    max_answers: int = Field(ge=100)
+    range_quantile: float = Field(gt=0, lt=0.5)  # a feature's band: [q, 1 - q] of the reference
+    range_margin: float = Field(ge=0)  # outside means beyond the band by this share of its width
+    min_out_of_band_share: float = Field(gt=0, le=1)  # ... for at least this share of customers
+    min_missing_change: float = Field(gt=0, le=1)  # missing share moved by at least this
+    decision_min_share: float = Field(gt=0, le=1)  # flagging or declining this share, at least
+    below_factor: float = Field(gt=1)  # a challenger flagging under 1/this of its band's share
+    score_psi_min_requests: int = Field(ge=1)  # the champion's score PSI needs this many
+    # The challenger, over its trial so far (canary and shadow), against its own reference.
+    canary_lookback_hours: float = Field(gt=0)
+    canary_min_scores: int = Field(ge=1)
+    canary_score_psi_above: float = Field(gt=0)
+    # The AUC of the challenger's score for the champion's flag on the same payments.
+    canary_min_agreement_auc: float = Field(gt=0, le=1)
+    canary_min_champion_flags: int = Field(ge=1)  # ... once the champion flagged this many
+    canary_max_error_rate: float = Field(ge=0, le=1)
+
+
 class PerformanceConfig(_Strict):
     label_lookback_days: float = Field(gt=0)  # how far back label jobs look for arrivals
     min_known_frauds: int = Field(ge=1)  # fewer is insufficient data
@@ -71,6 +113,9 @@ class PerformanceConfig(_Strict):
 class CanaryConfig(_Strict):
     min_frauds: int = Field(ge=1)  # known frauds in the deciding comparison
     ap_margin: float = Field(ge=0)  # promote unless worse by more than this
+    alpha: float = Field(gt=0, lt=0.5)  # error per boundary over the whole trial
+    plan_frauds: int = Field(ge=1)  # the evidence at which all of alpha is spent
+    look_every_hours: float = Field(gt=0)  # the job's cadence: what one look spends
     bootstrap_rounds: int = Field(ge=20)
     max_decline_ratio: float = Field(gt=0)
     min_declines: int = Field(ge=0)  # a decline ratio on fewer declines is noise
@@ -84,6 +129,8 @@ class JobConfigs(_Strict):
     drift: DriftConfig
     skew: SkewConfig
     freshness: FreshnessConfig
+    parity: ParityConfig
+    guardrail: GuardrailConfig
     performance: PerformanceConfig
     canary: CanaryConfig
 
@@ -133,9 +180,12 @@ class Rule(_Strict):
 
 
 class Policy(_Strict):
-    version: Literal[2]
+    version: Literal[3]
     cooldown_hours: dict[Action, float]  # hours of monitor time, per action
     canary_share_after_retrain: float = Field(ge=0, le=1)
+    # A tripped breaker is released once no rule that trips it has held for this long.
+    release_after_minutes: float = Field(gt=0)
+    minute_jobs: MinuteJobsConfig
     jobs: JobConfigs
     rules: list[Rule] = Field(min_length=1)
 

@@ -26,6 +26,7 @@ from monitoring.drift import run_drift
 from monitoring.findings import Finding
 from monitoring.freshness import run_freshness
 from monitoring.journal import ActionJournal, Entry, monitor_lock
+from monitoring.minute_jobs import run_minute_jobs
 from monitoring.performance import run_performance
 from monitoring.policy import ACTIONS, Action, Policy
 from monitoring.skew import run_skew
@@ -104,18 +105,6 @@ def run_jobs(
     return findings, str(out_dir)
 
 
-def run_minute_jobs(
-    settings: Settings, window: Window, policy: Policy
-) -> tuple[list[Finding], str]:
-    """The jobs cheap enough to run every few minutes (policy: `every_minutes`): today,
-    freshness over the window's answers. A stopped stream worker is one of these
-    minutes' findings, not the next midnight's skew."""
-    out_dir = settings.monitoring_dir / "runs" / window.until.strftime("%Y%m%dT%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    current = read_predictions(settings.prediction_log_path, window.since, window.until)
-    return [run_freshness(current, policy.jobs.freshness, out_dir)], str(out_dir)
-
-
 def with_recorded_amount(requests: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
     """Each request's amount as the transactions table recorded it (for the skew job)."""
     recorded = transactions.set_index("transaction_id")["amount"]
@@ -142,6 +131,7 @@ def decide_and_act(
         for entry in (journal.interrupted() if execute else [])
     ]
     decisions = triggered(policy, findings)
+    decisions += breaker_release(policy, decisions, now, decision_log)
     done: set[str] = {d.action for d in resumed if d.taken}
     # A challenger still waiting for labels is the answer to the last retrain: replacing
     # it with a newer one every cool-down would restart its trial before it can finish.
@@ -161,6 +151,8 @@ def decide_and_act(
         cooldown = pd.Timedelta(hours=policy.cooldown_hours[decision.action])
         if decision.action in done:
             decision.held_back = f"a {decision.action} was already taken in this run"
+        elif decision.action == "mitigate" and breaker_tripped(decision_log):
+            decision.held_back = "the breaker is already tripped"
         elif last is not None and now - last < cooldown:
             decision.held_back = (
                 f"cool-down: last {decision.action} at {last}, "
@@ -182,6 +174,35 @@ def decide_and_act(
             if decision.taken:
                 done.add(decision.action)
     return resumed + decisions
+
+
+def breaker_tripped(decision_log: DecisionLog) -> bool:
+    """By the decision log: the latest breaker action taken tripped it."""
+    tripped, released = decision_log.last_taken("mitigate"), decision_log.last_taken("release")
+    return tripped is not None and (released is None or released < tripped)
+
+
+def breaker_release(
+    policy: Policy, decisions: list[Decision], now: pd.Timestamp, decision_log: DecisionLog
+) -> list[Decision]:
+    """Release a tripped breaker once no rule that trips it has held for
+    `release_after_minutes`: the signal is back, and has stayed back."""
+    if any(d.action == "mitigate" for d in decisions) or not breaker_tripped(decision_log):
+        return []
+    last = decision_log.last_held("mitigate")
+    quiet = pd.Timedelta(minutes=policy.release_after_minutes)
+    if last is None or now - last < quiet:
+        return []
+    return [
+        Decision(
+            "breaker-release",
+            "guardrail",
+            "release",
+            f"no trip for {policy.release_after_minutes:g} min",
+            (now - last).total_seconds() / 60,
+            "the signal that tripped the breaker has been within its band since",
+        )
+    ]
 
 
 def _record(decision: Decision, outcome: ActionOutcome) -> None:
@@ -227,10 +248,15 @@ def _execute(
         if action == "alert":
             log.warning("ALERT from the %s job", job)
             return ActionOutcome(True, "alert recorded")
+        if action == "mitigate":
+            log.warning("ALERT from the %s job: tripping the circuit breaker", job)
         if action == "promote":
             return actions.promote(settings, admin, judged)
+        if action in ("mitigate", "release"):
+            return actions.set_breaker(admin, tripped=action == "mitigate")
         if action == "rollback":
-            rollback = actions.rollback_canary if job == "canary" else actions.rollback_champion
+            by_canary = job in ("canary", "guardrail")
+            rollback = actions.rollback_canary if by_canary else actions.rollback_champion
             return rollback(settings, admin, judged)
         return actions.retrain(settings, admin, now, policy.canary_share_after_retrain)
     except Exception as exc:  # an action that fails is recorded with its reason, and retried

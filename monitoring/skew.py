@@ -63,7 +63,7 @@ def run_skew(
     served = logged_values(sample, features)
     offline = recompute_offline(store, sample, service_name)[features]
     table = [
-        _compare(name, sample["request_id"], served[name], offline[name], tolerance)
+        compare_values(name, sample["request_id"], served[name], offline[name], tolerance)
         for name in features
     ]
     table.sort(key=lambda row: (-row["mismatch_rate"], row["feature"]))
@@ -134,11 +134,13 @@ def request_amount(requests: pd.DataFrame) -> pd.Series:
     return requests["request_amount"]
 
 
-def _compare(
-    name: str, request_ids: pd.Series, served: pd.Series, offline: pd.Series, tolerance: float
+def compare_values(
+    name: str, ids: pd.Series, served: pd.Series, offline: pd.Series, tolerance: float
 ) -> dict[str, Any]:
+    """One feature's served values against their offline ones, row by row (`ids` name
+    the rows in the examples: requests here, entities in monitoring/parity.py)."""
     s, o = served.to_numpy(np.float64), offline.to_numpy(np.float64)
-    ids = request_ids.to_numpy()
+    keys = ids.to_numpy()
     s_missing, o_missing = np.isnan(s), np.isnan(o)
     both = ~s_missing & ~o_missing
     with np.errstate(invalid="ignore"):
@@ -146,9 +148,9 @@ def _compare(
     mismatch = differs | (s_missing != o_missing)
     nonzero = differs & (s != 0) & (o != 0)
     examples = [
-        {"request_id": str(rid), "served": _value(sv), "offline": _value(ov)}
+        {"id": str(rid), "served": _value(sv), "offline": _value(ov)}
         for rid, sv, ov in zip(
-            ids[mismatch][:MAX_EXAMPLES],
+            keys[mismatch][:MAX_EXAMPLES],
             s[mismatch][:MAX_EXAMPLES],
             o[mismatch][:MAX_EXAMPLES],
             strict=True,

@@ -87,6 +87,7 @@ def services_required() -> bool:
 # pytest-xdist), whoever starts the scenario stories (~480 s) finishes them while the
 # other worker works down the rest, and the first one free takes the next folder.
 FOLDERS_BY_LENGTH = (
+    "long_stories",  # the drift story alone (~300 s): the other stories run beside it
     "scenarios",
     "reliability",
     "monitoring",

@@ -1,4 +1,5 @@
-"""`fraudlab monitor run|status`: the operations plane's jobs, policy and decision log."""
+"""`fraudlab monitor run|status|alert-rules`: the operations plane's jobs, policy and
+decision log, and the Prometheus alert rules generated from the policy."""
 
 from __future__ import annotations
 
@@ -112,13 +113,16 @@ def run(
     ),
     every: str = typer.Option(None, help="Repeat on a schedule, e.g. 10m (Ctrl-C stops)."),
     times: int = typer.Option(None, min=1, help="With --every: stop after this many runs."),
-    policy: Path = typer.Option(None, help="Policy YAML [monitoring/policy.yaml]."),
+    policy: Path = typer.Option(
+        None, help="Policy YAML (default: monitoring.policy_path, else monitoring/policy.yaml)."
+    ),
     dry_run: bool = typer.Option(False, help="Decide, but take no action."),
     minute_jobs: bool = typer.Option(
         False,
         "--minute-jobs",
-        help="Only the jobs meant to run every few minutes (freshness), over the last "
-        "jobs.freshness.every_minutes by default; run it with --every as often.",
+        help="Only the jobs meant to run every few minutes (freshness, guardrails, store "
+        "parity), over the policy's minute_jobs.window_minutes by default; run it with "
+        "--every as often as minute_jobs.every_minutes.",
     ),
 ) -> None:
     """Run drift, skew, freshness, performance and canary jobs over a window, then the
@@ -137,7 +141,7 @@ def run(
             start, end = since, until
             if minute_jobs and since is None:
                 last = pd.Timestamp(until) if until else logged_now(settings)
-                minutes = pd.Timedelta(minutes=rules.jobs.freshness.every_minutes)
+                minutes = pd.Timedelta(minutes=rules.minute_jobs.window_minutes)
                 start, end = str(last - minutes), str(last)
             window = _window(settings, start, end)
             result = run_monitor(
@@ -186,3 +190,30 @@ def status(last: int = typer.Option(5, min=1, help="How many runs to show.")) ->
             ", ".join(taken) or "-",
         )
     console.print(table)
+
+
+@app.command("alert-rules")
+@user_errors
+def alert_rules(
+    out: Path = typer.Option(
+        None,
+        help="Write the rule file here, e.g. deploy/prometheus/alerts.yml (default: print it).",
+    ),
+    policy: Path = typer.Option(
+        None, help="Policy YAML (default: monitoring.policy_path, else monitoring/policy.yaml)."
+    ),
+) -> None:
+    """Prometheus alert rules generated from the policy: one per rule the monitor acts
+    on, and the API's own alerts on the same thresholds. The policy is the only place
+    a threshold lives: after changing it, run
+    `fraudlab monitor alert-rules --out deploy/prometheus/alerts.yml` again."""
+    from monitoring.alert_rules import alert_rules_yaml
+    from monitoring.policy import DEFAULT_POLICY, load_policy
+
+    source = policy or get_settings().monitoring.policy_path or DEFAULT_POLICY
+    text = alert_rules_yaml(load_policy(source), source)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.write_text(text)
+    err_console.print(f"wrote {out}")

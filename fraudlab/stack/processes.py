@@ -324,10 +324,14 @@ def _gone(record: Record, seconds: float) -> bool:
 
 def write_prometheus_config(settings: Settings, net: Network) -> None:
     """deploy/prometheus/prometheus.yml with each job's target (the service of the same
-    name) moved from the compose network to loopback."""
+    name) moved from the compose network to loopback, and its rule files (alerts.yml)
+    named by their full path: the copy lives elsewhere, the rules stay in one place."""
     if not PROMETHEUS_CONFIG.exists():
         raise ConfigError(f"{PROMETHEUS_CONFIG} is missing (it ships with the repository)")
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     for job in config["scrape_configs"]:
         job["static_configs"] = [{"targets": [urlsplit(net.url(job["job_name"])).netloc]}]
+    config["rule_files"] = [
+        str(PROMETHEUS_CONFIG.parent / name) for name in config.get("rule_files", [])
+    ]
     (stack_dir(settings) / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -19,7 +19,10 @@ from fraudlab.settings import Settings
 
 MLFLOW_PORT = 5000  # MLflow's own default, used when the tracking URI names no port
 API_WORKERS = 2  # the profile serves with several workers; two cores here, one each
-MONITOR_EVERY = "10m"  # a laptop's cadence; a real deployment would run hourly or daily
+MONITOR_EVERY = "1h"  # the label and drift jobs: a laptop's cadence; a real one is daily
+# The minute jobs (freshness, guardrails, store parity): policy.yaml's
+# minute_jobs.every_minutes, which also places their slower half-hourly part.
+MINUTE_JOBS_EVERY = "5m"
 EXPORTER_PORT = 9108  # in Prometheus's range for third-party exporters
 PROMETHEUS_PORT = 9090  # Prometheus's default
 EXTERNAL = ("postgres", "redis")  # checked by `stack up`; containers in compose
@@ -160,6 +163,14 @@ def services(settings: Settings, net: Network) -> list[Service]:
             env={**fraudlab_env, "FRAUDLAB_MONITORING__API_URL": api},
             depends_on=("api",),
             start_seconds=300.0,  # its first run, over up to a day of logged traffic
+        ),
+        # A second schedule, same lock: a minute run that meets the hourly run skips
+        # its turn (reported) instead of waiting behind it.
+        Service(
+            "monitor-minutes",
+            ("fraudlab", "monitor", "run", "--minute-jobs", "--every", MINUTE_JOBS_EVERY),
+            env={**fraudlab_env, "FRAUDLAB_MONITORING__API_URL": api},
+            depends_on=("api",),
         ),
         Service(
             "prometheus",

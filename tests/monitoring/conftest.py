@@ -138,6 +138,7 @@ def _log_row(
         model_version=model.version,
         score=score,
         decision=model.decide(score),
+        model_decision=model.decide(score),
         champion_version=champion.version,
         challenger_version=challenger.version if challenger else None,
         fallback_features=[],

@@ -147,6 +147,33 @@ def test_retrain_produces_a_gated_challenger_and_starts_its_canary(served, monit
     assert routes == {"champion", "canary"}
 
 
+def test_the_breaker_trips_once_holds_and_is_released_once_the_signal_stays_back(
+    served, tmp_path: Path
+) -> None:
+    settings, server = served
+    settings = settings.model_copy(update={"home": tmp_path})  # a decision log of its own
+    policy = load_policy()
+    cents = Finding("guardrail", "ok", "amounts out of band", {"input_failures": 2.0})
+    quiet = Finding("guardrail", "ok", "within band", {"input_failures": 0.0})
+
+    def breaker() -> str:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        return str(server.client.get("/admin/routing", headers=headers).json()["breaker"])
+
+    def taken(findings: list[Finding], minutes: float) -> list[tuple[str, bool, str]]:
+        now = pd.Timestamp(PAID_AT) + pd.Timedelta(minutes=minutes)
+        return [(d.action, d.taken, d.held_back) for d in _run(settings, findings, now, policy)]
+
+    assert taken([cents], 0) == [("mitigate", True, "")]
+    assert breaker() == "review_instead_of_decline"
+    assert taken([cents], 5) == [("mitigate", False, "the breaker is already tripped")]
+    assert taken([quiet], 10) == []  # back, but not for release_after_minutes yet
+    assert breaker() == "review_instead_of_decline"
+    assert taken([quiet], 5 + policy.release_after_minutes) == [("release", True, "")]
+    assert breaker() == "off"
+    assert taken([quiet], 10 + policy.release_after_minutes) == []  # nothing left to release
+
+
 def test_actions_report_an_unreachable_server_instead_of_failing(served, tmp_path: Path) -> None:
     settings, _ = served
     offline = settings.model_copy(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.canary import frauds_to_decide, run_canary
+from monitoring.canary import Look, decide, look_of, run_canary, spent
 from monitoring.policy import load_policy
 from pipelines.evaluate import GateComparison
 from serving.prediction_log import read_predictions, read_shadow_scores
@@ -172,11 +172,52 @@ def test_canary_rolls_back_on_latency_and_error_guardrails(
     assert ("latency" if fault == "latency" else "error") in finding.details["breaches"][0]
 
 
-def test_inconclusive_interval_estimates_the_frauds_still_needed():
-    # Observed +0.02 with a 90% interval of -0.03..+0.07 over 50 frauds: the lower bound
-    # must rise above -0.01, i.e. the half-width shrink from 0.05 to 0.03.
-    comparison = GateComparison(delta_ap=0.02, ci_low=-0.03, ci_high=0.07, rounds=200)
-    assert frauds_to_decide(comparison, frauds=50, margin=0.01) == 89  # 50 * (5/3)^2 - 50
+def test_alpha_is_spent_as_evidence_grows_and_never_beyond_alpha():
+    # O'Brien-Fleming spending: almost nothing early, everything at the planned evidence.
+    assert spent(0.0, 0.05) == 0.0
+    assert spent(0.25, 0.05) < 0.0001 < spent(0.5, 0.05) < 0.01 < spent(0.75, 0.05)
+    assert spent(1.0, 0.05) == pytest.approx(0.05) == spent(2.0, 0.05)
+    plan = CONFIG.model_copy(update={"plan_frauds": 100, "min_frauds": 30})
+    looks = [look_of(f, f - 10, plan) for f in range(30, 131, 10)]  # one look a day
+    assert sum(look.alpha for look in looks) == pytest.approx(0.05)
+    first = look_of(30, 20, plan)  # the previous look had too few frauds to test at all
+    assert first.alpha == pytest.approx(spent(0.3, 0.05))
+
+
+def test_daily_looks_with_a_fresh_interval_cross_by_chance_far_more_often():
+    """Under no difference, a trial looked at daily for 28 days: a fresh 90% interval
+    each day rolls back (upper bound < 0) in far more than 5% of trials; the sequential
+    test, at most 5%. Normal draws stand in for the bootstrap (same mean, same error)."""
+    rng = np.random.default_rng(0)
+    plan = CONFIG.model_copy(update={"plan_frauds": 150, "min_frauds": 30, "ap_margin": 0.0})
+    trials, days, per_day = 2_000, 28, 6  # six known frauds more each day
+    naive = sequential = 0
+    for _ in range(trials):
+        steps = rng.normal(0.0, 1.0, days)
+        hit_naive = hit_seq = False
+        for day in range(1, days + 1):
+            frauds = per_day * day
+            if frauds < plan.min_frauds:
+                continue
+            se = 0.5 / np.sqrt(frauds)  # the AP difference's error shrinks with evidence
+            delta = se * steps[:day].sum() / np.sqrt(day)  # a random walk, as evidence accrues
+            hit_naive |= delta + 1.645 * se < 0
+            comparison = GateComparison(delta, delta, delta, 200, se)
+            look = look_of(frauds, frauds - per_day, plan)
+            outcome, _, _ = decide([], comparison, look, "paired", frauds, plan)
+            hit_seq |= outcome == "rollback" and look.information < 1
+        naive += hit_naive
+        sequential += hit_seq
+    rates = f"daily fresh 90% interval {naive / trials:.1%}, sequential {sequential / trials:.1%}"
+    print(f"\nchance rollbacks under no difference: {rates}")  # the figures docs quote
+    assert naive / trials > 0.15  # three times the 5% a single look would allow
+    assert sequential / trials <= 0.05
+
+
+def test_an_inconclusive_trial_at_its_planned_evidence_keeps_the_champion():
+    comparison = GateComparison(0.0, -0.05, 0.05, 200, 0.03)
+    outcome, reason, _ = decide([], comparison, Look(1.0, 0.0, np.inf), "paired", 200, CONFIG)
+    assert outcome == "rollback" and "planned evidence" in reason
 
 
 def test_a_noisy_request_path_is_not_a_slow_challenger(world, monitor_world, better_challenger_log):

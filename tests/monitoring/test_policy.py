@@ -26,7 +26,13 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_the_shipped_policy_is_valid() -> None:
     policy = load_policy(DEFAULT_POLICY)
-    assert {r.action for r in policy.rules} == {"alert", "rollback", "retrain", "promote"}
+    assert {r.action for r in policy.rules} == {
+        "alert",
+        "mitigate",
+        "rollback",
+        "retrain",
+        "promote",
+    }
 
 
 def _shipped_with(change: Callable[[dict[str, Any]], object]) -> str:

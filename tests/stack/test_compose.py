@@ -17,6 +17,7 @@ import jsonschema_rs
 import pytest
 import yaml
 
+from fraudlab.commands.monitor import parse_duration
 from fraudlab.settings import Settings
 from fraudlab.stack.services import (
     COMPOSE_HOME,
@@ -26,6 +27,7 @@ from fraudlab.stack.services import (
     Service,
     services,
 )
+from monitoring.policy import DEFAULT_POLICY, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
@@ -77,6 +79,17 @@ def test_each_fraudlab_container_runs_the_command_stack_up_runs(
 ) -> None:
     for name, service in stack_services.items():
         assert command_of(compose["services"][name]) == list(service.argv), name
+
+
+def test_the_minute_jobs_run_as_often_as_the_policy_plans_them(
+    stack_services: dict[str, Service],
+) -> None:
+    """The policy places the half-hourly minute jobs by the cadence it is told
+    (`passes_multiple`); a schedule that ran less often would skip them."""
+    argv = stack_services["monitor-minutes"].argv
+    assert "--minute-jobs" in argv
+    every = parse_duration(argv[argv.index("--every") + 1])
+    assert every == load_policy(DEFAULT_POLICY).minute_jobs.every_minutes * 60
 
 
 def test_containers_get_the_environment_stack_up_sets(

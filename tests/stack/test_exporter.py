@@ -13,11 +13,16 @@ from fraudlab.stack.exporter import MonitorFindings
 from monitoring.decisions import Decision, DecisionLog, MonitorRun
 from monitoring.findings import Finding
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-def scrape(decision_log: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of one scrape, keyed by name and labels."""
+
+def scrape(decision_log: Path | MonitorFindings) -> Samples:
+    """Every sample of one scrape (by a new collector, or the one given), keyed by name
+    and labels."""
     registry = CollectorRegistry()
-    registry.register(MonitorFindings(decision_log))
+    registry.register(
+        decision_log if isinstance(decision_log, MonitorFindings) else MonitorFindings(decision_log)
+    )
     text = generate_latest(registry).decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -68,3 +73,50 @@ def test_exporter_before_the_first_monitor_run_reports_zero_runs(tmp_path: Path)
     assert samples[("fraudlab_monitor_runs_total", ())] == 0
     assert samples[("fraudlab_monitor_last_run_timestamp_seconds", ())] == 0
     assert not [key for key in samples if key[0] == "fraudlab_monitor_status"]
+
+
+def test_each_job_is_its_latest_finding_in_any_run_as_minute_and_daily_runs_interleave(
+    tmp_path: Path,
+) -> None:
+    log = DecisionLog(tmp_path / "decisions.jsonl")
+    exporter = MonitorFindings(log.path)  # one collector across scrapes, as the server has
+    mitigate = Decision("guardrail-inputs", "guardrail", "mitigate", "input_failures > 0", 2, "")
+    log.append(
+        run(
+            "2026-04-11T00:00:00",  # the daily run: every job
+            [
+                Finding("drift", "alert", "drifted", {"drift_share": 0.6}),
+                Finding("guardrail", "ok", "in band", {"input_failures": 0}),
+            ],
+            [],
+        )
+    )
+    assert scrape(exporter)[("fraudlab_monitor_status", (("job", "drift"),))] == 2
+    for minute in ("00:05", "00:10"):  # the minute jobs' runs: no drift among them
+        log.append(
+            run(
+                f"2026-04-11T{minute}:00",
+                [Finding("guardrail", "alert", "unit change", {"input_failures": 2})],
+                [replace(mitigate, taken=True)],
+            )
+        )
+    with log.path.open("a") as handle:  # a run still being written
+        handle.write('{"now": "2026-04-11T00:15:00", "findi')
+    samples = scrape(exporter)
+    assert samples == scrape(log.path)  # reading on from the last scrape sees what a new one does
+    assert samples[("fraudlab_monitor_status", (("job", "drift"),))] == 2  # from the daily run
+    drift_share = ("fraudlab_monitor_value", (("job", "drift"), ("metric", "drift_share")))
+    assert samples[drift_share] == 0.6
+    inputs = ("fraudlab_monitor_value", (("job", "guardrail"), ("metric", "input_failures")))
+    assert samples[inputs] == 2
+    assert samples[("fraudlab_monitor_status", (("job", "guardrail"),))] == 2
+    assert samples[("fraudlab_monitor_runs_total", ())] == 3
+    assert samples[("fraudlab_monitor_actions_total", (("action", "mitigate"),))] == 2
+
+    log.path.unlink()  # a new log in the same place: counted from its start
+    log.append(run("2026-04-12T00:00:00", [Finding("skew", "ok", "equal", {})], []))
+    samples = scrape(exporter)
+    assert samples[("fraudlab_monitor_runs_total", ())] == 1
+    assert [key for key in samples if key[0] == "fraudlab_monitor_status"] == [
+        ("fraudlab_monitor_status", (("job", "skew"),))
+    ]

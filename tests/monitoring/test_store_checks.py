@@ -1,0 +1,88 @@
+"""The checks that need no traffic: store parity (the online store holds what the
+offline tables say) and the materialization watermark (freshness), each on a private
+online store materialized from the shared world's tables."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data.calendar import Calendar
+from features.definitions import feature_table_path
+from features.store import materialize, open_store
+from fraudlab.settings import Settings
+from monitoring.freshness import materialized_ages, run_freshness
+from monitoring.parity import SnapshotViews, run_parity
+from monitoring.policy import load_policy
+from tests.conftest import World
+
+POLICY = load_policy()
+DAY = 60  # the online store holds the snapshot of this day's midnight
+
+
+@pytest.fixture(scope="module")
+def private(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Settings, pd.Timestamp]:
+    home = tmp_path_factory.mktemp("store_checks")
+    for sub in ("data", "feature_data"):
+        (home / sub).symlink_to(world.settings.home / sub)
+    shutil.copytree(world.settings.feast_dir, home / "feast")  # registry of its own
+    settings = world.settings.model_copy(update={"home": home})
+    midnight = Calendar.of(world.transactions["event_timestamp"]).start(DAY)
+    materialize(settings, end=midnight.to_pydatetime())
+    return settings, midnight
+
+
+def test_a_materialized_store_matches_its_offline_tables(
+    private: tuple[Settings, pd.Timestamp],
+) -> None:
+    settings, _ = private
+    views = SnapshotViews(open_store(settings))
+    finding = run_parity(views, settings.feature_data_dir, POLICY.jobs.parity, 1e-6)
+    assert finding.status == "ok"
+    assert finding.metrics["mismatched_feature_count"] == 0
+
+
+def test_an_online_job_computing_another_window_is_named(
+    private: tuple[Settings, pd.Timestamp], tmp_path: Path
+) -> None:
+    settings, midnight = private
+    copy = tmp_path / "home"  # this test's own copy: it writes wrong values online
+    copy.mkdir()
+    for sub in ("data", "feature_data"):
+        (copy / sub).symlink_to(settings.home / sub)
+    shutil.copytree(settings.feast_dir, copy / "feast")
+    settings = settings.model_copy(update={"home": copy})
+    table = pd.read_parquet(feature_table_path(settings.feature_data_dir, "customer_spending"))
+    snapshot = table[table["event_timestamp"] == midnight].copy()
+    snapshot["customer_mean_amount_7d"] = snapshot["customer_mean_amount_30d"]  # 30 days, not 7
+    open_store(settings).write_to_online_store("customer_spending", snapshot)
+
+    views = SnapshotViews(open_store(settings))
+    finding = run_parity(views, settings.feature_data_dir, POLICY.jobs.parity, 1e-6)
+    assert finding.details["mismatched"] == ["customer_spending:customer_mean_amount_7d"]
+
+
+def test_a_materialization_that_did_not_run_is_stale_with_no_traffic(
+    private: tuple[Settings, pd.Timestamp],
+) -> None:
+    settings, midnight = private
+    views = SnapshotViews(open_store(settings)).views()
+    objective = POLICY.jobs.freshness.objectives_seconds["customer_spending"]
+    no_traffic = pd.DataFrame()
+    on_time = materialized_ages(views, midnight + pd.Timedelta(hours=23))
+    assert run_freshness(no_traffic, POLICY.jobs.freshness, None, on_time).status != "alert"
+    assert (
+        run_freshness(no_traffic, POLICY.jobs.freshness, None, on_time).metrics.get(
+            "stale_view_count", 0.0
+        )
+        == 0.0
+    )
+    late = materialized_ages(views, midnight + pd.Timedelta(seconds=objective + 300))
+    stale = run_freshness(no_traffic, POLICY.jobs.freshness, None, late)
+    assert stale.metrics["stale_view_count"] == len(views)
+    assert set(stale.details["stale_views"]) == set(views)
