@@ -34,9 +34,6 @@ class Scenario:
     detect_within_hours: float = 0.0  # bound on simulated time from injection to detection
     expected_actions: tuple[str, ...] = ()  # policy actions that must be taken, in order
     recovery: str = ""  # what "recovered" means for this story, in words
-    # The monitor's minute jobs (freshness) also run every jobs.freshness.every_minutes
-    # of service time through the day, not only at midnight.
-    minute_checks: bool = False
     baseline: str = "baseline"  # the healthy story on the same world (losses compare)
     what_broke: str = ""
     how_it_shows: str = ""
@@ -80,12 +77,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="skew-amount-units",
             title="Training/serving skew: the gateway starts sending amounts in cents",
-            days=4,
+            days=3,
             fault=AmountInCents(),
             inject_day=1,
-            detector="skew",
-            detect_within_hours=24,
-            expected_actions=("alert",),
+            detector="guardrail",
+            detect_within_hours=0.25,
+            expected_actions=("mitigate",),
             recovery="the on-call reverts the gateway change; skew is back within policy",
             what_broke=(
                 "An upstream release of the payment gateway sends `amount` in cents. The "
@@ -105,11 +102,11 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="skew-stale-features",
             title="Training/serving skew: the materialization job stops",
-            days=4,
+            days=3,
             fault=StaleFeatures(),
             inject_day=1,
-            detector="skew",
-            detect_within_hours=24,
+            detector="freshness",
+            detect_within_hours=1,
             expected_actions=("alert",),
             recovery="the job is restarted and catches up; skew is back within policy",
             what_broke=(
@@ -131,12 +128,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="skew-missing-default",
             title="Training/serving skew: a deploy fills missing features with 0",
-            days=4,
+            days=3,
             fault=MissingAsZero(),
             inject_day=1,
-            detector="skew",
-            detect_within_hours=24,
-            expected_actions=("alert",),
+            detector="guardrail",
+            detect_within_hours=1,
+            expected_actions=("mitigate",),
             recovery="the deploy is rolled back; skew is back within policy",
             what_broke=(
                 "A serving release adds `fillna(0)` to the feature vector. Training left "
@@ -158,11 +155,11 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="skew-window-mismatch",
             title="Training/serving skew: an aggregate computed over another window online",
-            days=4,
+            days=3,
             fault=WindowMismatch(),
             inject_day=1,
-            detector="skew",
-            detect_within_hours=24,
+            detector="parity",
+            detect_within_hours=1,
             expected_actions=("alert",),
             recovery="the online job is fixed; skew is back within policy",
             what_broke=(
@@ -254,7 +251,6 @@ SCENARIOS: dict[str, Scenario] = {
             detector="freshness",
             detect_within_hours=0.5,
             expected_actions=("alert",),
-            minute_checks=True,
             baseline="card-testing-velocity",
             recovery="the worker is restarted, applies the backlog, and no view is stale",
             what_broke=(
@@ -265,8 +261,8 @@ SCENARIOS: dict[str, Scenario] = {
             how_it_shows=(
                 "In the age the API logs per view with every answer: the velocity views' "
                 "age is the stream's lag, which grows from zero with every minute the "
-                "worker is down. The freshness job runs every 10 minutes of service time "
-                "(jobs.freshness.every_minutes) and pages; the daily skew job sees the "
+                "worker is down. The minute jobs run every 5 minutes of service time "
+                "(minute_jobs.every_minutes) and pages; the daily skew job sees the "
                 "frozen values only at midnight."
             ),
             design_answer=(
@@ -282,30 +278,34 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="bad-challenger-leaky",
             title="A bad model: trained with a leaky join, great offline, worse live",
-            days=13,
+            days=3,
             fault=LeakyChallenger(),
             inject_day=1,
-            detector="canary",
-            detect_within_hours=24 * 12,  # the committed run rolled back after 11 days
+            detector="guardrail",
+            detect_within_hours=24,
             expected_actions=("rollback",),
             recovery="the canary is rolled back; the champion decides for everyone again",
             what_broke=(
                 "A model is trained on a naive join: each payment gets the feature row "
                 "with the terminal's fraud rate as finally known, labels from the future "
                 "included. Its offline test set has the same leak, so it beats the champion "
-                "by a mile and passes the offline gate."
+                "by a mile. The gate scores it on point-in-time features too and refuses "
+                "it; someone overrides the gate and sends it out as a 30% canary anyway."
             ),
             how_it_shows=(
-                "Live, it sees point-in-time features only. The canary analysis compares "
-                "it with the champion on the same payments (shadow scores) as chargebacks "
-                "arrive, and the interval of the difference in average precision, or a "
-                "guardrail, says roll back."
+                "Live, it sees point-in-time features only, and behaves nothing like its "
+                "own reference: the guardrail job, every five minutes, holds its decisions "
+                "and scores (canary answers and shadow scores) to its reference and to the "
+                "champion's decisions on the same payments, long before any chargeback "
+                "arrives."
             ),
             design_answer=(
                 "Offline evaluation is only as honest as the join: build training sets "
-                "point-in-time (labels as known at the time), and never promote on offline "
-                "numbers alone: shadow, then a small canary with guardrails and a "
-                "statistical decision on matured labels, with rollback one alias move away."
+                "point-in-time (labels as known at the time), and have the gate check what "
+                "it already computed (a model far worse on point-in-time features than on "
+                "its own test set learned from a leak). Then never trust offline numbers "
+                "alone: shadow, a small canary with label-free guardrails that roll back "
+                "in minutes, and promotion on matured labels with a sequential test."
             ),
         ),
     ]

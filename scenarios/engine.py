@@ -10,9 +10,11 @@ morning after the policy's alert. Time is simulated, so a month takes minutes.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ from data.validate import load_transactions
 from features.definitions import feature_table_path
 from features.store import materialize, open_store
 from fraudlab.settings import Settings
+from monitoring.decisions import MonitorRun
 from monitoring.policy import Policy, load_policy
 from monitoring.runner import run_monitor
 from monitoring.window import Window
@@ -40,6 +43,7 @@ from serving.prediction_log import count_between, read_predictions
 from serving.process import running_server
 
 Say = Callable[[str], None]
+TRIAL_FIGURES = ("agreement_auc", "canary_score_psi", "canary_breaches")
 REPLAY_CONCURRENCY = 8
 
 
@@ -82,6 +86,8 @@ class RunResult:
     spec: WorldSpec
     records: list[DayRecord]
     events: list[Event] = field(default_factory=list)
+    # Per challenger version, the guardrail's latest label-free figures of its trial.
+    trials: dict[str, dict[str, Any]] = field(default_factory=dict)
     world_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -142,8 +148,8 @@ def run_scenario(
     overrides: Overrides = {}
     if fault.stream:
         overrides["stream"] = stream_settings(f"{scenario.name}-{stamp}")
-    if scenario.minute_checks:  # each check waits for the log: flush it often
-        overrides["serving"] = {"log_flush_seconds": 0.02}
+    # The minute jobs wait for the log before each run: flush it often.
+    overrides["serving"] = {"log_flush_seconds": 0.005}
     cache = world_cache or runs_root / ".worlds"
     if not (cache / spec.key / "world.yaml").exists():
         say(f"building the {spec.key} world once: data, features, champion (cached in {cache})")
@@ -191,6 +197,9 @@ class _Story:
         if not self.detected:
             self.detected, self.detected_at = True, at
             self.note(day, at, "detection", f"{detector} job, rule {rule}")
+            fault = self.result.scenario.fault
+            if fault.operator_fix and fault.response_minutes is None:
+                self.fixed_day = day + 1  # the revert ships the morning after the alert
 
 
 def _run_days(
@@ -224,15 +233,18 @@ def _run_days(
         replay_s = time.perf_counter() - clock
         record = _monitor_day(ctx, policy, day, opens, summary)
         record.decisions = between.decisions + record.decisions
-        record.seconds = {"replay": replay_s, "monitor": time.perf_counter() - clock - replay_s}
+        record.minute_runs = between.runs
+        record.seconds = {
+            "replay": replay_s - between.seconds,
+            "minute jobs": between.seconds,
+            "monitor": time.perf_counter() - clock - replay_s,
+        }
         for d in record.decisions:
             if d["taken"] and d["action"] != "alert":
                 story.note(day, closes, "action", f"{d['action']} ({d['rule']}): {d['outcome']}")
         caught = [d for d in record.decisions if d["job"] == scenario.detector]
         if caught and story.injected:
             story.detect(day, closes, caught[0]["rule"], scenario.detector or "")
-            if fault.operator_fix and story.fixed_day is None:
-                story.fixed_day = day + 1  # the revert ships the morning after the alert
         record.events = story.today
         result.records.append(record)
         say(_day_line(record))
@@ -255,12 +267,9 @@ class _BetweenWaves:
             day,
         )
         opens = ctx.day_start(day)
-        self.every = (
-            pd.Timedelta(minutes=policy.jobs.freshness.every_minutes)
-            if scenario.minute_checks
-            else None
-        )
-        self.next_check = opens + self.every if self.every is not None else None
+        self.every = pd.Timedelta(minutes=policy.minute_jobs.every_minutes)
+        self.window = pd.Timedelta(minutes=policy.minute_jobs.window_minutes)
+        self.next_check = opens + self.every
         fault = scenario.fault
         self.injection_at = (
             opens + pd.Timedelta(hours=fault.injects_at_hour)
@@ -268,6 +277,9 @@ class _BetweenWaves:
             else None
         )
         self.decisions: list[dict[str, Any]] = []
+        self.runs = 0  # minute-job runs today
+        self.seconds = 0.0  # ... and their wall-clock time
+        self.known_logged = 0  # payments sent so far that the log is known to hold
         self.sent: list[pd.Timestamp] = []  # event times of the day's payments sent so far
 
     @property
@@ -286,7 +298,7 @@ class _BetweenWaves:
     def until(self, at: pd.Timestamp) -> None:
         """Everything due at or before `at`, in time order."""
         story, fault = self.story, self.scenario.fault
-        while self.next_check is not None and self.every is not None and self.next_check <= at:
+        while self.next_check <= at:
             self._check(self.next_check)
             self.next_check += self.every
         if self.injection_at is not None and at >= self.injection_at and not story.injected:
@@ -303,26 +315,47 @@ class _BetweenWaves:
                 story.note(self.day, fix_at, "fix", fault.fix(self.ctx) or "the fix ships")
 
     def _check(self, at: pd.Timestamp) -> None:
-        """The minute jobs over the last `every` of service time, as a live schedule
+        """The minute jobs over the last window of service time, as a live schedule
         would run them at `at`: every earlier payment has been answered by now."""
-        assert self.every is not None
-        since = at - self.every
-        logged = sum(since <= t < at for t in self.sent)
-        _wait_for_log(self.ctx, logged, since, at, timeout=10)
+        started = time.perf_counter()
+        try:
+            self._run_minute_jobs(at)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _note_trial(self, run: MonitorRun, at: pd.Timestamp) -> None:
+        for finding in run.findings:
+            version = finding["details"].get("challenger_version")
+            if finding["job"] == "guardrail" and version and "canary" in finding["details"]:
+                figures = {k: finding["metrics"].get(k) for k in TRIAL_FIGURES}
+                self.story.result.trials[str(version)] = figures | {"at": at.isoformat()}
+
+    def _run_minute_jobs(self, at: pd.Timestamp) -> None:
+        since = max(at - self.window, self.ctx.day_start(self.day))
+        if len(self.sent) > self.known_logged:  # answers since the last run: in the log yet?
+            logged = bisect.bisect_left(self.sent, at) - bisect.bisect_left(self.sent, since)
+            _wait_for_log(self.ctx, logged, since, at, timeout=10)
+            self.known_logged = len(self.sent)
         with quiet_output():
             run = run_monitor(
                 self.ctx.settings, Window(since, at), self.policy, minute_jobs_only=True
             )
         findings, decisions = monitor_figures(run)
-        self.decisions += [d | {"at": at.isoformat()} for d in decisions]
+        self.decisions += [
+            d | {"at": at.isoformat(), "evidence": findings.get(d["job"], {}).get("summary", "")}
+            for d in decisions
+        ]
+        self.runs += 1
+        self._note_trial(run, at)
         story, detector = self.story, self.scenario.detector
         caught = [d for d in decisions if d["job"] == detector]
         if caught and story.injected:
             story.detect(self.day, at, caught[0]["rule"], detector or "")
-        stale = findings.get("freshness", {}).get("metrics", {}).get("stale_view_count")
-        if story.fixed and not story.recovered and stale == 0:
+        fixed = story.fixed or (story.fixed_day is not None and self.day >= story.fixed_day)
+        quiet = findings.get(detector or "", {}).get("status") == "ok" and not caught
+        if fixed and not story.recovered and quiet:
             story.recovered = True
-            story.note(self.day, at, "recovery", "every view within its freshness objective")
+            story.note(self.day, at, "recovery", f"the {detector} job finds nothing again")
 
 
 def _replay_day(
@@ -360,7 +393,7 @@ def _wait_for_log(
         rows = count_between(ctx.settings.prediction_log_path, since, until)
         if rows >= answered:
             return
-        time.sleep(0.01)
+        time.sleep(0.002)
     raise RuntimeError(
         f"the prediction log holds {rows} of {answered} answers of [{since}, {until})"
     )
@@ -393,6 +426,14 @@ def _monitor_day(
     )
 
 
+def collapsed(decisions: list[dict[str, Any]]) -> list[str]:
+    """Decisions as `action` or `action (held)`, repeats counted: a breaker in force
+    holds its rule back every few minutes all day."""
+    names = [f"{d['action']}{'' if d['taken'] else ' (held)'}" for d in decisions]
+    counts = Counter(names)
+    return [name + (f" x{counts[name]}" if counts[name] > 1 else "") for name in counts]
+
+
 def _day_line(record: DayRecord) -> str:
     def job(name: str, metric: str, fmt: str) -> str:
         status = record.status(name)
@@ -401,7 +442,7 @@ def _day_line(record: DayRecord) -> str:
         flag = "!" if status == "alert" else ""
         return f"{name} {shown}{flag}"
 
-    actions = [f"{d['action']}{'' if d['taken'] else ' (held)'}" for d in record.decisions]
+    actions = collapsed(record.decisions)
     marks = [e.kind for e in record.events if e.kind in ("injection", "fix", "deploy", "detection")]
     took = "+".join(f"{v:.1f}" for v in record.seconds.values())
     return (

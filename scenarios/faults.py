@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipelines.registry import CHALLENGER, connect, set_alias
 from pipelines.train import run_training
 from pipelines.training_set import NAIVE_SERVICE
 
@@ -29,7 +30,7 @@ class Fault:
 
     operator_fix: bool = False  # an on-call engineer reverts it the morning after an alert
     # Minutes from the alert to the operator's fix, for a story whose monitor looks every
-    # few minutes (Scenario.minute_checks); None: the fix ships the morning after.
+    # few minutes (the minute jobs); None: the fix ships the morning after.
     response_minutes: float | None = None
     injects_at_hour: float = 0.0  # hour of the injection day the fault starts at
     stream: bool = False  # payments reach the velocity state through the Redis stream
@@ -179,8 +180,9 @@ class StreamWorkerStops(KnownCardTesting):
 
 @dataclass(frozen=True)
 class LeakyChallenger(Fault):
-    """A model trained with the naive join (labels from the future) passes the offline
-    gate on its own leaky test set and goes out as a canary."""
+    """A model trained with the naive join (labels from the future). The gate refuses
+    it for its leak signature; then someone overrides the gate, moves the `challenger`
+    alias by hand and gives it a canary share: the canary path, exercised on purpose."""
 
     canary_share: float = 0.3
 
@@ -192,16 +194,19 @@ class LeakyChallenger(Fault):
             join="naive",
             cutoff_day=ctx.spec.cutoff_day + day,
         )
-        if outcome.alias != "challenger":
-            return f"leaky v{outcome.version} was refused by the gate ({outcome.alias})"
-        told = f"{ctx.admin.reload()}; {ctx.admin.set_canary(self.canary_share)}"
-        gate = outcome.gate
         offline = outcome.metrics["average_precision"]
         honest = (outcome.point_in_time_metrics or {}).get("average_precision", np.nan)
+        trained = (
+            f"leaky v{outcome.version}: offline AP {offline:.3f}, {honest:.3f} on "
+            f"point-in-time features"
+        )
+        if outcome.alias == "challenger":
+            return f"{trained}; the gate let it through (leak check off?)"
+        refused = next((n for n in outcome.notes if "leak signature" in n), "refused")
+        client = connect(ctx.settings)
+        set_alias(client, ctx.settings.training.model_name, CHALLENGER, outcome.version)
+        told = f"{ctx.admin.reload()}; {ctx.admin.set_canary(self.canary_share)}"
         return (
-            f"leaky v{outcome.version} passed the gate (ΔAP {gate.delta_ap:+.3f}, "
-            f"offline AP {offline:.3f}, {honest:.3f} on point-in-time features) "
-            f"and went to a {self.canary_share:.0%} canary; {told}"
-            if gate
-            else f"leaky v{outcome.version} is challenger; {told}"
+            f"{trained}. {refused}. Overridden by hand: alias challenger -> "
+            f"v{outcome.version}, a {self.canary_share:.0%} canary; {told}"
         )

@@ -47,6 +47,7 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         for d in r.decisions
         if d["taken"]
     ]
+    mitigated = next((a for a in actions if a["action"] == "mitigate"), None)
     recovery_day = _recovery_day(result)
     recovery = next((e for e in result.events if e.kind == "recovery"), None)
     catches = None
@@ -71,7 +72,13 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         "time_to_detect_hours": hours,
         "detect_within_hours": scenario.detect_within_hours if scenario.detector else None,
         "false_alarms": _alarms(before),
+        "minute_job_runs": sum(r.minute_runs for r in records),
+        "challenger_trials": result.trials,
         "actions": actions,
+        "mitigated_at": mitigated["at"] if mitigated else None,
+        "time_to_mitigate_hours": _hours_between(
+            injected_at, mitigated["at"] if mitigated else None
+        ),
         "recovered_at": recovery.at
         if recovery
         else (_monitor_time(records[recovery_day]) if recovery_day is not None else None),
@@ -149,6 +156,12 @@ def _model_checks(within_hours: float, summary: dict[str, Any]) -> dict[str, boo
         "champion_declines_more_tests_than_shadow": champion.get("declined_share", 0)
         > shadow.get("declined_share", 0),
     }
+
+
+def _hours_between(start: pd.Timestamp | None, end: str | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return float((pd.Timestamp(end) - start) / pd.Timedelta(hours=1))
 
 
 def _in_order(wanted: list[str], taken: list[str]) -> bool:

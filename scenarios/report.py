@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,9 @@ def publish(result: RunResult, summary: dict[str, Any], skew_plot: bool, docs: P
 def write_index(docs: Path) -> Path:
     """docs/scenarios/README.md: every published story in one table, from its summary."""
     rows = [
-        "| scenario | caught by | time to detect | policy actions | recovered | "
+        "| scenario | caught by | time to detect | mitigation | policy actions | recovered | "
         "false alarms before the fault | cost during the incident vs baseline |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, scenario in SCENARIOS.items():
         path = docs / "summaries" / f"{name}.json"
@@ -69,15 +70,16 @@ def write_index(docs: Path) -> Path:
         excess = cost.get("excess_over_baseline")
         actions = [a for a in s["actions"] if a["action"] != "alert"] or s["actions"]
         rows.append(
-            f"| [{name}]({name}.md) | {scenario.detector or '-'}"
-            f"{' (minute jobs)' if scenario.minute_checks else ''} | "
+            f"| [{name}]({name}.md) | {scenario.detector or '-'} | "
             f"{_duration(s['time_to_detect_hours'])} | "
+            f"{_mitigation(s)} | "
             f"{_actions(actions) or 'none'} | "
             f"{_recovered(s)} | "
-            f"{s['false_alarms']['count']} of {s['false_alarms']['monitor_runs']} runs | "
+            f"{s['false_alarms']['count']} of {s['false_alarms']['monitor_runs']} days "
+            f"({s['minute_job_runs']:,} minute-job runs) | "
             f"{_fmt(excess, '+,.0f')} |"
         )
-    every = load_policy(None).jobs.freshness.every_minutes
+    every = load_policy(None).minute_jobs.every_minutes
     index = docs / "README.md"
     index.write_text(
         "\n".join(
@@ -89,10 +91,11 @@ def write_index(docs: Path) -> Path:
                 "policy did, what it cost, and the design-round answer. Times are simulated "
                 "time from the injection to the monitor run that caught it (the monitor runs "
                 "at every simulated midnight, and its minute jobs every "
-                f"{every:g} simulated minutes (jobs.freshness.every_minutes) in the stories "
-                "marked so), or, where the model itself is the detector, "
+                f"{every:g} simulated minutes (minute_jobs.every_minutes)), or, where the "
+                "model itself is the detector, "
                 "from a card-testing burst's first payment to the first one it flagged "
-                "(median). Cost = approved fraud + the review fee "
+                "(median). Mitigation: the circuit breaker (every decline served as a "
+                "review) tripped by a guardrail. Cost = approved fraud + the review fee "
                 "(training.review_cost) per reviewed payment, against the baseline run's "
                 "same days (same payments).",
                 "",
@@ -118,6 +121,11 @@ def _actions(actions: list[dict[str, Any]]) -> str:
         else f"{run[0]['action']} x{len(run)} (days {run[0]['day']}-{run[-1]['day']})"
         for run in runs
     )
+
+
+def _mitigation(summary: dict[str, Any]) -> str:
+    hours = summary.get("time_to_mitigate_hours")
+    return "-" if hours is None else f"breaker after {_duration(hours)}"
 
 
 def _recovered(summary: dict[str, Any]) -> str:
@@ -210,7 +218,8 @@ def _world(result: RunResult) -> str:
         f"-day label-maturity wait, {t.bootstrap_rounds} bootstrap rounds for the gate and a "
         f"reference sample of {t.reference_sample_rows:,} rows; the monitor runs at every "
         "simulated midnight over the day (skew samples "
-        f"{result.settings.monitoring.skew_sample_rows:,} requests)."
+        f"{result.settings.monitoring.skew_sample_rows:,} requests), and its minute jobs "
+        f"every {load_policy(None).minute_jobs.every_minutes:g} simulated minutes."
     )
 
 
@@ -317,14 +326,32 @@ def _caught(summary: dict[str, Any]) -> list[str]:
             f"{summary['detect_within_hours']:g} h; took "
             f"{_duration(summary['time_to_detect_hours'])} of simulated time)"
         )
+        if summary.get("mitigated_at"):
+            lines.append(
+                f"- mitigated at {summary['mitigated_at'][:16]}, "
+                f"{_duration(summary['time_to_mitigate_hours'])} after the injection: the "
+                "circuit breaker serves every decline as a review"
+            )
         lines.append(f"- false alarms before the injection: {summary['false_alarms']['count']}")
         lines.append(
             f"- recovered at {(summary['recovered_at'] or 'never')[:16]} ({summary['recovery']})"
         )
+    lines.append(
+        f"- the minute jobs (guardrails, freshness, parity) ran {summary['minute_job_runs']:,} "
+        "times, besides the daily runs"
+    )
     for action in summary["actions"]:
+        evidence = f" Evidence: {action['evidence']}" if action.get("evidence") else ""
         lines.append(
-            f"- day {action['day']} ({action['at'][:10]}): **{action['action']}** by rule "
-            f"`{action['rule']}`: {action['outcome']}"
+            f"- day {action['day']} ({action['at'][:16].replace('T', ' ')}): "
+            f"**{action['action']}** by rule `{action['rule']}`: {action['outcome']}.{evidence}"
+        )
+    for version, trial in summary.get("challenger_trials", {}).items():
+        lines.append(
+            f"- challenger v{version}'s trial, label-free (last look {trial['at'][:16]}): "
+            f"agreement AUC with the champion's flags {_fmt(trial['agreement_auc'], '.2f')}, "
+            f"score PSI against its own reference {_fmt(trial['canary_score_psi'], '.3f')}, "
+            f"guardrails broken {_fmt(trial['canary_breaches'], '.0f')}"
         )
     return lines
 
@@ -392,9 +419,11 @@ def _table(result: RunResult) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result.records:
-        policy = ", ".join(
+        named = [
             f"{d['action']}{'' if d['taken'] else ' (held)'} ({d['rule']})" for d in r.decisions
-        )
+        ]
+        counts = Counter(named)
+        policy = ", ".join(n + (f" x{counts[n]}" if counts[n] > 1 else "") for n in counts)
         lines.append(
             f"| {r.day} | {r.date[:10]} | {r.requests:,} | {r.review_rate:.1%} | "
             f"{r.decline_rate:.1%} | {r.fraud_losses:,.0f} | {r.cost:,.0f} | "

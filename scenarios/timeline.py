@@ -49,6 +49,7 @@ class DayRecord:
     decisions: list[dict[str, Any]]  # triggered rules, taken or held back
     events: list[Event] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall-clock per phase
+    minute_runs: int = 0  # runs of the minute jobs (guardrails, freshness, parity) that day
 
     def metric(self, job: str, name: str) -> float:
         value = self.findings.get(job, {}).get("metrics", {}).get(name)

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from fraudlab.cli import app
 from fraudlab.console import console
+from monitoring.findings import JOBS
 from scenarios.catalog import SCENARIOS
 from scenarios.outcome import MODEL
 
@@ -51,7 +52,7 @@ def test_every_story_states_what_it_expects() -> None:
         if scenario.inject_day is None:
             assert scenario.detector is None and not scenario.expected_actions
             continue
-        assert scenario.detector in {"skew", "drift", "freshness", "performance", "canary"}
+        assert scenario.detector in JOBS  # a monitoring job, by the name the policy knows
         assert 0 < scenario.detect_within_hours <= 24 * scenario.days
         assert scenario.expected_actions and scenario.recovery
         assert scenario.inject_day < scenario.days

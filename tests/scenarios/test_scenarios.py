@@ -5,58 +5,16 @@ takes the expected action, and the system recovers. A story that stops holding f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from monitoring.policy import DEFAULT_POLICY, load_policy
-from scenarios.catalog import get_scenario
-from scenarios.engine import RunResult, run_scenario
-from scenarios.report import write_run
+from scenarios.engine import RunResult
+from tests.scenarios.stories import assert_story_held, run, runs_root, skew_on_detection_day
 
-SEED = 11
-
-
-@pytest.fixture(scope="session")
-def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One runs folder for the session: its world cache builds each world once."""
-    return tmp_path_factory.mktemp("runs")
-
-
-def run(name: str, runs_root: Path) -> tuple[RunResult, dict[str, Any]]:
-    result = run_scenario(get_scenario(name), "small", SEED, runs_root, say=print)
-    docs = runs_root / "docs"  # what --publish writes into docs/scenarios
-    summary = write_run(result, runs_root, publish_to=docs)
-    assert "![timeline](img/" in (docs / f"{name}.md").read_text()
-    assert f"[{name}]({name}.md)" in (docs / "README.md").read_text()
-    for artefact in ("report.md", "summary.json", "timeline.png", "timeline.json"):
-        assert (result.run_dir / artefact).stat().st_size > 0, artefact
-    assert json.loads((result.run_dir / "summary.json").read_text()) == json.loads(
-        json.dumps(summary, default=str)
-    )
-    return result, summary
-
-
-def skew_on_detection_day(result: RunResult) -> list[str]:
-    """The features the skew job named on the day the fault was caught."""
-    day = next(r for r in result.records if any(d["job"] == "skew" for d in r.decisions))
-    stamp = (result.records[day.day].date[:10]).replace("-", "")
-    runs = sorted((result.settings.monitoring_dir / "runs").glob("*/skew.json"))
-    (skew,) = [p for p in runs if p.parent.name.startswith(_next_day(stamp))]
-    return json.loads(skew.read_text())["details"]["skewed_features"]
-
-
-def _next_day(yyyymmdd: str) -> str:
-    import pandas as pd
-
-    return (pd.Timestamp(yyyymmdd) + pd.Timedelta(days=1)).strftime("%Y%m%d")
-
-
-def assert_story_held(summary: dict[str, Any]) -> None:
-    failed = [name for name, ok in summary["checks"].items() if not ok]
-    assert not failed, f"story did not hold: {failed}; see the report"
+__all__ = ["runs_root"]  # the session's runs folder: a fixture, imported to be found
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +30,8 @@ def test_baseline_raises_no_alarm_and_records_normal_ranges(
     assert_story_held(summary)
     assert summary["false_alarms"]["count"] == 0
     assert summary["actions"] == []
+    # The fast guardrails ran every few minutes of the fourteen days, and never fired.
+    assert summary["minute_job_runs"] >= 4_000
     assert summary["requests"] == sum(r.requests for r in result.records) > 5_000
     ranges = summary["normal_ranges"]
     assert ranges["skew_max_mismatch"][1] <= 0.05  # served features equal their offline values
@@ -80,24 +40,36 @@ def test_baseline_raises_no_alarm_and_records_normal_ranges(
     assert ranges["drift_share"][1] <= input_drift.above  # healthy days stay below the alarm
 
 
+# Good customers the cents story turned away before the fast guardrails (the committed
+# page of the daily-monitor design: detected at the next midnight, 24 h later).
+DECLINED_BEFORE_GUARDRAILS = 199
+
+
 @pytest.mark.parametrize(
-    ("name", "expected_skewed"),
+    ("name", "expected_skewed", "rule"),
     [
-        ("skew-amount-units", {"amount", "log_amount", "amount_to_customer_mean_30d"}),
-        ("skew-missing-default", {"customer_mean_amount_1d"}),
-        ("skew-window-mismatch", {"customer_mean_amount_7d"}),
-        ("skew-stale-features", {"customer_tx_count_1d", "terminal_tx_count_1d"}),
+        (
+            "skew-amount-units",
+            {"amount", "log_amount", "amount_to_customer_mean_30d"},
+            "guardrail-inputs",
+        ),
+        ("skew-missing-default", {"customer_mean_amount_1d"}, "guardrail-inputs"),
+        ("skew-window-mismatch", {"customer_mean_amount_7d"}, "store-parity"),
+        ("skew-stale-features", {"customer_tx_count_1d", "terminal_tx_count_1d"}, "stale-features"),
     ],
 )
-def test_skew_is_caught_by_the_skew_job_within_a_day_and_reverted(
-    name: str, expected_skewed: set[str], runs_root: Path, baseline: tuple[RunResult, dict]
+def test_skew_is_caught_within_the_hour_and_the_daily_skew_job_names_it(
+    name: str,
+    expected_skewed: set[str],
+    rule: str,
+    runs_root: Path,
+    baseline: tuple[RunResult, dict],
 ) -> None:
     result, summary = run(name, runs_root)
     assert_story_held(summary)
-    assert summary["time_to_detect_hours"] <= 24
-    assert "feature-skew" in summary["detected_by"]
-    assert any(a["rule"] == "feature-skew" for a in summary["actions"])
-    named = set(skew_on_detection_day(result))
+    assert summary["time_to_detect_hours"] <= 1
+    assert rule in summary["detected_by"]
+    named = set(skew_on_detection_day(result))  # the midnight skew job still says which
     assert expected_skewed <= named, f"skew job named {sorted(named)}"
     if name == "skew-window-mismatch":  # the one feature computed differently, nothing else
         assert named == expected_skewed
@@ -105,26 +77,32 @@ def test_skew_is_caught_by_the_skew_job_within_a_day_and_reverted(
     first, last = summary["losses"]["incident_days"]
     cost, base_cost = summary["losses"]["cost"], baseline[1]["losses"]["cost"]
     assert cost["baseline_same_days"] == pytest.approx(sum(base_cost["per_day"][first : last + 1]))
-    if name == "skew-amount-units":  # every payment looks 100x larger: a flood of reviews
-        assert cost["excess_over_baseline"] > 0
+    if name == "skew-amount-units":
+        assert summary["time_to_detect_hours"] <= 0.25  # within 15 simulated minutes
+        assert summary["time_to_mitigate_hours"] <= 0.5  # the breaker in force within 30
+        declined = summary["losses"]["legit_declined"]["during_incident"]
+        assert declined <= DECLINED_BEFORE_GUARDRAILS / 10
+        assert cost["excess_over_baseline"] > 0  # every payment looks 100x larger: reviews
+        assert "release" in [a["action"] for a in summary["actions"]]  # and it is released
 
 
-def test_new_fraud_pattern_leads_to_retrain_canary_and_promotion(runs_root: Path) -> None:
-    result, summary = run("drift-new-fraud-pattern", runs_root)
-    assert_story_held(summary)
-    taken = [a["action"] for a in summary["actions"]]
-    assert taken.index("retrain") < taken.index("promote")
-    promote = next(a for a in summary["actions"] if a["action"] == "promote")
-    assert promote["rule"] == "canary-better"
-    # After the promotion the new champion decides: its version is on the last day's log.
-    assert result.records[-1].champion_version != result.records[0].champion_version
+# The leaky canary's cost over the baseline before the guardrails (the committed page of
+# the label-based design: rolled back after 11 days).
+LEAKY_EXCESS_BEFORE_GUARDRAILS = 1_367
 
 
-def test_leaky_challenger_is_rolled_back_by_the_canary(runs_root: Path) -> None:
+def test_leaky_challenger_is_refused_by_the_gate_and_when_forced_out_rolled_back_in_a_day(
+    runs_root: Path, baseline: tuple[RunResult, dict]
+) -> None:
     result, summary = run("bad-challenger-leaky", runs_root)
     assert_story_held(summary)
+    notes = " ".join(e.text for e in result.events if e.kind == "note")
+    assert "leak signature" in notes and "Overridden by hand" in notes
     rollback = next(a for a in summary["actions"] if a["action"] == "rollback")
-    assert rollback["rule"] == "canary-worse"
+    assert rollback["rule"] == "guardrail-canary"
+    assert summary["time_to_detect_hours"] <= 24
+    excess = summary["losses"]["cost"]["excess_over_baseline"]
+    assert excess <= LEAKY_EXCESS_BEFORE_GUARDRAILS / 10
     assert any(r.canary_requests > 0 for r in result.records)  # it did decide for some
     assert result.records[-1].canary_requests == 0  # and no longer does
     assert result.records[-1].champion_version == result.records[0].champion_version
