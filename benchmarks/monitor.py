@@ -11,7 +11,7 @@ The jobs then run in a fresh process, so its peak memory is the monitor's alone:
 read the log, load the champion's reference, drift (Evidently), skew (Feast offline
 recomputation of a 2,000-request sample), performance (labels as known at the end of
 the window; skipped with performance_s=nan if monitoring/performance.py is absent).
-Then the minute jobs (guardrails, freshness, store parity: monitoring/runner.py
+Then the minute jobs (guardrails, freshness, store parity: monitoring/minute_jobs.py
 `run_minute_jobs`, the code the schedule runs) over a 15-minute window of 1,000
 requests/s (`--rate`): 900,000 answers, the log's rows replayed at that rate into a
 home of their own beside the world; the median of five runs.

@@ -71,12 +71,12 @@ def write_index(docs: Path) -> Path:
         actions = [a for a in s["actions"] if a["action"] != "alert"] or s["actions"]
         rows.append(
             f"| [{name}]({name}.md) | {scenario.detector or '-'} | "
-            f"{_duration(s['time_to_detect_hours'])} | "
+            f"{simulated_duration(s['time_to_detect_hours'])} | "
             f"{_mitigation(s)} | "
             f"{_actions(actions) or 'none'} | "
             f"{_recovered(s)} | "
-            f"{s['false_alarms']['count']} of {s['false_alarms']['monitor_runs']} days "
-            f"({s['minute_job_runs']:,} minute-job runs) | "
+            f"{s['false_alarms']['count']} of {s['false_alarms']['monitor_runs']} days"
+            f"{_minute_runs(s)} | "
             f"{_fmt(excess, '+,.0f')} |"
         )
     every = load_policy(None).minute_jobs.every_minutes
@@ -123,9 +123,15 @@ def _actions(actions: list[dict[str, Any]]) -> str:
     )
 
 
+def _minute_runs(summary: dict[str, Any]) -> str:
+    """A summary published before the minute jobs has no count of them: say nothing."""
+    runs = summary.get("minute_job_runs")
+    return "" if runs is None else f" ({runs:,} minute-job runs)"
+
+
 def _mitigation(summary: dict[str, Any]) -> str:
     hours = summary.get("time_to_mitigate_hours")
-    return "-" if hours is None else f"breaker after {_duration(hours)}"
+    return "-" if hours is None else f"breaker after {simulated_duration(hours)}"
 
 
 def _recovered(summary: dict[str, Any]) -> str:
@@ -133,7 +139,7 @@ def _recovered(summary: dict[str, Any]) -> str:
     return "-" if day is None else f"day {day}"
 
 
-def _duration(hours: float | None) -> str:
+def simulated_duration(hours: float | None) -> str:
     """Simulated time to detect: minutes under an hour, hours above."""
     if hours is None or math.isnan(hours):
         return "-"
@@ -324,12 +330,12 @@ def _caught(summary: dict[str, Any]) -> list[str]:
             f"{(summary['detected_at'] or 'never')[:16]} by the {summary['detected_by'] or '-'} "
             f"(expected: the {summary['detector_expected']} job within "
             f"{summary['detect_within_hours']:g} h; took "
-            f"{_duration(summary['time_to_detect_hours'])} of simulated time)"
+            f"{simulated_duration(summary['time_to_detect_hours'])} of simulated time)"
         )
         if summary.get("mitigated_at"):
             lines.append(
                 f"- mitigated at {summary['mitigated_at'][:16]}, "
-                f"{_duration(summary['time_to_mitigate_hours'])} after the injection: the "
+                f"{simulated_duration(summary['time_to_mitigate_hours'])} after the injection: the "
                 "circuit breaker serves every decline as a review"
             )
         lines.append(f"- false alarms before the injection: {summary['false_alarms']['count']}")

@@ -79,7 +79,7 @@ def run_and_report(
     """Run, write the report, print the verdict; shared with `fraudlab demo`."""
     from scenarios.catalog import get_scenario
     from scenarios.engine import run_scenario
-    from scenarios.report import write_run
+    from scenarios.report import simulated_duration, write_run
 
     scenario = get_scenario(name)
     console.print(f"[bold]{scenario.name}[/]: {scenario.title}")
@@ -99,7 +99,8 @@ def run_and_report(
     console.print(table)
     if summary.get("time_to_detect_hours") is not None:
         console.print(
-            f"time to detect: {summary['time_to_detect_hours']:g} h of simulated time; "
+            f"time to detect: {simulated_duration(summary['time_to_detect_hours'])} of "
+            "simulated time; "
             f"actions: {', '.join(a['action'] for a in summary['actions']) or 'none'}"
         )
     return summary, result.run_dir / "report.md"
