@@ -42,10 +42,15 @@ class Scenario:
 
 
 _SKEW_ANSWER_TAIL = (
-    "Skew is a code or pipeline defect, not a model problem: no retraining fixes it, so the "
-    "policy alerts a human with the feature named, and the fix is a revert. The detector is "
-    "recomputing logged features offline at the same timestamps (monitoring/skew.py); "
-    "drift can hint at it, but cannot tell a broken pipeline from a changed world."
+    "Skew is a code or pipeline defect, not a model problem: no retraining fixes it, and "
+    "the fix is a revert. Catch it in minutes with what needs no label: inputs held to "
+    "the bands of the model's own training reference (monitoring/guardrail.py), the "
+    "online rows against the offline snapshot (monitoring/parity.py), each view's "
+    "materialization watermark (monitoring/freshness.py); while the inputs are in doubt, "
+    "a circuit breaker sends would-be declines to review. The daily job that recomputes "
+    "logged features offline at the same timestamps (monitoring/skew.py) names every "
+    "feature hit; drift can hint at it, but cannot tell a broken pipeline from a changed "
+    "world."
 )
 
 SCENARIOS: dict[str, Scenario] = {
@@ -92,7 +97,10 @@ SCENARIOS: dict[str, Scenario] = {
             how_it_shows=(
                 "`amount`, `log_amount` and the ratio to the customer's usual amount differ "
                 "from their offline recomputation on every request (the system of record "
-                "still says units); declines and reviews jump, and input drift fires too."
+                "still says units); declines and reviews jump, and input drift fires too. "
+                "The cents also go into the velocity state (the customer's 24-hour "
+                "sums, means and maxima), which keeps them for a day after the revert: "
+                "the breaker stays on until they age out."
             ),
             design_answer=(
                 "Validate units and ranges at the edge, log the exact feature vector served, "
