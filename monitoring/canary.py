@@ -12,10 +12,12 @@ The paired comparison decides whenever shadow scores exist; the arms decide othe
 Every threshold below is the policy's (`jobs.canary` in monitoring/policy.yaml).
 
 The rule, in order:
-1. Guardrails, which need no labels: roll back if the challenger arm's decline rate is
-   more than `max_decline_ratio` times the champion arm's (once it has made at least
-   `min_declines` declines), its model-stage p99 more than `max_latency_ratio` times the
-   champion's (on canary traffic, once it has answered `min_latency_rows` requests, and
+1. Guardrails, which need no labels: roll back if the challenger declined more of its
+   customers than `max_decline_ratio` times the champion's share allows (at least
+   `min_declines` customers, and a count that chance under that share explains with
+   probability below `decline_alpha`; customers, so one card-testing burst is one),
+   its model-stage p99 more than `max_latency_ratio` times the champion's (on canary
+   traffic, once it has answered `min_latency_rows` requests, and
    only above `latency_floor_ms`), its shadow error rate above `max_error_rate`, or its
    feature-fallback rate above the champion's by more than `max_error_rate`.
 2. Evidence: fewer than `min_frauds` known frauds in the deciding comparison
@@ -40,7 +42,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import binom, norm
 
 from monitoring.findings import Finding, Status
 from monitoring.performance import average_precision, join_labels
@@ -105,27 +107,47 @@ def guardrails(
     store, says nothing about the model, and on a few hundred requests such waits set
     the total's p99."""
     if len(canary):
-        declines = float((canary["decision"] == "decline").sum())
-        decline_ratio = _ratio(declines / len(canary), (champion["decision"] == "decline").mean())
+        declined, customers = declined_customers(canary, "decision")
+        baseline = declined_customers(champion, "decision")
         latency = (canary["model_ms"], champion["model_ms"])
         fallback_excess = float(canary["fallback"].mean() - champion["fallback"].mean())
     else:
-        declines = float((paired["decision_shadow"] == "decline").sum())
-        decline_ratio = _ratio(
-            declines / max(len(paired), 1), (paired["decision"] == "decline").mean()
-        )
+        declined, customers = declined_customers(paired, "decision_shadow")
+        baseline = declined_customers(paired, "decision")
         latency = (pd.Series(dtype="float64"), champion["model_ms"])
         fallback_excess = 0.0
     p99 = [float(np.percentile(x, 99)) if len(x) else math.nan for x in latency]
+    champion_share = baseline[0] / max(baseline[1], 1)
     return {
-        "challenger_declines": declines,
-        "decline_ratio": float(decline_ratio),
+        "challenger_declines": float(declined),
+        "challenger_customers": float(customers),
+        # A champion that declined nobody is not a model that never declines: one
+        # customer stands in for it, so one card-testing card cannot read as infinite.
+        "champion_decline_share": max(baseline[0], 1) / max(baseline[1], 1),
+        "decline_ratio": float(_ratio(declined / max(customers, 1), champion_share)),
         "latency_rows": float(len(latency[0])),
         "challenger_p99_ms": p99[0],
         "latency_ratio": _ratio(*p99) if len(latency[0]) and len(latency[1]) else math.nan,
         "shadow_error_rate": float(shadow["error"].notna().mean()) if len(shadow) else 0.0,
         "fallback_excess": fallback_excess,
     }
+
+
+def declined_customers(rows: pd.DataFrame, column: str) -> tuple[int, int]:
+    """(customers with a declined payment, customers): a card-testing burst is one card."""
+    declined = rows.loc[rows[column] == "decline", "customer_id"].nunique()
+    return int(declined), int(rows["customer_id"].nunique())
+
+
+def declines_too_many(g: dict[str, float], config: CanaryConfig) -> bool:
+    """Did the challenger decline more customers than `max_decline_ratio` times the
+    champion's share allows, by a count that chance explains less than one time in
+    1 / `decline_alpha`, and at least `min_declines` of them?"""
+    if g["challenger_declines"] < config.min_declines:
+        return False
+    allowed = min(1.0, config.max_decline_ratio * g["champion_decline_share"])
+    chance = binom.sf(g["challenger_declines"] - 1, g["challenger_customers"], allowed)
+    return bool(chance < config.decline_alpha)
 
 
 def breaches(g: dict[str, float], config: CanaryConfig) -> list[str]:
@@ -135,8 +157,11 @@ def breaches(g: dict[str, float], config: CanaryConfig) -> list[str]:
         config.max_latency_ratio,
         config.max_error_rate,
     )
-    if g["decline_ratio"] > max_decline and g["challenger_declines"] >= config.min_declines:
-        found.append(f"decline rate {g['decline_ratio']:.2f}x the champion's (max {max_decline})")
+    if declines_too_many(g, config):
+        found.append(
+            f"declined {g['challenger_declines']:.0f} of {g['challenger_customers']:.0f} "
+            f"customers, {g['decline_ratio']:.2f}x the champion's share (max {max_decline})"
+        )
     slow = g["latency_ratio"] > max_latency and g["challenger_p99_ms"] > config.latency_floor_ms
     if slow and g["latency_rows"] >= config.min_latency_rows:
         found.append(

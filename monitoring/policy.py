@@ -118,7 +118,8 @@ class CanaryConfig(_Strict):
     look_every_hours: float = Field(gt=0)  # the job's cadence: what one look spends
     bootstrap_rounds: int = Field(ge=20)
     max_decline_ratio: float = Field(gt=0)
-    min_declines: int = Field(ge=0)  # a decline ratio on fewer declines is noise
+    min_declines: int = Field(ge=0)  # customers declined: a ratio on fewer is noise
+    decline_alpha: float = Field(gt=0, lt=1)  # ... and a count this unlikely at the max ratio
     max_latency_ratio: float = Field(gt=0)  # model-stage p99, challenger over champion
     min_latency_rows: int = Field(ge=1)  # a p99 needs this many requests to mean anything
     latency_floor_ms: float = Field(ge=0)  # a model-stage p99 below this is never too slow

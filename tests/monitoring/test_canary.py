@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.canary import Look, decide, look_of, run_canary, spent
+from monitoring.canary import Look, breaches, decide, guardrails, look_of, run_canary, spent
 from monitoring.policy import load_policy
 from pipelines.evaluate import GateComparison
 from serving.prediction_log import read_predictions, read_shadow_scores
@@ -140,7 +140,7 @@ def test_canary_rolls_back_a_challenger_that_declines_far_more(world, monitor_wo
     assert finding.details["outcome"] == "rollback", finding.summary
     assert finding.metrics["decline_ratio"] > 2
     assert finding.metrics["delta_ap"] == 0  # scores alone would not have stopped it
-    assert "decline rate" in finding.details["breaches"][0]
+    assert "the champion's share" in finding.details["breaches"][0]
     lenient = run_canary(
         predictions,
         shadow,
@@ -250,3 +250,33 @@ def test_a_shadow_timed_off_the_request_path_is_not_a_slow_challenger(
 
     assert not any("latency" in b for b in finding.details["breaches"]), finding.summary
     assert finding.metrics["latency_ratio"] != finding.metrics["latency_ratio"]  # NaN: unjudged
+
+
+def _arm(customers: int, answers: int, declined: list[int]) -> pd.DataFrame:
+    """`answers` payments spread over `customers`; `declined` lists the customers whose
+    payments were declined, one entry per declined payment."""
+    ids = np.arange(answers) % customers
+    decisions = np.full(answers, "approve", dtype=object)
+    for i, customer in enumerate(declined):
+        row = np.flatnonzero(ids == customer)[i % 3]
+        decisions[row] = "decline"
+    return pd.DataFrame(
+        {"customer_id": ids, "decision": decisions, "model_ms": 0.1, "fallback": False}
+    )
+
+
+def test_one_card_testing_burst_and_two_declines_are_not_a_declining_challenger():
+    """Seed 12 of the drift story: the retrained challenger (gate +0.136) declined 5 of
+    its 1,187 canary payments, 3 of them one card-testing card, while the champion,
+    blind to the attack, declined none of 3,865; the ratio read infinite and rolled the
+    good challenger back. Declines are counted per customer and tested against what
+    `max_decline_ratio` allows, as the minute jobs' guardrails are."""
+    champion = _arm(customers=444, answers=3_865, declined=[])
+    canary = _arm(customers=126, answers=1_187, declined=[7, 7, 7, 20, 33])
+    g = guardrails(champion, canary, champion.iloc[:0], pd.DataFrame({"error": []}))
+    assert g["challenger_declines"] == 3  # customers
+    assert breaches(g, CONFIG) == []
+    # Declining a tenth of its customers where the champion declines almost nobody is.
+    many = _arm(customers=126, answers=1_187, declined=list(range(0, 126, 10)))
+    g = guardrails(champion, many, champion.iloc[:0], pd.DataFrame({"error": []}))
+    assert any("decline" in b for b in breaches(g, CONFIG))
