@@ -60,17 +60,36 @@ def latest_per_customer(rows: pd.DataFrame) -> pd.DataFrame:
 def input_failures(
     rows: pd.DataFrame, expected: Expectations, config: GuardrailConfig
 ) -> list[dict[str, Any]]:
-    """Features whose band or missing share the window's customers break. The effect is
+    """Features whose band or missing share the window's entities break. The effect is
     checked first, for all features at once; only a feature past it gets the test.
 
     Both checks look for what a pipeline fault does, not for the world moving (the
     daily drift job's business): a value far outside the reference's band (beyond it
     by `range_margin` of its width: a unit change, not a customer whose mean amount is
     just under the reference's least), and a missing share collapsed to none or all of
-    the customers (a fill default, a view no longer served), not one that drifted."""
-    latest = latest_per_customer(rows)
-    names = [name for name in expected.features if name in latest]
+    the entities (a fill default, a view no longer served), not one that drifted.
+
+    A terminal's features are counted per terminal, the rest per customer: three
+    customers at one terminal an attack has pushed past any terminal of the reference
+    are one terminal, not three customers (the drift story on seed 13 tripped the
+    breaker so, at night)."""
+    names = [name for name in expected.features if name in rows]
+    by_terminal = [n for n in names if n.startswith("terminal_") and "terminal_id" in rows]
+    by_customer = [n for n in names if n not in by_terminal]
+    failed = _band_failures(latest_per_customer(rows), by_customer, expected, config)
+    if by_terminal:
+        latest = rows.sort_values("event_timestamp").drop_duplicates("terminal_id", keep="last")
+        failed += _band_failures(latest, by_terminal, expected, config)
+    return sorted(failed, key=lambda f: names.index(f["feature"]))
+
+
+def _band_failures(
+    latest: pd.DataFrame, names: list[str], expected: Expectations, config: GuardrailConfig
+) -> list[dict[str, Any]]:
+    """input_failures over one row per entity."""
     n = len(latest)
+    if not names or n == 0:
+        return []
     values = latest[names].to_numpy(np.float64)
     bands = [expected.bands[name] for name in names]
     low, high = np.array([b.low for b in bands]), np.array([b.high for b in bands])
@@ -98,7 +117,7 @@ def _failure(name: str, what: str, k: int, n: int, p: float, band: Any) -> dict[
     return {
         "feature": name,
         "check": what,
-        "customers": k,
+        "entities": k,  # customers, or terminals for a terminal's feature
         "of": n,
         "share": round(k / n, 4),
         "p_value": p,

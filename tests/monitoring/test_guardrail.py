@@ -146,3 +146,25 @@ def test_a_challenger_that_ranks_at_random_is_caught_and_a_faithful_one_is_not(
     silent = trial.assign(decision="approve")  # flags nothing at all
     muted = run_guardrail(now, expected, CONFIG, silent, challenger)
     assert "flagged share below its band" in [b["check"] for b in muted.details["canary"]]
+
+
+def test_one_terminal_past_its_history_is_one_terminal(
+    healthy: tuple[Path, Expectations], monitor_world: MonitorWorld
+) -> None:
+    """Seed 13 of the drift story: at 01:15 three customers paid, at a terminal the
+    card-testing attack had given more known frauds than any terminal in the
+    reference, and their terminal count read as three customers out of band: the
+    breaker tripped for an hour. A terminal's features are counted per terminal; the
+    same value at three terminals is still a pipeline's doing."""
+    path, expected = healthy
+    night = window(path, monitor_world.day(57) + pd.Timedelta(hours=3))
+    few = night.drop_duplicates("customer_id").head(3)
+    assert len(few) == 3
+    feature = next(n for n in expected.features if n.startswith("terminal_"))
+    band = expected.bands[feature]
+    far = band.high + 10 * (band.high - band.low) + 1.0
+    one_terminal = few.assign(terminal_id=few["terminal_id"].iloc[0], **{feature: far})
+    assert run_guardrail(one_terminal, expected, CONFIG).metrics["input_failures"] == 0
+    three_terminals = few.assign(terminal_id=[1, 2, 3], **{feature: far})
+    failed = run_guardrail(three_terminals, expected, CONFIG).details["inputs"]
+    assert [f["feature"] for f in failed] == [feature]
