@@ -65,11 +65,18 @@ class ServingAdmin:
 
     def clock_state(self) -> dict[str, Any] | None:
         """GET /admin/clock's body, or None when it cannot be read."""
+        return self._get("/admin/clock")
+
+    def routing_state(self) -> dict[str, Any] | None:
+        """GET /admin/routing's body (canary share, shadow, breaker), or None."""
+        return self._get("/admin/routing")
+
+    def _get(self, path: str) -> dict[str, Any] | None:
         if not self.headers:
             return None
         try:
             response = httpx.get(
-                f"{self.url}/admin/clock", headers=self.headers, timeout=ADMIN_TIMEOUT_SECONDS
+                f"{self.url}{path}", headers=self.headers, timeout=ADMIN_TIMEOUT_SECONDS
             )
         except httpx.HTTPError:
             return None

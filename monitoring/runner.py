@@ -131,7 +131,8 @@ def decide_and_act(
         for entry in (journal.interrupted() if execute else [])
     ]
     decisions = triggered(policy, findings)
-    decisions += breaker_release(policy, decisions, now, decision_log)
+    tripped = breaker_tripped(admin, decision_log)
+    decisions += breaker_release(policy, decisions, findings, now, decision_log, tripped)
     done: set[str] = {d.action for d in resumed if d.taken}
     # A challenger still waiting for labels is the answer to the last retrain: replacing
     # it with a newer one every cool-down would restart its trial before it can finish.
@@ -151,7 +152,7 @@ def decide_and_act(
         cooldown = pd.Timedelta(hours=policy.cooldown_hours[decision.action])
         if decision.action in done:
             decision.held_back = f"a {decision.action} was already taken in this run"
-        elif decision.action == "mitigate" and breaker_tripped(decision_log):
+        elif decision.action == "mitigate" and tripped:
             decision.held_back = "the breaker is already tripped"
         elif last is not None and now - last < cooldown:
             decision.held_back = (
@@ -176,18 +177,30 @@ def decide_and_act(
     return resumed + decisions
 
 
-def breaker_tripped(decision_log: DecisionLog) -> bool:
-    """By the decision log: the latest breaker action taken tripped it."""
+def breaker_tripped(admin: ServingAdmin, decision_log: DecisionLog) -> bool:
+    """As serving has it (a person may have released it, a restart reset it); when the
+    API cannot say, by the decision log: the latest breaker action taken tripped it."""
+    state = admin.routing_state()
+    if state is not None and "breaker" in state:
+        return bool(state["breaker"] != "off")
     tripped, released = decision_log.last_taken("mitigate"), decision_log.last_taken("release")
     return tripped is not None and (released is None or released < tripped)
 
 
 def breaker_release(
-    policy: Policy, decisions: list[Decision], now: pd.Timestamp, decision_log: DecisionLog
+    policy: Policy,
+    decisions: list[Decision],
+    findings: list[Finding],
+    now: pd.Timestamp,
+    decision_log: DecisionLog,
+    tripped: bool,
 ) -> list[Decision]:
     """Release a tripped breaker once no rule that trips it has held for
-    `release_after_minutes`: the signal is back, and has stayed back."""
-    if any(d.action == "mitigate" for d in decisions) or not breaker_tripped(decision_log):
+    `release_after_minutes` and this run's guardrails passed on enough customers: the
+    signal is back, and has stayed back (a quiet hour without traffic is no evidence)."""
+    if any(d.action == "mitigate" for d in decisions) or not tripped:
+        return []
+    if not any(f.job == "guardrail" and f.status == "ok" for f in findings):
         return []
     last = decision_log.last_held("mitigate")
     quiet = pd.Timedelta(minutes=policy.release_after_minutes)

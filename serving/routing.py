@@ -8,7 +8,8 @@ The circuit breaker lives here too, as part of what every worker applies to a
 decision: tripped (`review_instead_of_decline`), a payment the model would decline goes
 to an analyst instead. The monitor trips it when a fast guardrail finds the inputs or
 the decisions out of their band (monitoring/guardrail.py) and releases it once they are
-back, or a person does (`fraudlab breaker`); the model's own decision is still logged.
+back, or a person does (`POST /admin/routing {"breaker": "off"}`); the model's own
+decision is still logged.
 
 With several uvicorn workers an admin call reaches one of them only, so a routing change
 is also written to one SQLite row under the home folder (`SharedRouting`); every worker
@@ -79,6 +80,9 @@ class SharedRouting:
             " canary_share REAL NOT NULL, shadow INTEGER NOT NULL, breaker TEXT NOT NULL,"
             " updated_at REAL NOT NULL)"
         )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(routing)")}
+        if "breaker" not in columns:  # a row written before the breaker existed
+            conn.execute("ALTER TABLE routing ADD COLUMN breaker TEXT NOT NULL DEFAULT 'off'")
         return conn
 
     def sync(self) -> RoutingPolicy:
@@ -114,7 +118,8 @@ class SharedRouting:
             on = on if shadow is None else shadow
             tripped = tripped if breaker is None else breaker
             conn.execute(
-                "INSERT OR REPLACE INTO routing VALUES (1, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO routing (id, canary_share, shadow, breaker, updated_at)"
+                " VALUES (1, ?, ?, ?, ?)",
                 (share, int(on), tripped, time.time()),
             )
             conn.execute("COMMIT")

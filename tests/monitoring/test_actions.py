@@ -173,6 +173,19 @@ def test_the_breaker_trips_once_holds_and_is_released_once_the_signal_stays_back
     assert breaker() == "off"
     assert taken([quiet], 10 + policy.release_after_minutes) == []  # nothing left to release
 
+    # Tripped again; an hour without enough traffic to judge is no evidence of recovery.
+    later = 30 + policy.release_after_minutes
+    assert taken([cents], later) == [("mitigate", True, "")]
+    empty = Finding("guardrail", "insufficient_data", "1 customer", {"customers": 1.0})
+    assert taken([empty], later + 2 * policy.release_after_minutes) == []
+    assert breaker() == "review_instead_of_decline"
+    # A person releases it by hand: the monitor reads serving's state, not its own log,
+    # so the fault, still there, trips it again instead of being held as "tripped".
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    server.client.post("/admin/routing", json={"breaker": "off"}, headers=headers)
+    assert taken([cents], later + 3 * policy.release_after_minutes) == [("mitigate", True, "")]
+    assert breaker() == "review_instead_of_decline"
+
 
 def test_actions_report_an_unreachable_server_instead_of_failing(served, tmp_path: Path) -> None:
     settings, _ = served
