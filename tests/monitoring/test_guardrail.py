@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.definitions import is_count
 from monitoring.expectations import Expectations, load_expectations
 from monitoring.guardrail import run_guardrail
 from monitoring.minute_jobs import trial_rows
@@ -148,23 +149,33 @@ def test_a_challenger_that_ranks_at_random_is_caught_and_a_faithful_one_is_not(
     assert "flagged share below its band" in [b["check"] for b in muted.details["canary"]]
 
 
-def test_one_terminal_past_its_history_is_one_terminal(
+def test_a_terminal_past_its_history_is_not_a_pipeline_fault(
     healthy: tuple[Path, Expectations], monitor_world: MonitorWorld
 ) -> None:
-    """Seed 13 of the drift story: at 01:15 three customers paid, at a terminal the
+    """Seed 13 of the drift story: at 01:15 three customers paid at terminals the
     card-testing attack had given more known frauds than any terminal in the
-    reference, and their terminal count read as three customers out of band: the
-    breaker tripped for an hour. A terminal's features are counted per terminal; the
-    same value at three terminals is still a pipeline's doing."""
+    reference, and the breaker tripped for an hour. A count above its band is the
+    history growing (it is held to its lower side only), and a terminal's features are
+    counted per terminal; a non-count far out of band at three terminals is still a
+    pipeline's doing."""
     path, expected = healthy
     night = window(path, monitor_world.day(57) + pd.Timedelta(hours=3))
     few = night.drop_duplicates("customer_id").head(3)
     assert len(few) == 3
-    feature = next(n for n in expected.features if n.startswith("terminal_"))
-    band = expected.bands[feature]
-    far = band.high + 10 * (band.high - band.low) + 1.0
-    one_terminal = few.assign(terminal_id=few["terminal_id"].iloc[0], **{feature: far})
+
+    def far_above(feature: str) -> float:
+        band = expected.bands[feature]
+        return band.high + 10 * (band.high - band.low) + 1.0
+
+    terminal = [n for n in expected.features if n.startswith("terminal_")]
+    count = next(n for n in terminal if is_count(n))
+    rate = next(n for n in terminal if not is_count(n))
+    grown = few.assign(terminal_id=[1, 2, 3], **{count: far_above(count)})
+    assert run_guardrail(grown, expected, CONFIG).metrics["input_failures"] == 0
+    one_terminal = few.assign(terminal_id=few["terminal_id"].iloc[0], **{rate: far_above(rate)})
     assert run_guardrail(one_terminal, expected, CONFIG).metrics["input_failures"] == 0
-    three_terminals = few.assign(terminal_id=[1, 2, 3], **{feature: far})
+    three_terminals = few.assign(terminal_id=[1, 2, 3], **{rate: far_above(rate)})
     failed = run_guardrail(three_terminals, expected, CONFIG).details["inputs"]
-    assert [f["feature"] for f in failed] == [feature]
+    assert [f["feature"] for f in failed] == [rate]
+    zeros = few.assign(terminal_id=[1, 2, 3], **{count: expected.bands[count].low - 1e6})
+    assert run_guardrail(zeros, expected, CONFIG).metrics["input_failures"] >= 1
