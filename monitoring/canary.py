@@ -117,13 +117,13 @@ def guardrails(
         latency = (pd.Series(dtype="float64"), champion["model_ms"])
         fallback_excess = 0.0
     p99 = [float(np.percentile(x, 99)) if len(x) else math.nan for x in latency]
-    champion_share = baseline[0] / max(baseline[1], 1)
+    # A champion that declined nobody is not a model that never declines: one customer
+    # stands in for it, so one card-testing card cannot read as infinite.
+    champion_share = max(baseline[0], 1) / max(baseline[1], 1)
     return {
         "challenger_declines": float(declined),
         "challenger_customers": float(customers),
-        # A champion that declined nobody is not a model that never declines: one
-        # customer stands in for it, so one card-testing card cannot read as infinite.
-        "champion_decline_share": max(baseline[0], 1) / max(baseline[1], 1),
+        "champion_decline_share": champion_share,
         "decline_ratio": float(_ratio(declined / max(customers, 1), champion_share)),
         "latency_rows": float(len(latency[0])),
         "challenger_p99_ms": p99[0],
@@ -246,7 +246,8 @@ def decide(
     if look.information >= 1:
         return "rollback", "inconclusive at the planned evidence: the champion stays", 0
     needed = max(1, math.ceil(config.plan_frauds * (1 - look.information)))
-    return "wait", f"AP interval ({look_text(look)}) inconclusive; next look tomorrow", needed
+    next_look = f"next look in {config.look_every_hours:g} h"
+    return "wait", f"AP interval ({look_text(look)}) inconclusive; {next_look}", needed
 
 
 def interval(cmp: GateComparison, look: Look) -> tuple[float, float]:

@@ -2,7 +2,7 @@
 
 Freshness, the guardrails and (every `slow_every_minutes`) store parity and the
 challenger's trial so far. They read at most `guardrail.max_answers` of the window's
-answers and write nothing unless a rule holds: the runner then keeps the run.
+answers; the run goes to the decision log like any other (fsynced only when it acted).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def run_minute_jobs(
     freshness (served ages and the materialization watermarks), store parity and the
     guardrails, over the window's answers. A stopped stream worker, a materialization
     that did not run, a unit change or a broken challenger is one of these minutes'
-    findings, not the next midnight's. Nothing is written unless a rule holds
-    (`_decide_and_record` then keeps the run and its evidence)."""
+    findings, not the next midnight's. `_decide_and_record` appends the run and its
+    evidence to the decision log, fsynced only when an action was taken."""
     jobs = policy.jobs
     current = read_predictions(
         settings.prediction_log_path,

@@ -68,6 +68,8 @@ def run_parity(
     table: list[dict[str, Any]] = []
     compared = 0
     for name, view in views.views().items():
+        if not feature_table_path(feature_data_dir, name).exists():
+            continue  # no offline table to hold the online rows to (features not built)
         ids = sample_ids(feature_data_dir, name, config)
         online = online_rows(views.store, view, ids)
         if online.empty:

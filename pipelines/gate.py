@@ -11,6 +11,7 @@ average precision decides, and only a whole 90% interval above zero lets it thro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,7 +30,9 @@ def leak_signature(
 ) -> str | None:
     """Why the gate refuses `version` for a leak, or None (`pit_ap`: its average
     precision on point-in-time features, when its own test set was built otherwise)."""
-    if pit_ap is None or not t.leak_check or pit_ap >= (1 - t.leak_max_ap_drop) * own_ap:
+    if pit_ap is None or not t.leak_check or math.isnan(pit_ap) or math.isnan(own_ap):
+        return None  # no point-in-time AP (a test period without a fraud): nothing to judge
+    if pit_ap >= (1 - t.leak_max_ap_drop) * own_ap:
         return None
     return (
         f"gate refuses v{version}: the leak signature, average precision {pit_ap:.3f} on "

@@ -47,7 +47,15 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         for d in r.decisions
         if d["taken"]
     ]
-    mitigated = next((a for a in actions if a["action"] == "mitigate"), None)
+    mitigated = next(  # the breaker this incident tripped, not one tripped before it
+        (
+            a
+            for a in actions
+            if a["action"] == "mitigate"
+            and (injected_at is None or pd.Timestamp(a["at"]) >= injected_at)
+        ),
+        None,
+    )
     recovery_day = _recovery_day(result)
     recovery = next((e for e in result.events if e.kind == "recovery"), None)
     catches = None

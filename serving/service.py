@@ -200,6 +200,7 @@ class ScoringService:
             self.shadow.submit(ShadowJob(request_id, loaded.challenger, vector))
         alias = CHALLENGER if route == "canary" else CHAMPION
         self._update_payment_state(request, now)
+        served = self.routing.served(decision)  # once: the answer and its log agree
         self._record(
             request,
             now,
@@ -208,7 +209,7 @@ class ScoringService:
             alias,
             model.version,
             score,
-            decision,
+            (decision, served),
             loaded,
             vector,
             (started, features_done, model_done),
@@ -217,7 +218,7 @@ class ScoringService:
             request_id=request_id,
             transaction_id=request.transaction_id,
             score=score,
-            decision=self.routing.served(decision),
+            decision=served,
             route=route,
             model=ModelRef(name=model.name, version=model.version, alias=alias),
             fallback=bool(vector.fallback),
@@ -233,11 +234,12 @@ class ScoringService:
         alias: str,
         version: str,
         score: float,
-        decision: str,
+        decisions: tuple[str, str],  # the model's, and the one served
         loaded: LoadedModels,
         vector: FeatureVector,
         marks: tuple[float, float, float],
     ) -> None:
+        decision, served = decisions
         started, features_done, model_done = marks
         total = time.perf_counter() - started
         m = self.metrics
@@ -245,7 +247,6 @@ class ScoringService:
         m.stage_seconds.labels("model").observe(model_done - features_done)
         m.stage_seconds.labels("total").observe(total)
         m.requests.labels(route, decision).inc()
-        served = self.routing.served(decision)
         if served != decision:
             m.breaker_overrides.labels(route).inc()
         ages = vector.ages | dict.fromkeys(

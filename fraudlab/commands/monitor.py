@@ -215,5 +215,7 @@ def alert_rules(
     if out is None:
         typer.echo(text, nl=False)
         return
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
     out.write_text(text)
     err_console.print(f"wrote {out}")

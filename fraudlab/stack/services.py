@@ -19,7 +19,10 @@ from fraudlab.settings import Settings
 
 MLFLOW_PORT = 5000  # MLflow's own default, used when the tracking URI names no port
 API_WORKERS = 2  # the profile serves with several workers; two cores here, one each
-MONITOR_EVERY = "1h"  # the label and drift jobs: a laptop's cadence; a real one is daily
+# The daily jobs (drift, skew, the labels' performance and canary): the policy's
+# canary.look_every_hours, which its sequential test spends its error by (one look a
+# day; a look every hour would spend the day's error 24 times over).
+MONITOR_EVERY = "24h"
 # The minute jobs (freshness, guardrails, store parity): policy.yaml's
 # minute_jobs.every_minutes, which also places their slower half-hourly part.
 MINUTE_JOBS_EVERY = "5m"
@@ -164,7 +167,7 @@ def services(settings: Settings, net: Network) -> list[Service]:
             depends_on=("api",),
             start_seconds=300.0,  # its first run, over up to a day of logged traffic
         ),
-        # A second schedule, same lock: a minute run that meets the hourly run skips
+        # A second schedule, same lock: a minute run that meets the daily run skips
         # its turn (reported) instead of waiting behind it.
         Service(
             "monitor-minutes",

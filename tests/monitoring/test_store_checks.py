@@ -45,6 +45,10 @@ def test_a_materialized_store_matches_its_offline_tables(
     finding = run_parity(views, settings.feature_data_dir, POLICY.jobs.parity, 1e-6)
     assert finding.status == "ok"
     assert finding.metrics["mismatched_feature_count"] == 0
+    # A home whose offline tables are not built (yet): nothing to compare, no crash
+    # that would stop the monitor's schedule.
+    unbuilt = run_parity(views, settings.home / "no_tables", POLICY.jobs.parity, 1e-6)
+    assert unbuilt.status == "insufficient_data"
 
 
 def test_an_online_job_computing_another_window_is_named(

@@ -165,3 +165,13 @@ def test_the_join_uses_the_feature_service_asked_for(world: World, tmp_path: Pat
     tags = MlflowClient().get_model_version("fraud-detector", outcome.version).tags
     assert tags["feature_service"] == "fraud_busy"
     assert tags["features"] == "customer_mean_amount_7d,terminal_daily_payments_7d,amount"
+
+
+def test_no_point_in_time_average_precision_is_not_a_leak() -> None:
+    """A test period without a known fraud has no AP (NaN): nothing to judge, no refusal."""
+    from fraudlab.settings import TrainingSettings
+    from pipelines.gate import leak_signature
+
+    t = TrainingSettings()
+    assert leak_signature(t, "3", 0.99, float("nan")) is None
+    assert leak_signature(t, "3", 0.99, 0.33) is not None

@@ -77,3 +77,18 @@ def test_the_native_stacks_prometheus_config_names_the_committed_rules(tmp_path:
     assert yaml.safe_load(written.read_text())["rule_files"] == [str(PROMETHEUS / "alerts.yml")]
     done = promtool("check", "config", str(written))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_alert_rules_to_a_missing_folder_is_refused_with_the_folder_named(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from fraudlab.cli import app
+
+    out = tmp_path / "no" / "such" / "alerts.yml"
+    result = CliRunner().invoke(app, ["monitor", "alert-rules", "--out", str(out)])
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "does not exist" in " ".join(result.output.split()) and not out.exists()
+    assert "Traceback" not in result.output

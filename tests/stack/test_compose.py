@@ -92,6 +92,16 @@ def test_the_minute_jobs_run_as_often_as_the_policy_plans_them(
     assert every == load_policy(DEFAULT_POLICY).minute_jobs.every_minutes * 60
 
 
+def test_the_daily_monitor_looks_at_the_canary_as_often_as_its_test_spends(
+    stack_services: dict[str, Service],
+) -> None:
+    """The sequential canary spends its error one look per canary.look_every_hours:
+    a monitor that ran more often would spend it again at every run."""
+    argv = stack_services["monitor"].argv
+    every = parse_duration(argv[argv.index("--every") + 1])
+    assert every == load_policy(DEFAULT_POLICY).jobs.canary.look_every_hours * 3600
+
+
 def test_containers_get_the_environment_stack_up_sets(
     compose: dict, stack_services: dict[str, Service]
 ) -> None:
