@@ -32,6 +32,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 LOG_NAME = "monitor_bench_log.sqlite"  # under the home, next to the world it was built from
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def build_log(home: Path, rows: int, say=print) -> Path:
     from fraudlab.settings import Settings
     from pipelines.registry import CHAMPION, connect, load_version
     from pipelines.training_set import TimeSplit, build_training_frame
-    from serving.prediction_log import PredictionRecord, count_rows, write_records
+    from serving.prediction_log import count_rows, write_records
     from serving.scoring import ServingModel
 
     path = home / LOG_NAME
@@ -77,34 +78,66 @@ def build_log(home: Path, rows: int, say=print) -> Path:
     records = []
     for record, vector in zip(frame.to_dict("records"), matrix.tolist(), strict=True):
         features = dict(zip(champion.features, vector, strict=True))
+        decision = champion.decide(float(record["score"]))
         records.append(
-            PredictionRecord(
+            champion_answer(
                 request_id=f"bench-{record['transaction_id']}",
                 transaction_id=str(record["transaction_id"]),
-                event_timestamp=record["event_timestamp"],
-                served_at=record["event_timestamp"],
+                at=record["event_timestamp"],
                 customer_id=int(record["customer_id"]),
                 terminal_id=int(record["terminal_id"]),
                 amount=float(record["amount"]),
-                route="champion",
-                model_alias=CHAMPION,
-                model_version=champion.version,
+                model=(CHAMPION, champion.version, champion.version),
                 score=float(record["score"]),
-                decision=champion.decide(float(record["score"])),
-                model_decision=champion.decide(float(record["score"])),
-                champion_version=champion.version,
-                challenger_version=None,
-                fallback_features=[],
+                decisions=(decision, decision),
                 features=features,
-                features_ms=0.3,
-                model_ms=0.05,
-                total_ms=1.0,
-                logged_at=0.0,
             )
         )
     write_records(path, records)
     say(f"logged {count_rows(path):,} requests in {time.perf_counter() - started:.0f} s")
     return path
+
+
+def champion_answer(
+    *,
+    request_id: str,
+    transaction_id: str,
+    at: Any,
+    customer_id: int,
+    terminal_id: int,
+    amount: float,
+    model: tuple[str, str, str],  # alias, version, champion version
+    score: float,
+    decisions: tuple[str, str],  # served, the model's own
+    features: dict[str, float],
+) -> Any:
+    """A champion-routed log record with the benchmark's fixed stage timings."""
+    from serving.prediction_log import PredictionRecord
+
+    alias, version, champion_version = model
+    return PredictionRecord(
+        request_id=request_id,
+        transaction_id=transaction_id,
+        event_timestamp=at,
+        served_at=at,
+        customer_id=customer_id,
+        terminal_id=terminal_id,
+        amount=amount,
+        route="champion",
+        model_alias=alias,
+        model_version=version,
+        score=score,
+        decision=decisions[0],
+        model_decision=decisions[1],
+        champion_version=champion_version,
+        challenger_version=None,
+        fallback_features=[],
+        features=features,
+        features_ms=0.3,
+        model_ms=0.05,
+        total_ms=1.0,
+        logged_at=0.0,
+    )
 
 
 MINUTES = 15  # the guardrail's window (policy: minute_jobs.window_minutes)
@@ -117,7 +150,6 @@ def build_burst_home(home: Path, log: Path, rate: int, say=print) -> Path:
 
     from serving.prediction_log import (
         COLUMNS,
-        PredictionRecord,
         count_rows,
         read_predictions,
         write_records,
@@ -147,30 +179,23 @@ def build_burst_home(home: Path, log: Path, rate: int, say=print) -> Path:
             r = records[i % len(records)]
             at = start + i * step
             chunk.append(
-                PredictionRecord(
+                champion_answer(
                     request_id=f"burst-{i}",
                     transaction_id=str(r["transaction_id"]),
-                    event_timestamp=at.to_pydatetime(),
-                    served_at=at.to_pydatetime(),
+                    at=at.to_pydatetime(),
                     # Each replay of the log as other customers: 900,000 answers, not 100,000
                     # customers nine times over.
                     customer_id=int(r["customer_id"]) + (i // len(rows)) * 10**7,
                     terminal_id=int(r["terminal_id"]),
                     amount=float(r["request_amount"]),
-                    route="champion",
-                    model_alias=str(r["model_alias"]),
-                    model_version=str(r["model_version"]),
+                    model=(
+                        str(r["model_alias"]),
+                        str(r["model_version"]),
+                        str(r["champion_version"]),
+                    ),
                     score=float(r["score"]),
-                    decision=str(r["decision"]),
-                    model_decision=str(r["model_decision"]),
-                    champion_version=str(r["champion_version"]),
-                    challenger_version=None,
-                    fallback_features=[],
+                    decisions=(str(r["decision"]), str(r["model_decision"])),
                     features={n: float(r[n]) for n in feature_names},
-                    features_ms=0.3,
-                    model_ms=0.05,
-                    total_ms=1.0,
-                    logged_at=0.0,
                 )
             )
         write_records(path, chunk)

@@ -42,9 +42,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binom, norm
+from scipy.stats import norm
 
 from monitoring.findings import Finding, Status
+from monitoring.guardrail import upper_tail
 from monitoring.performance import average_precision, join_labels
 from monitoring.policy import CanaryConfig
 from pipelines.evaluate import GateComparison, bootstrap_ap_difference
@@ -146,8 +147,8 @@ def declines_too_many(g: dict[str, float], config: CanaryConfig) -> bool:
     if g["challenger_declines"] < config.min_declines:
         return False
     allowed = min(1.0, config.max_decline_ratio * g["champion_decline_share"])
-    chance = binom.sf(g["challenger_declines"] - 1, g["challenger_customers"], allowed)
-    return bool(chance < config.decline_alpha)
+    declined, customers = int(g["challenger_declines"]), int(g["challenger_customers"])
+    return upper_tail(declined, customers, allowed) < config.decline_alpha
 
 
 def breaches(g: dict[str, float], config: CanaryConfig) -> list[str]:

@@ -125,8 +125,11 @@ class DecisionLog:
                 run: dict[str, Any] = json.loads(line) if line.strip() else {}
             except json.JSONDecodeError:
                 continue  # a torn line: read_json_lines warns about it
-            for d in run.get("decisions", ()):
-                now = pd.Timestamp(run["now"])
+            decisions = run.get("decisions", ())
+            if not decisions:
+                continue
+            now = pd.Timestamp(run["now"])
+            for d in decisions:
                 index.held[d["action"]] = max(now, index.held.get(d["action"], now))
                 if d["taken"]:
                     index.taken[d["action"]] = max(now, index.taken.get(d["action"], now))

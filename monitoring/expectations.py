@@ -45,12 +45,6 @@ class Expectations:
     bands: dict[str, Band]
     out_of_band_share: float  # expected share outside a band: 2 * quantile
 
-    def flagged(self, scores: np.ndarray) -> np.ndarray:
-        return scores >= self.review_threshold
-
-    def declined(self, scores: np.ndarray) -> np.ndarray:
-        return scores >= self.decline_threshold
-
 
 def expectations_of(reference: ReferenceSample, quantile: float) -> Expectations:
     """The version's expectations; `quantile`: each band's tail on either side."""

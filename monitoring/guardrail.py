@@ -54,8 +54,9 @@ def lower_tail(k: int, n: int, p: float) -> float:
     return float(binom.cdf(k, n, min(max(p, 1e-12), 1.0)))
 
 
-def latest_per_customer(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows.sort_values("event_timestamp").drop_duplicates("customer_id", keep="last")
+def latest_per(rows: pd.DataFrame, entity: str) -> pd.DataFrame:
+    """Each entity's latest row (`rows` in time order)."""
+    return rows.drop_duplicates(entity, keep="last")
 
 
 def input_failures(
@@ -78,9 +79,10 @@ def input_failures(
     names = [name for name in expected.features if name in rows]
     by_terminal = [n for n in names if n.startswith("terminal_") and "terminal_id" in rows]
     by_customer = [n for n in names if n not in by_terminal]
-    failed = _band_failures(latest_per_customer(rows), by_customer, expected, config)
+    ordered = rows.sort_values("event_timestamp")
+    failed = _band_failures(latest_per(ordered, "customer_id"), by_customer, expected, config)
     if by_terminal:
-        latest = rows.sort_values("event_timestamp").drop_duplicates("terminal_id", keep="last")
+        latest = latest_per(ordered, "terminal_id")
         failed += _band_failures(latest, by_terminal, expected, config)
     return sorted(failed, key=lambda f: names.index(f["feature"]))
 
