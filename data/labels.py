@@ -1,9 +1,16 @@
-"""How fraud labels arrive, as the transactions themselves show it.
+"""How fraud labels arrive, and the one place training and monitoring read them.
 
 A fraud's label arrives with its chargeback, days to weeks after the payment, or never;
 a legitimate payment's label is final when its chargeback window closes
 (`label_available_at`, data/schema.py). So the window and the reporting delays are
 facts of the data, not constants of the simulator: a user's own file gives its own.
+
+Labels are events: (transaction, source, known_at, value). The transactions file
+gives two sources (a chargeback, value 1; the window closing without one, value 0).
+Served traffic adds the sources a decision opens (data/feedback.py): an analyst's
+verdict on a reviewed payment, a customer confirming a declined one. `known_labels`
+is what anyone asks "what did we know about this payment at time t": the latest event
+at or before t wins (a chargeback after an analyst's "legitimate" overrides it).
 """
 
 from __future__ import annotations
@@ -15,6 +22,65 @@ import numpy.typing as npt
 import pandas as pd
 
 DAY = pd.Timedelta(days=1)
+# Where a label came from: the file's two, and the two a decision opens (data/feedback.py).
+SOURCES = ("chargeback", "window_closed", "analyst", "customer")
+EVENT_COLUMNS = ["transaction_id", "source", "known_at", "value"]
+
+
+def history_label_events(tx: pd.DataFrame) -> pd.DataFrame:
+    """The transactions file's labels as events: a chargeback (value 1) for each reported
+    fraud, the window closing (value 0) for each legitimate payment; an unreported fraud
+    has none."""
+    known = tx["label_available_at"].notna()
+    fraud = tx["is_fraud"] == 1
+    return pd.DataFrame(
+        {
+            "transaction_id": tx.loc[known, "transaction_id"].to_numpy(),
+            "source": np.where(fraud[known], "chargeback", "window_closed"),
+            "known_at": tx.loc[known, "label_available_at"].to_numpy(),
+            "value": fraud[known].astype(np.int8).to_numpy(),
+        }
+    )
+
+
+def known_labels(
+    tx: pd.DataFrame, as_of: pd.Timestamp, events: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """What was known about each payment of `tx` at `as_of`, aligned with `tx`'s rows:
+    `label` (the latest event's value; 0 when nothing is known, the convention training
+    has always used), `labelled` (an event had arrived) and `source` ("" when none).
+    `events`: the label events to read (default: the file's own, history_label_events)."""
+    if events is None:
+        events = history_label_events(tx)
+    arrived = events[events["known_at"] <= as_of]
+    latest = (
+        arrived.sort_values("known_at", kind="stable")
+        .drop_duplicates("transaction_id", keep="last")
+        .set_index("transaction_id")
+    )
+    found = latest.reindex(tx["transaction_id"].to_numpy())
+    labelled = found["value"].notna().to_numpy()
+    return pd.DataFrame(
+        {
+            "label": found["value"].fillna(0).astype(np.int8).to_numpy(),
+            "labelled": labelled,
+            "source": found["source"].fillna("").to_numpy(),
+        },
+        index=tx.index,
+    )
+
+
+def labels_known_at(
+    tx: pd.DataFrame, cutoff: pd.Timestamp, events: pd.DataFrame | None = None
+) -> pd.Series:
+    """1 where fraud was known by the cutoff; unknown (an unreported fraud too) is 0."""
+    return known_labels(tx, cutoff, events)["label"]
+
+
+def fraud_reported_at(tx: pd.DataFrame) -> pd.Series:
+    """When each fraud of the file first became known (NaT: never, or not a fraud): what
+    the terminal-risk features may count, and from when."""
+    return tx["label_available_at"].where(tx["is_fraud"] == 1)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.calendar import Calendar
-from data.labels import ReportingDelays
+from data.labels import ReportingDelays, fraud_reported_at
 from features.definitions import (
     LONG_WINDOW_DAYS,
     MATURED_WINDOWS_DAYS,
@@ -117,7 +117,7 @@ class KnownFrauds:
         return cls(
             entity[fraud],
             grid.day_index(tx.loc[fraud, "event_timestamp"]),
-            grid.first_snapshot_at_or_after(tx.loc[fraud, "label_available_at"]),
+            grid.first_snapshot_at_or_after(fraud_reported_at(tx)[fraud]),
             n_entities,
             grid.n_days,
         )

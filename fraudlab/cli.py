@@ -47,6 +47,7 @@ for name, group in (
     app.add_typer(group, name=name)
 app.command("train")(train.train)
 app.command("ablation")(train.ablation)
+app.command("feedback-loop")(train.feedback_loop)
 app.command("serve")(serve.serve)
 app.command("replay")(replay.replay)
 app.command("demo")(demo.demo)

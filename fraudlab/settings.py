@@ -52,7 +52,14 @@ class TrainingSettings(BaseModel):
     # None: the data's own median chargeback delay, so a dataset brought in through
     # `data validate` gets its delay, not the simulator's.
     label_delay_days: int | None = Field(None, ge=0, le=180)
-    review_cost: float = Field(5.0, gt=0)  # cost of sending one payment to manual review
+    review_cost: float = Field(5.0, gt=0)  # an analyst's time on one reviewed payment
+    # Reviews the analysts finish in a day: precision at capacity is measured at it, and
+    # the feedback loop's world verdicts at most this many a day (data/feedback.py).
+    analyst_capacity_per_day: int = Field(50, ge=1)
+    # A good customer declined: this share of the amount (margin, churn) plus a fixed
+    # friction cost (a call, a retry). Zero for both would make declining free.
+    false_decline_share: float = Field(0.1, ge=0, le=1)
+    false_decline_fixed: float = Field(2.0, ge=0)
     # The gate refuses a version whose test AP on point-in-time features (what serving
     # will see) is below (1 - this) x its AP on its own test set: the signature of a
     # leaky join. `leak_check: false` lets one through (the leaky story's canary path).
@@ -61,6 +68,20 @@ class TrainingSettings(BaseModel):
     bootstrap_rounds: int = Field(200, ge=20, le=10_000)
     reference_sample_rows: int = Field(5_000, ge=100)  # training features kept for drift jobs
     model_name: str = "fraud-detector"
+
+
+class FeedbackSettings(BaseModel):
+    """How the simulated world labels a payment from the decision it got
+    (data/feedback.py): approved -> chargeback or the window closing; reviewed -> an
+    analyst's verdict within hours, at most training.analyst_capacity_per_day a day;
+    declined -> nothing, but for the share of good customers who call to confirm."""
+
+    model_config = {"extra": "forbid"}
+
+    analyst_hours: float = Field(4.0, gt=0, le=72)  # mean time to an analyst's verdict
+    analyst_error_rate: float = Field(0.05, ge=0, lt=0.5)  # verdicts that are wrong
+    customer_confirm_share: float = Field(0.05, ge=0, le=1)  # good customers declined who call
+    customer_confirm_hours: float = Field(24.0, gt=0, le=720)  # within this long
 
 
 class ServingSettings(BaseModel):
@@ -160,6 +181,7 @@ class Settings(BaseSettings):
     require_services: bool = False  # tests: fail, not skip, when PostgreSQL/Redis are absent
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     serving: ServingSettings = ServingSettings()
     stream: StreamSettings = StreamSettings()
     monitoring: MonitoringSettings = MonitoringSettings()

@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
-from data.labels import ReportingDelays
+from data.labels import ReportingDelays, labels_known_at
 from monitoring.findings import JOB_METRICS, Finding
 from monitoring.policy import PerformanceConfig
 from pipelines.evaluate import expected_cost
-from pipelines.training_set import labels_known_at
 from serving.prediction_log import COLUMNS, table_ids
 
 # The request, not its feature vector or the ages of its features.
@@ -31,18 +30,23 @@ GROUP = ["model_version", "route"]
 
 
 def join_labels(
-    predictions: pd.DataFrame, transactions: pd.DataFrame, now: pd.Timestamp
+    predictions: pd.DataFrame,
+    transactions: pd.DataFrame,
+    now: pd.Timestamp,
+    label_events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The predictions with `label` (1 = fraud reported by `now`) and `flagged` (sent to
-    review or declined)."""
+    """The predictions with `label` (1 = fraud known by `now`, from `label_events`:
+    default the transactions file's own) and `flagged` (sent to review or declined)."""
     # The logged request, not its feature vector; losses are the request's amount.
     request = predictions.drop(columns="amount", errors="ignore")  # `amount` is the feature
     logged = request.rename(columns={"request_amount": "amount"})[LOG_COLUMNS]
-    tx = transactions.set_index("transaction_id")[["is_fraud", "label_available_at"]]
-    joined = logged.join(tx, on=table_ids(logged["transaction_id"]), how="left")
-    joined["label"] = labels_known_at(joined.fillna({"is_fraud": 0}), now)
+    ids = table_ids(logged["transaction_id"])
+    served = transactions[transactions["transaction_id"].isin(ids.dropna())]
+    known = labels_known_at(served, now, label_events)
+    known.index = served["transaction_id"].to_numpy()
+    joined = logged.assign(label=known.reindex(ids).fillna(0).astype(np.int8).to_numpy())
     joined["flagged"] = joined["decision"] != "approve"  # the model's own review threshold
-    return joined.drop(columns=["is_fraud", "label_available_at"])
+    return joined
 
 
 def average_precision(labels: pd.Series, scores: pd.Series) -> float:

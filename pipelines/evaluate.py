@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -20,16 +21,61 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
 FloatArray = npt.NDArray[np.float64]
+
+
+class TrainingCosts(Protocol):
+    """What thresholds read from the training settings (fraudlab/settings.py)."""
+
+    review_cost: float
+    analyst_capacity_per_day: int
+
+
 TOP_K_PER_DAY = 100  # alerts an analyst team reviews per day
 FIXED_FPR = 0.01  # recall is reported at a 1% false-positive rate
 
 
+DECLINE_PRECISION = 0.8  # decline outright only where 4 in 5 validation alerts were fraud
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """review: cost-optimal; decline: where validation precision reaches the target."""
+    """review: cost-optimal within the analysts' capacity; decline: where validation
+    precision reaches the target."""
 
     review: float
     decline: float
+
+
+def decisions_of(scores: FloatArray, thresholds: Thresholds) -> npt.NDArray[np.str_]:
+    """The model's decision per score: the rule serving applies to one payment
+    (serving/scoring.py `decide`), over many."""
+    return np.select(
+        [scores >= thresholds.decline, scores >= thresholds.review],
+        ["decline", "review"],
+        "approve",
+    ).astype(str)
+
+
+def capacity_thresholds(
+    labels: npt.ArrayLike,
+    scores: FloatArray,
+    amounts: npt.ArrayLike,
+    costs: TrainingCosts,
+    days: int,
+) -> Thresholds:
+    """Validation thresholds: review at the cost optimum unless that sends the analysts
+    more than `costs.analyst_capacity_per_day` a day (over `days` validation days), then
+    higher, where it sends them exactly that many; decline where precision reaches
+    DECLINE_PRECISION (never below the review threshold)."""
+    review = cost_optimal_threshold(labels, scores, amounts, costs.review_cost)
+    decline = precision_threshold(labels, scores, DECLINE_PRECISION, floor=review)
+    below_decline = np.sort(scores[scores < decline])[::-1]
+    capacity = costs.analyst_capacity_per_day * days
+    if np.count_nonzero(below_decline >= review) > capacity and capacity < len(below_decline):
+        # The capacity-th highest score below the decline threshold, and the next one
+        # lower, so the threshold sits between distinct scores: at most `capacity` pass.
+        review = float(np.nextafter(below_decline[capacity], np.inf))
+    return Thresholds(review, decline)
 
 
 def expected_cost(

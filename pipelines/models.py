@@ -29,7 +29,11 @@ ClassWeighting = Literal["balanced", "none"]
 
 
 def train_logreg(
-    x_train: Matrix, y_train: Labels, seed: int, weighting: ClassWeighting = "none"
+    x_train: Matrix,
+    y_train: Labels,
+    seed: int,
+    weighting: ClassWeighting = "none",
+    weights: npt.NDArray[np.float64] | None = None,
 ) -> Pipeline:
     """Baseline first: a linear model any reviewer can read.
 
@@ -39,7 +43,7 @@ def train_logreg(
     --weighting` measures both, and on the demo's data balanced weights rank worse and
     are miscalibrated (docs/training-plane.md quotes the run). Missing values are imputed
     with the median and flagged, so "no history" stays visible to the model instead of
-    becoming a zero.
+    becoming a zero. `weights`: per row (inverse propensities, pipelines/feedback_loop.py).
     """
     class_weight = "balanced" if weighting == "balanced" else None
     model = make_pipeline(
@@ -47,7 +51,7 @@ def train_logreg(
         StandardScaler(),
         LogisticRegression(class_weight=class_weight, max_iter=2_000, C=0.1, random_state=seed),
     )
-    return model.fit(x_train, y_train)
+    return model.fit(x_train, y_train, logisticregression__sample_weight=weights)
 
 
 def train_lightgbm(
@@ -57,12 +61,15 @@ def train_lightgbm(
     y_valid: Labels,
     feature_names: list[str],
     seed: int,
+    weights: npt.NDArray[np.float64] | None = None,
+    valid_weights: npt.NDArray[np.float64] | None = None,
 ) -> lgb.Booster:
     """Gradient-boosted trees; missing values go down their own learned branch.
 
     Imbalance: `scale_pos_weight` at the square root of the class ratio, a middle way
     between ignoring the minority and fully rebalancing (which wrecks calibration).
     Early stopping watches validation average precision, never the test period.
+    `weights`, `valid_weights`: per row (inverse propensities, pipelines/feedback_loop.py).
     """
     positives = max(int(y_train.sum()), 1)
     params: dict[str, Any] = {
@@ -81,8 +88,10 @@ def train_lightgbm(
         "num_threads": 2,
         "verbosity": -1,
     }
-    train = lgb.Dataset(x_train, y_train, feature_name=feature_names, free_raw_data=True)
-    valid = lgb.Dataset(x_valid, y_valid, reference=train)
+    train = lgb.Dataset(
+        x_train, y_train, weight=weights, feature_name=feature_names, free_raw_data=True
+    )
+    valid = lgb.Dataset(x_valid, y_valid, weight=valid_weights, reference=train)
     return lgb.train(
         params,
         train,

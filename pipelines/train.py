@@ -26,9 +26,8 @@ from pipelines import plots
 from pipelines.evaluate import (
     GateComparison,
     Thresholds,
+    capacity_thresholds,
     classification_metrics,
-    cost_optimal_threshold,
-    precision_threshold,
 )
 from pipelines.gate import leak_signature, offline_gate
 from pipelines.models import (
@@ -47,7 +46,6 @@ from pipelines.training_set import JoinKind, TimeSplit, build_training_frame
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-DECLINE_PRECISION = 0.8  # decline outright only where 4 in 5 validation alerts were fraud
 Progress = Callable[[str], None]
 
 
@@ -227,12 +225,8 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
         model = fit_model(kind, parts, features, settings.simulation.seed)
         valid, test = parts["validation"], parts["test"]
         valid_scores = score(model, feature_matrix(valid, features))
-        review = cost_optimal_threshold(
-            valid["label"], valid_scores, valid["amount"], t.review_cost
-        )
-        thresholds = Thresholds(
-            review,
-            precision_threshold(valid["label"], valid_scores, DECLINE_PRECISION, floor=review),
+        thresholds = capacity_thresholds(
+            valid["label"], valid_scores, valid["amount"], t, t.validation_days
         )
         test_scores = score(model, feature_matrix(test, features))
         metrics = classification_metrics(test, test_scores, thresholds, t.review_cost)

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from data.labels import labels_known_at
 from features.build import DayGrid, customer_spending, terminal_risk
 from features.store import feature_service
 from features.transforms import request_features
 from fraudlab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from feast import FeatureStore
+    from feast import FeatureService, FeatureStore
 
 JoinKind = Literal["pit", "naive"]
 ENTITY_COLUMNS = ["transaction_id", "customer_id", "terminal_id", "event_timestamp"]
@@ -91,12 +92,6 @@ class TimeSplit:
         )
 
 
-def labels_known_at(tx: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Series:
-    """1 where the fraud's chargeback had arrived by the cutoff; unreported fraud is 0."""
-    known = tx["label_available_at"].notna() & (tx["label_available_at"] <= cutoff)
-    return ((tx["is_fraud"] == 1) & known).astype(np.int8)
-
-
 def with_request_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the request-time features with the one shared function serving also uses."""
     seconds = frame["event_timestamp"].dt.as_unit("us").astype("int64") // 1_000_000
@@ -133,9 +128,11 @@ def build_training_frame(
     split: TimeSplit,
     service_name: str,
     join: JoinKind = "pit",
+    label_events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Every payment in the split's periods with the features of `service_name`,
-    `label` and `period`."""
+    `label` (as known at the cutoff, from `label_events`: default the file's own) and
+    `period`."""
     full_history = tx
     tx = tx.assign(period=split.period_of(tx["event_timestamp"]))
     tx = tx[tx["period"] != ""].reset_index(drop=True)
@@ -150,11 +147,19 @@ def build_training_frame(
             )
         frame = _naive_join(tx, full_history)
         frame["label"] = frame["is_fraud"].astype(np.int8)  # the final truth, known or not
+        frame = with_request_features(frame)
     else:
-        entity_df = tx[ENTITY_COLUMNS]
-        joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-        joined = joined.drop(columns=["customer_id", "terminal_id", "event_timestamp"])
-        frame = tx.merge(joined, on="transaction_id", how="left", validate="one_to_one")
-        frame["label"] = labels_known_at(frame, split.cutoff)
-    frame = with_request_features(frame)
+        frame = point_in_time_frame(store, tx, service)
+        frame["label"] = labels_known_at(frame, split.cutoff, label_events)
     return frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+
+
+def point_in_time_frame(
+    store: FeatureStore, tx: pd.DataFrame, service: FeatureService
+) -> pd.DataFrame:
+    """`tx` with the service's features as of each payment (one Feast point-in-time
+    join) and the request-time features; no label."""
+    joined = store.get_historical_features(entity_df=tx[ENTITY_COLUMNS], features=service).to_df()
+    joined = joined.drop(columns=["customer_id", "terminal_id", "event_timestamp"])
+    frame = tx.merge(joined, on="transaction_id", how="left", validate="one_to_one")
+    return with_request_features(frame)

@@ -14,6 +14,7 @@ from fraudlab.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from pipelines.evaluate import GateComparison
+    from pipelines.feedback_loop import FeedbackStudy
     from pipelines.models import ModelKind
     from pipelines.train import TrainingOutcome
 
@@ -190,3 +191,76 @@ def print_weighting(settings: Settings, feature_service: str, cutoff_day: int | 
     for name, shown in measures:
         table.add_row(name, *(shown(row) for row in rows))
     console.print(table)
+
+
+@user_errors
+def feedback_loop(
+    exploration: float = typer.Option(
+        0.05,
+        min=0.001,
+        max=0.5,
+        help="Share of the reviews and declines approved instead, at random, with the "
+        "propensity logged.",
+    ),
+    operation_days: int = typer.Option(
+        28, min=7, help="Days the champion decides and the world labels its decisions."
+    ),
+) -> None:
+    """The feedback loop, measured: labels chosen by the champion's decisions, what a
+    naive reading gets wrong, and what exploration with logged propensities buys back
+    (pipelines/feedback_loop.py). Registers nothing."""
+    from pipelines.feedback_loop import run_feedback_study
+
+    settings = get_settings()
+    study = run_feedback_study(
+        settings, exploration, operation_days, progress=lambda msg: console.log(msg)
+    )
+    print_feedback_study(study)
+
+
+def print_feedback_study(study: FeedbackStudy) -> None:
+    p = study.periods
+    console.print(
+        f"history days {p.history[0]}..{p.history[1]} (validation "
+        f"{p.history_validation[0]}..{p.history_validation[1]}), operation "
+        f"{p.operation[0]}..{p.operation[1]}, test {p.test[0]}..{p.test[1]}; the champion "
+        f"(logistic regression) reviews {study.reviews_per_day:.1f} and declines "
+        f"{study.declines_per_day:.1f} payments a day"
+    )
+    table = Table(title="offline evaluation of a candidate (LightGBM) on the operation period")
+    table.add_column("labels read as")
+    table.add_column("AP", justify="right")
+    table.add_column("AP bias", justify="right")
+    table.add_column("cost/day", justify="right")
+    table.add_column("cost bias", justify="right")
+    truth = study.estimates[0]
+    for e in study.estimates:
+        table.add_row(
+            e.name,
+            f"{e.average_precision:.3f}",
+            f"{e.average_precision - truth.average_precision:+.3f}",
+            f"{e.cost_per_day:,.0f}",
+            f"{e.cost_per_day - truth.cost_per_day:+,.0f}",
+        )
+    console.print(table)
+    table = Table(title="LightGBM retrained on the operation period, judged on the test truth")
+    table.add_column("labels")
+    table.add_column("rows", justify="right")
+    table.add_column("AP", justify="right")
+    table.add_column("minus censored, 90% paired bootstrap interval")
+    table.add_column("cost/day", justify="right")
+    for r in study.retrained:
+        table.add_row(
+            r.name,
+            f"{r.rows:,}",
+            f"{r.average_precision:.3f}",
+            gate_interval(r.versus_censored),
+            f"{r.cost_per_day:,.0f}",
+        )
+    console.print(table)
+    sources = ", ".join(f"{k} {v:,}" for k, v in sorted(study.label_sources.items()))
+    console.print(
+        f"exploration {study.exploration:.0%}: {study.explored_per_day:.1f} payments a day "
+        f"decided differently, costing {study.exploration_cost_per_day:+,.0f} a day on the "
+        f"truth; label events with it: {sources}"
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data.labels import ReportingDelays
+from data.labels import ReportingDelays, history_label_events, known_labels, labels_known_at
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -52,3 +52,38 @@ def test_coverage_is_the_reported_share_at_each_payments_age() -> None:
     assert delays is not None
     events = pd.Series([T0 + 2 * DAY, T0 + 38 * DAY])  # 38 and 2 days old
     assert delays.coverage(events, T0 + 40 * DAY) == (0.75 + 0.5) / 2
+
+
+def with_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(transaction_id=range(len(frame)), amount=10.0)
+
+
+def test_the_files_labels_are_chargebacks_and_closed_windows_known_when_they_arrive() -> None:
+    tx = with_ids(table())
+    events = history_label_events(tx)
+    assert set(events["source"]) == {"chargeback", "window_closed"}
+    assert len(events) == len(tx) - 1  # the never-reported fraud has none
+    early = known_labels(tx, T0 + 3 * DAY)
+    # By day 3 the first two frauds' chargebacks (1 and 2 days) are in, nothing else.
+    assert early["label"].tolist() == [1, 1, 0, 0, 0, 0, 0]
+    assert early["labelled"].tolist() == [True, True, False, False, False, False, False]
+    assert labels_known_at(tx, T0 + 3 * DAY).tolist() == early["label"].tolist()
+
+
+def test_the_latest_event_wins_so_a_chargeback_overrides_an_analysts_verdict() -> None:
+    tx = with_ids(table())
+    analyst = pd.DataFrame(
+        {
+            "transaction_id": [2, 5],
+            "source": "analyst",
+            "known_at": [T0 + DAY + pd.Timedelta(hours=3), T0 + pd.Timedelta(hours=5)],
+            "value": [0, 1],  # wrong both times
+        }
+    )
+    events = pd.concat([history_label_events(tx), analyst], ignore_index=True)
+    at_day_2 = known_labels(tx, T0 + 2 * DAY, events)
+    assert at_day_2.loc[2, "label"] == 0 and at_day_2.loc[2, "source"] == "analyst"
+    assert at_day_2.loc[5, "label"] == 1  # a good payment taken for fraud, for now
+    later = known_labels(tx, T0 + 31 * DAY, events)
+    assert later.loc[2, "label"] == 1 and later.loc[2, "source"] == "chargeback"
+    assert later.loc[5, "label"] == 0 and later.loc[5, "source"] == "window_closed"

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from data.labels import labels_known_at
 from features.build import observed_label_delay_days
 from features.definitions import LONG_WINDOW_DAYS, MATURED_WINDOWS_DAYS, WINDOWS_DAYS
 from pipelines.train import make_split
-from pipelines.training_set import build_training_frame, labels_known_at
+from pipelines.training_set import build_training_frame
 from tests.conftest import World
 
 DAY = pd.Timedelta(days=1)
