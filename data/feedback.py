@@ -31,9 +31,6 @@ from fraudlab.settings import FeedbackSettings, TrainingSettings
 
 HOUR = pd.Timedelta(hours=1)
 DECISIONS = ("approve", "review", "decline")
-# What finally happened to a payment: it went through, an analyst blocked it, or the
-# model declined it.
-OUTCOMES = ("approved", "blocked", "declined")
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,9 @@ class Settled:
     """Per payment, aligned with the decisions given: what happened and what it cost;
     and the label events the world produced."""
 
-    payments: pd.DataFrame  # transaction_id, is_fraud, amount, decision, outcome, reviewed
+    # transaction_id, is_fraud, amount, decision, reviewed, and outcome: what finally
+    # happened ("approved": it went through; "blocked": by an analyst; "declined").
+    payments: pd.DataFrame
     events: pd.DataFrame  # EVENT_COLUMNS (data/labels.py)
 
 

@@ -21,6 +21,9 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
 FloatArray = npt.NDArray[np.float64]
+TOP_K_PER_DAY = 100  # alerts an analyst team reviews per day
+FIXED_FPR = 0.01  # recall is reported at a 1% false-positive rate
+DECLINE_PRECISION = 0.8  # decline outright only where 4 in 5 validation alerts were fraud
 
 
 class TrainingCosts(Protocol):
@@ -28,13 +31,6 @@ class TrainingCosts(Protocol):
 
     review_cost: float
     analyst_capacity_per_day: int
-
-
-TOP_K_PER_DAY = 100  # alerts an analyst team reviews per day
-FIXED_FPR = 0.01  # recall is reported at a 1% false-positive rate
-
-
-DECLINE_PRECISION = 0.8  # decline outright only where 4 in 5 validation alerts were fraud
 
 
 @dataclass(frozen=True)

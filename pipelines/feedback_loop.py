@@ -37,7 +37,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -56,8 +55,8 @@ from pipelines.evaluate import (
     capacity_thresholds,
     decisions_of,
 )
-from pipelines.models import feature_matrix, score, train_lightgbm, train_logreg
-from pipelines.train import load_inputs
+from pipelines.models import feature_matrix, score, train_lightgbm
+from pipelines.train import fit_model, load_inputs
 from pipelines.training_set import point_in_time_frame
 
 FloatArray = npt.NDArray[np.float64]
@@ -177,10 +176,9 @@ def run_feedback_study(
     entity_features, request_features = service_features(service)
     features = entity_features + request_features
     day = ((tx["event_timestamp"] - calendar.day0) // pd.Timedelta(days=1)).astype(int)
-    used = tx[(day >= periods.history[0]) & (day < periods.test[1])]
+    used = tx.assign(day=day)[(day >= periods.history[0]) & (day < periods.test[1])]
     progress(f"point-in-time join of {len(used):,} payments ({settings.training.feature_service})")
-    frame = point_in_time_frame(store, used, service)
-    frame["day"] = ((frame["event_timestamp"] - calendar.day0) // pd.Timedelta(days=1)).astype(int)
+    frame = point_in_time_frame(store, used, service)  # keeps `day`
 
     def part(span: tuple[int, int]) -> pd.DataFrame:
         return frame[(frame["day"] >= span[0]) & (frame["day"] < span[1])].reset_index(drop=True)
@@ -196,10 +194,13 @@ def run_feedback_study(
     # 1. M0 learns the history as the pipeline would: labels known when it ends.
     progress("M0: logistic regression on the history")
     as_of = calendar.start(periods.operation[0])
-    y_history = known_labels(history, as_of)["label"].to_numpy()
-    m0 = train_logreg(feature_matrix(history, features), y_history, seed)
+    learned = {
+        "train": history.assign(label=known_labels(history, as_of)["label"]),
+        "validation": history_valid.assign(label=known_labels(history_valid, as_of)["label"]),
+    }
+    y_valid = learned["validation"]["label"].to_numpy()
+    m0 = fit_model("logreg", learned, features, seed)
     valid_scores = score(m0, feature_matrix(history_valid, features))
-    y_valid = known_labels(history_valid, as_of)["label"].to_numpy()
     n_valid_days = periods.history_validation[1] - periods.history_validation[0]
     thresholds = capacity_thresholds(
         y_valid, valid_scores, history_valid["amount"].to_numpy(), t, n_valid_days
@@ -208,7 +209,6 @@ def run_feedback_study(
     # 2. M0 decides the operation period, with and without exploration.
     m0_scores = score(m0, feature_matrix(operation, features))
     model_decisions = decisions_of(m0_scores, thresholds)
-    censored_decisions = model_decisions
     served, propensity = logged_policy(model_decisions, exploration, np.random.default_rng(seed))
     labels_as_of = calendar.start(periods.operation[1] + t.label_maturity_days)
 
@@ -225,23 +225,23 @@ def run_feedback_study(
         return known_labels(operation, labels_as_of, settled.events), settled.events
 
     progress("the world labels M0's decisions (censored, then with exploration)")
-    censored, _ = world(censored_decisions)
+    censored, _ = world(model_decisions)
     explored, explored_events = world(served)
     truth = operation["is_fraud"].to_numpy(np.float64)
     amount = operation["amount"].to_numpy(np.float64)
     n_days = periods.operation[1] - periods.operation[0]
-    # Whose truth the logging policy let through (approved or reviewed), and the chance it
-    # did: a declined payment's truth never shows (a customer's call is no random sample:
-    # good customers call, fraudsters do not).
-    # From the log alone: a decline let through was explored, at its logged propensity;
-    # a review goes through either way (reviewed or approved), an approval always.
+    # Whose truth the logging policy let through, and the chance it did, from the log
+    # alone: a decline let through was explored, at its logged propensity; a review goes
+    # through either way (reviewed or approved), an approval always. A declined
+    # payment's truth never shows (a customer's call is no random sample: good customers
+    # call, fraudsters do not).
     let_through = served != "decline"
     p_through = np.where(model_decisions == "decline", propensity, 1.0)
     weights = np.where(let_through, 1.0 / p_through, 0.0)
 
     # 3a. Offline evaluation of a candidate, read four ways.
     progress("candidate: LightGBM on the history")
-    candidate = _lightgbm(history, history_valid, features, y_history, y_valid, seed)
+    candidate = fit_model("lightgbm", learned, features, seed)
     cand_valid = score(candidate, feature_matrix(history_valid, features))
     cand_thresholds = capacity_thresholds(
         y_valid, cand_valid, history_valid["amount"].to_numpy(), t, n_valid_days
@@ -250,8 +250,8 @@ def run_feedback_study(
     cand_decisions = decisions_of(cand_scores, cand_thresholds)
     y_explored = explored["label"].to_numpy(np.float64)
     y_censored = censored["label"].to_numpy(np.float64)
-    m0_probability = m0_scores  # the outcome model of the doubly robust estimate
-    direct = row_costs(cand_decisions, m0_probability, amount, costs)
+    # The doubly robust estimate's outcome model: M0's probability.
+    direct = row_costs(cand_decisions, m0_scores, amount, costs)
     observed = row_costs(cand_decisions, y_explored, amount, costs)
     estimates = [
         Estimate(
@@ -326,7 +326,7 @@ def run_feedback_study(
 
     # 4. What exploration costs: the logged policy with it minus without, on the truth.
     with_cost = row_costs(served, truth, amount, costs).sum()
-    without_cost = row_costs(censored_decisions, truth, amount, costs).sum()
+    without_cost = row_costs(model_decisions, truth, amount, costs).sum()
     sources = explored_events["source"].value_counts().to_dict()
     return FeedbackStudy(
         periods,
@@ -342,33 +342,12 @@ def run_feedback_study(
     )
 
 
-def _lightgbm(
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
-    features: list[str],
-    y_train: npt.NDArray[np.int8],
-    y_valid: npt.NDArray[np.int8],
-    seed: int,
-) -> lgb.Booster:
-    return train_lightgbm(
-        feature_matrix(train, features),
-        y_train,
-        feature_matrix(valid, features),
-        y_valid,
-        features,
-        seed,
-    )
-
-
 def _ap(
     labels: npt.ArrayLike,
     scores: FloatArray,
-    rows: npt.NDArray[np.bool_] | None = None,
     weights: FloatArray | None = None,
 ) -> float:
     y = np.asarray(labels)
-    if rows is not None:
-        y, scores = y[rows], scores[rows]
     if weights is not None:
         keep = weights > 0
         y, scores, weights = y[keep], scores[keep], weights[keep]
