@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import httpx
@@ -19,6 +20,15 @@ import httpx
 from fraudlab.settings import Settings
 
 ADMIN_TIMEOUT_SECONDS = 30.0  # a reload loads models: seconds on a busy machine
+
+
+@cache
+def _client() -> httpx.Client:
+    """One client per process. `httpx.get` builds a client, and with it a TLS context
+    that reads the CA bundle (20 ms), on every call: that was half of each minute-jobs
+    run, which asks the API for its routing every few minutes. No connection is kept
+    between calls, so a restarted API is never met on a connection it closed."""
+    return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class ServingAdmin:
         if not self.headers:
             return AdminAnswer(False, f"serving {path} not called: no admin token configured")
         try:
-            response = httpx.request(
+            response = _client().request(
                 method,
                 f"{self.url}{path}",
                 json=body,
@@ -75,7 +85,7 @@ class ServingAdmin:
         if not self.headers:
             return None
         try:
-            response = httpx.get(
+            response = _client().get(
                 f"{self.url}{path}", headers=self.headers, timeout=ADMIN_TIMEOUT_SECONDS
             )
         except httpx.HTTPError:
