@@ -130,6 +130,27 @@ def settle(
     return Settled(payments, events.sort_values("known_at", kind="stable", ignore_index=True))
 
 
+def label_feed(
+    tx: pd.DataFrame,
+    answers: pd.DataFrame,
+    capacity_per_day: int,
+    feedback: FeedbackSettings,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, Settled]:
+    """Every label event of the file once some of its payments were served: each served
+    payment settled by the decision it got (`answers`: transaction_id, decision,
+    served_at, score; a payment answered twice, a client's retry, counts by its last
+    answer), every other payment as the file has it. Returns the events and the
+    settlement of the served ones."""
+    last = answers.sort_values("served_at", kind="stable").drop_duplicates(
+        "transaction_id", keep="last"
+    )
+    settled = settle(tx, last.reset_index(drop=True), capacity_per_day, feedback, seed)
+    unserved = tx[~tx["transaction_id"].isin(last["transaction_id"])]
+    events = pd.concat([history_label_events(unserved), settled.events], ignore_index=True)
+    return events.sort_values("known_at", kind="stable", ignore_index=True), settled
+
+
 def _events(
     rows: pd.DataFrame, which: pd.Series, source: str, known_at: pd.Series, values: np.ndarray
 ) -> pd.DataFrame:

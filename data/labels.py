@@ -15,11 +15,15 @@ at or before t wins (a chargeback after an analyst's "legitimate" overrides it).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from fraudlab.errors import DataValidationError
 
 DAY = pd.Timedelta(days=1)
 # Where a label came from: the file's two, and the two a decision opens (data/feedback.py).
@@ -75,6 +79,49 @@ def labels_known_at(
 ) -> pd.Series:
     """1 where fraud was known by the cutoff; unknown (an unreported fraud too) is 0."""
     return known_labels(tx, cutoff, events)["label"]
+
+
+def read_label_feed(path: Path, tx: pd.DataFrame) -> pd.DataFrame | None:
+    """The label feed of served traffic (`fraudlab labels settle`, data/feedback.py), or
+    None when none was written: then the transactions file's own events are the labels.
+    Checked like any data file: a feed of another world is refused, not half-joined."""
+    if not path.exists():
+        return None
+    try:
+        events = pd.read_parquet(path)
+    except Exception as exc:  # a truncated or foreign file: say which and what to do
+        raise DataValidationError(f"label feed {path} is unreadable ({exc}); delete it") from exc
+    problem = _feed_problem(events, tx)
+    if problem:
+        raise DataValidationError(
+            f"label feed {path}: {problem}. It belongs to other data or another fraudlab: "
+            "delete it, or write it again with `fraudlab labels settle`"
+        )
+    return events
+
+
+def _feed_problem(events: pd.DataFrame, tx: pd.DataFrame) -> str | None:
+    if list(events.columns) != EVENT_COLUMNS:
+        return f"columns {list(events.columns)}, expected {EVENT_COLUMNS}"
+    if not isinstance(events["known_at"].dtype, pd.DatetimeTZDtype):
+        return "known_at is not a UTC timestamp"
+    if not events["value"].isin([0, 1]).all():
+        return "a value other than 0 or 1"
+    sources = set(events["source"].unique()) - set(SOURCES)
+    if sources:
+        return f"unknown sources {sorted(sources)}"
+    strangers = ~events["transaction_id"].isin(tx["transaction_id"])
+    if strangers.any():
+        return f"{int(strangers.sum()):,} events of payments the transactions file does not have"
+    return None
+
+
+def write_label_feed(path: Path, events: pd.DataFrame) -> None:
+    """Replace the feed at once: a reader sees the old one or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    events[EVENT_COLUMNS].to_parquet(partial, index=False)
+    os.replace(partial, path)
 
 
 def fraud_reported_at(tx: pd.DataFrame) -> pd.Series:

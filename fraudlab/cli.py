@@ -14,6 +14,7 @@ from fraudlab.commands import (
     data,
     demo,
     features,
+    labels,
     monitor,
     replay,
     scenario,
@@ -39,6 +40,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
 for name, group in (
     ("data", data.app),
     ("features", features.app),
+    ("labels", labels.app),
     ("monitor", monitor.app),
     ("scenario", scenario.app),
     ("stack", stack.app),

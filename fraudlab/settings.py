@@ -94,6 +94,11 @@ class ServingSettings(BaseModel):
     workers: int = Field(1, ge=1, le=32)
     canary_share: float = Field(0.0, ge=0.0, le=1.0)  # customers routed to the challenger
     shadow: bool = True  # score the challenger for all traffic, off the request path
+    # Of the payments the model would review or decline, the share approved instead at
+    # random, each with its propensity logged (serving/exploration.py). It buys labels
+    # for what the champion stops, at the cost of the fraud among them: `fraudlab
+    # feedback-loop` prints both. Off by default; above half it is no longer a model.
+    exploration_share: float = Field(0.0, ge=0.0, le=0.5)
     shadow_queue_size: int = Field(1_000, ge=1)  # full queue drops (and counts) shadow work
     alias_poll_seconds: float = Field(5.0, gt=0)  # how often the watcher checks aliases
     log_flush_seconds: float = Field(0.2, gt=0)  # bound on what a hard kill can lose
@@ -210,6 +215,11 @@ class Settings(BaseSettings):
     @property
     def transactions_path(self) -> Path:
         return self.data_dir / "transactions.parquet"
+
+    @property
+    def label_feed_path(self) -> Path:
+        """Label events of served traffic (`fraudlab labels settle`); none: the file's own."""
+        return self.home / "labels" / "events.parquet"
 
     @property
     def feature_data_dir(self) -> Path:

@@ -266,11 +266,13 @@ def run_canary(
     transactions: pd.DataFrame,
     now: pd.Timestamp,
     config: CanaryConfig,
+    label_events: pd.DataFrame | None = None,
     *,
     seed: int = 0,
 ) -> Finding:
-    """Decide promote / wait / rollback for the challenger; see the module docstring."""
-    labelled = join_labels(predictions, transactions, now)
+    """Decide promote / wait / rollback for the challenger; see the module docstring.
+    `label_events`: the label feed of served traffic, when there is one."""
+    labelled = join_labels(predictions, transactions, now, label_events)
     champion = labelled[labelled["route"] == "champion"]
     canary = labelled[labelled["route"] == "canary"]
     paired = paired_rows(labelled, shadow_scores)
@@ -279,9 +281,10 @@ def run_canary(
     basis, frauds, cmp, arms_cmp = compare(
         champion, canary, paired, config.min_frauds, config.bootstrap_rounds, seed
     )
-    look = look_of(
-        frauds, frauds_known_before(predictions, shadow_scores, transactions, now, config), config
+    earlier = frauds_known_before(
+        predictions, shadow_scores, transactions, now, config, label_events
     )
+    look = look_of(frauds, earlier, config)
     outcome, reason, needed = decide(breached, cmp, look, basis, frauds, config)
     low, high = interval(cmp, look) if cmp else (math.nan, math.nan)
     nan = math.nan
@@ -329,12 +332,13 @@ def frauds_known_before(
     transactions: pd.DataFrame,
     now: pd.Timestamp,
     config: CanaryConfig,
+    label_events: pd.DataFrame | None = None,
 ) -> int:
     """Known frauds in the deciding comparison at the previous look, `look_every_hours`
     ago (what that look could already spend; recomputed, so the job keeps no state)."""
     before = now - pd.Timedelta(hours=config.look_every_hours)
     earlier = predictions[predictions["event_timestamp"] < before]
-    labelled = join_labels(earlier, transactions, before)
+    labelled = join_labels(earlier, transactions, before, label_events)
     paired = paired_rows(labelled, shadow_scores)
     if len(paired):
         return int(paired["label"].sum())

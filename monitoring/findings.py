@@ -38,6 +38,9 @@ JOB_METRICS: dict[Job, tuple[str, ...]] = {
         "label_coverage",
         "known_frauds",
         "rows",
+        "expected_recall",
+        "expected_precision",
+        "expected_known_frauds",
     ),
     "canary": (
         "delta_ap",

@@ -9,18 +9,29 @@ in training (`labels_known_at`), which makes precision pessimistic; recall is me
 on the frauds reported so far, a small and noisy sample while coverage is low, and
 biased if what a model misses is reported at another pace than what it catches (in this
 simulator delays do not depend on the fraud, so early recall is noisy, not biased).
+
+Beside them, a label-free estimate that needs no label at all (confidence-based
+performance estimation): each score is mapped to a probability of fraud by its version's
+calibration (pipelines/evaluate.py `Calibration`, fitted on the validation period); the
+window's frauds are then expected to number the sum of the probabilities, its recall to
+be the flagged share of that sum, its precision the mean probability of what was
+flagged. It is as good as the calibration, so it is checked where labels are:
+`expected_known_frauds` (each probability times the share of frauds of its age reported
+by now) against the frauds actually known.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
-from data.labels import ReportingDelays, labels_known_at
+from data.labels import DAY, ReportingDelays, labels_known_at
 from monitoring.findings import JOB_METRICS, Finding
 from monitoring.policy import PerformanceConfig
-from pipelines.evaluate import expected_cost
+from pipelines.evaluate import Calibration, expected_cost
 from serving.prediction_log import COLUMNS, table_ids
 
 # The request, not its feature vector or the ages of its features.
@@ -57,11 +68,22 @@ def average_precision(labels: pd.Series, scores: pd.Series) -> float:
 
 
 def group_metrics(
-    rows: pd.DataFrame, review_cost: float, delays: ReportingDelays | None, now: pd.Timestamp
+    rows: pd.DataFrame,
+    review_cost: float,
+    delays: ReportingDelays | None,
+    now: pd.Timestamp,
+    calibration: Calibration,
 ) -> dict[str, float]:
-    """One group's figures: decisions as logged, labels as known at `now`."""
+    """One group's figures: decisions as logged, labels as known at `now`, and the
+    label-free ones from the scores through the version's `calibration`."""
     y, flagged = rows["label"].to_numpy(), rows["flagged"].to_numpy()
     frauds, n_flagged = int(y.sum()), int(flagged.sum())
+    p = calibration(rows["score"].to_numpy(np.float64))  # for the label-free figures
+    reported = (
+        np.full(len(rows), np.nan)
+        if delays is None
+        else delays.reported_share(((now - rows["event_timestamp"]) / DAY).to_numpy(np.float64))
+    )
     # Flagging is already decided, so score = flagged and threshold 1 reuse the cost rule.
     cost = expected_cost(y, flagged.astype(float), rows["amount"].to_numpy(), 1.0, review_cost)
     return {
@@ -77,6 +99,10 @@ def group_metrics(
         "label_coverage": np.nan
         if delays is None
         else delays.coverage(rows["event_timestamp"], now),
+        "expected_frauds": float(p.sum()),
+        "expected_recall": float(p[flagged].sum() / p.sum()) if p.sum() > 0 else np.nan,
+        "expected_precision": float(p[flagged].mean()) if n_flagged else np.nan,
+        "expected_known_frauds": float((p * reported).sum()),
     }
 
 
@@ -87,16 +113,25 @@ def run_performance(
     config: PerformanceConfig,
     *,
     review_cost: float,
+    label_events: pd.DataFrame | None = None,
+    calibrations: Mapping[str, Calibration] | None = None,
 ) -> Finding:
     """Per model version and route, and for the champion route as a whole (the figures
-    the policy's rules refer to). Labels that arrive after `now` are not used."""
-    joined = join_labels(predictions, transactions, now)
+    the policy's rules refer to). Labels that arrive after `now` are not used;
+    `label_events`: the label feed of served traffic, when there is one;
+    `calibrations`: each version's (a version without one reads its scores as they are)."""
+    calibrations = calibrations or {}
+
+    def calibration(version: str) -> Calibration:
+        return calibrations.get(version, Calibration())
+
+    joined = join_labels(predictions, transactions, now, label_events)
     delays = ReportingDelays.observed(transactions, now)
     table = [
         {
             "model_version": version,
             "route": route,
-            **group_metrics(rows, review_cost, delays, now),
+            **group_metrics(rows, review_cost, delays, now, calibration(version)),
         }
         for (version, route), rows in joined.groupby(GROUP, sort=True)
     ]
@@ -105,7 +140,11 @@ def run_performance(
     champion_rows = joined[joined["route"] == "champion"]
     current = champion_rows["model_version"].iloc[-1] if len(champion_rows) else None
     champion = group_metrics(
-        champion_rows[champion_rows["model_version"] == current], review_cost, delays, now
+        champion_rows[champion_rows["model_version"] == current],
+        review_cost,
+        delays,
+        now,
+        calibration(str(current)),
     )
     metrics = {key: champion[key] for key in JOB_METRICS["performance"]}
     enough = champion["known_frauds"] >= config.min_known_frauds
@@ -152,7 +191,10 @@ def _summary(
             f"precision {m['precision']:.2f} at its review threshold, "
             f"{m['cost_per_1k']:.0f} per 1k payments "
             f"[{m['known_frauds']:.0f} known frauds in {m['rows']:.0f} payments, "
-            f"{m['label_coverage']:.0%} of their frauds expected reported by now]"
+            f"{m['label_coverage']:.0%} of their frauds expected reported by now; "
+            f"label-free, from the scores: recall {m['expected_recall']:.2f}, precision "
+            f"{m['expected_precision']:.2f}, {m['expected_known_frauds']:.0f} known frauds "
+            "expected]"
         )
 
     head = f"champion route: {line(champion)}."

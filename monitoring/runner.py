@@ -9,14 +9,17 @@ arrived by now.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from client.admin import ServingAdmin
+from data.labels import read_label_feed
 from data.validate import load_transactions
 from features.store import open_store
+from fraudlab.errors import ModelUnavailable
 from fraudlab.settings import Settings
 from monitoring import actions
 from monitoring.actions import ActionOutcome
@@ -31,7 +34,9 @@ from monitoring.performance import run_performance
 from monitoring.policy import ACTIONS, Action, Policy
 from monitoring.skew import run_skew
 from monitoring.window import Window
+from pipelines.evaluate import Calibration
 from pipelines.reference import load_reference
+from pipelines.registry import connect, version_tags
 from serving.prediction_log import read_predictions, read_shadow_scores, table_ids
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ def run_jobs(
     out_dir.mkdir(parents=True, exist_ok=True)
     if transactions is None:  # the system of record, and the chargeback feed
         transactions = load_transactions(settings)
+    label_events = read_label_feed(settings.label_feed_path, transactions)  # None: the file's
     log_path = settings.prediction_log_path
     current = with_recorded_amount(
         read_predictions(log_path, window.since, window.until), transactions
@@ -90,6 +96,8 @@ def run_jobs(
             window.until,
             jobs.performance,
             review_cost=settings.training.review_cost,
+            label_events=label_events,
+            calibrations=calibrations_of(settings, history["model_version"].unique()),
         )
     )
     # A trial runs while a challenger is serving: the newest request names it. Once it is
@@ -99,10 +107,25 @@ def run_jobs(
         trial = history[history["challenger_version"] == latest]
         shadow = read_shadow_scores(log_path, trial["request_id"])
         progress(f"canary: challenger v{latest} against the champion on matured labels")
-        canary = run_canary(trial, shadow, transactions, window.until, jobs.canary)
+        canary = run_canary(trial, shadow, transactions, window.until, jobs.canary, label_events)
         canary.details["challenger_version"] = latest  # what a promote or rollback may touch
         findings.append(canary)
     return findings, str(out_dir)
+
+
+def calibrations_of(settings: Settings, versions: Iterable[str]) -> dict[str, Calibration]:
+    """Each logged version's calibration, from its registry tags (a version the registry
+    no longer has is left out: its scores are read as they are)."""
+    client, name = connect(settings), settings.training.model_name
+    found = {}
+    for version in versions:
+        try:
+            tags = version_tags(client, name, str(version))
+        except (MlflowException, ModelUnavailable) as exc:
+            log.warning("no calibration for version %s (%s)", version, exc)
+            continue
+        found[str(version)] = Calibration(tags.calibration_slope, tags.calibration_intercept)
+    return found
 
 
 def with_recorded_amount(requests: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:

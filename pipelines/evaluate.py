@@ -18,10 +18,10 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
 FloatArray = npt.NDArray[np.float64]
-TOP_K_PER_DAY = 100  # alerts an analyst team reviews per day
 FIXED_FPR = 0.01  # recall is reported at a 1% false-positive rate
 DECLINE_PRECISION = 0.8  # decline outright only where 4 in 5 validation alerts were fraud
 
@@ -40,6 +40,40 @@ class Thresholds:
 
     review: float
     decline: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Platt scaling in logit space: p = sigmoid(slope * logit(score) + intercept),
+    fitted on the validation period's labels as known at the cutoff. The identity (1, 0)
+    is what a version registered without one gets. It maps scores to probabilities for
+    the monitor's label-free estimate; decisions keep the raw score and its thresholds.
+
+    The labels it is fitted on are those known at the cutoff: only a share `coverage` of
+    the period's frauds had been reported by then (data/labels.py ReportingDelays), so
+    the fitted odds are low by that factor, and the intercept takes it back. The result
+    is the probability of fraud, reported or not."""
+
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    @classmethod
+    def fit(cls, labels: npt.ArrayLike, scores: FloatArray, coverage: float = 1.0) -> Calibration:
+        y = np.asarray(labels)
+        if not 0 < y.sum() < len(y) or not 0 < coverage <= 1:
+            return cls()  # one class only, or no report yet: nothing to fit
+        logit = _logit(scores).reshape(-1, 1)
+        fitted = LogisticRegression(C=1e6).fit(logit, y)  # C large: no shrinkage
+        return cls(float(fitted.coef_[0, 0]), float(fitted.intercept_[0] - math.log(coverage)))
+
+    def __call__(self, scores: npt.ArrayLike) -> FloatArray:
+        z = self.slope * _logit(np.asarray(scores, np.float64)) + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def _logit(scores: FloatArray) -> FloatArray:
+    p = np.clip(np.asarray(scores, np.float64), 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
 
 
 def decisions_of(scores: FloatArray, thresholds: Thresholds) -> npt.NDArray[np.str_]:
@@ -121,9 +155,10 @@ def recall_at_fpr(labels: npt.ArrayLike, scores: npt.ArrayLike, fpr: float = FIX
 
 
 def precision_top_k_per_day(
-    frame: pd.DataFrame, scores: FloatArray, k: int = TOP_K_PER_DAY, label: str = "label"
+    frame: pd.DataFrame, scores: FloatArray, k: int, label: str = "label"
 ) -> float:
-    """Mean over days of the fraud share among that day's k highest scores."""
+    """Mean over days of the fraud share among that day's k highest scores: with k the
+    analysts' daily capacity, the share of their work that finds fraud."""
     ranked = pd.DataFrame(
         {
             "day": frame["event_timestamp"].dt.floor("D").to_numpy(),
@@ -136,16 +171,18 @@ def precision_top_k_per_day(
 
 
 def classification_metrics(
-    frame: pd.DataFrame, scores: FloatArray, thresholds: Thresholds, review_cost: float
+    frame: pd.DataFrame, scores: FloatArray, thresholds: Thresholds, costs: TrainingCosts
 ) -> dict[str, float]:
     y, amounts = frame["label"].to_numpy(), frame["amount"].to_numpy()
     has_both = 0 < y.sum() < len(y)
-    cost = expected_cost(y, scores, amounts, thresholds.review, review_cost)
+    cost = expected_cost(y, scores, amounts, thresholds.review, costs.review_cost)
     return {
         "average_precision": float(average_precision_score(y, scores)) if has_both else np.nan,
         "roc_auc": float(roc_auc_score(y, scores)) if has_both else np.nan,
         "recall_at_1pct_fpr": recall_at_fpr(y, scores) if has_both else np.nan,
-        "precision_top100_per_day": precision_top_k_per_day(frame, scores),
+        "precision_at_capacity": precision_top_k_per_day(
+            frame, scores, costs.analyst_capacity_per_day
+        ),
         "expected_cost": cost,
         "cost_without_model": float(amounts[y == 1].sum()),
         "brier": float(brier_score_loss(y, scores)),

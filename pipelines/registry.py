@@ -56,6 +56,10 @@ class VersionTags(BaseModel):
     code_version: str
     # The model file's SHA-256, set by log_model_version; serving refuses a mismatch.
     artifact_sha256: str = ""
+    # Scores to probabilities (pipelines/evaluate.py Calibration); a version registered
+    # before these existed reads as the identity.
+    calibration_slope: float = 1.0
+    calibration_intercept: float = 0.0
 
     @field_validator("features", mode="before")
     @classmethod
@@ -66,7 +70,12 @@ class VersionTags(BaseModel):
         values = self.model_dump()
         values["features"] = ",".join(self.features)
         values["leaky"] = str(self.leaky).lower()
-        for key in ("threshold_review", "threshold_decline"):
+        for key in (
+            "threshold_review",
+            "threshold_decline",
+            "calibration_slope",
+            "calibration_intercept",
+        ):
             values[key] = f"{values[key]:.6g}"
         return {key: str(value) for key, value in values.items()}
 
@@ -211,6 +220,11 @@ def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | No
 
 def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:
     client.set_registered_model_alias(model_name, alias, version)
+
+
+def version_tags(client: MlflowClient, model_name: str, version: str) -> VersionTags:
+    """A version's tags, without its model file."""
+    return VersionTags.from_tags(version, dict(client.get_model_version(model_name, version).tags))
 
 
 def load_version(client: MlflowClient, model_name: str, version: str) -> RegisteredModel:

@@ -17,6 +17,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from data.calendar import Calendar
+from data.labels import ReportingDelays, read_label_feed
 from data.validate import load_transactions
 from features.definitions import VIEWS, feature_table_path
 from features.store import feature_service, open_store, service_features
@@ -24,6 +25,7 @@ from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import Settings
 from pipelines import plots
 from pipelines.evaluate import (
+    Calibration,
     GateComparison,
     Thresholds,
     capacity_thresholds,
@@ -122,6 +124,13 @@ def _log_figures(
         plt.close(fig)
 
 
+def reported_share(tx: pd.DataFrame, period: pd.DataFrame, cutoff: pd.Timestamp) -> float:
+    """The share of `period`'s frauds expected reported by the cutoff, from the reporting
+    delays the data shows (1 when no fraud is old enough to tell)."""
+    delays = ReportingDelays.observed(tx, cutoff)
+    return 1.0 if delays is None else delays.coverage(period["event_timestamp"], cutoff)
+
+
 def run_training(
     settings: Settings,
     kinds: list[ModelKind],
@@ -140,7 +149,9 @@ def run_training(
     features = entity_features + request_features
     split = make_split(settings, tx, cutoff_day or settings.training.cutoff_day)
     progress(f"building the {join} training set ({split.describe()})")
-    frame = build_training_frame(store, tx, split, service_name, join)
+    # Served traffic's labels come from what was decided, when a feed was written.
+    label_events = read_label_feed(settings.label_feed_path, tx)
+    frame = build_training_frame(store, tx, split, service_name, join, label_events)
     parts = {p: frame[frame["period"] == p] for p in ("train", "validation", "test")}
     for period, part in parts.items():
         if part["label"].sum() == 0:
@@ -148,7 +159,7 @@ def run_training(
     fingerprint = str(pd.util.hash_pandas_object(frame[["transaction_id", "label"]]).sum())
     honest_test = None
     if join == "naive":  # what the leaky model will really meet: point-in-time features
-        pit = build_training_frame(store, tx, split, service_name, "pit")
+        pit = build_training_frame(store, tx, split, service_name, "pit", label_events)
         honest_test = pit[pit["period"] == "test"]
     job = TrainingJob(
         settings,
@@ -162,6 +173,8 @@ def run_training(
         honest_test,
         store,
         tx,
+        label_events,
+        reported_share(tx, parts["validation"], split.cutoff),
     )
     outcomes = []
     for kind in kinds:
@@ -185,6 +198,9 @@ class TrainingJob:
     honest_test: pd.DataFrame | None  # naive runs: the test period on PIT features
     store: FeatureStore
     transactions: pd.DataFrame
+    label_events: pd.DataFrame | None  # the label feed of served traffic, when written
+    # The validation period's frauds expected reported by the cutoff (its labels' share).
+    validation_coverage: float
     _test_by_service: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def test_period(self, service_name: str) -> pd.DataFrame:
@@ -194,7 +210,7 @@ class TrainingJob:
             return self.parts["test"]
         if service_name not in self._test_by_service:
             frame = build_training_frame(
-                self.store, self.transactions, self.split, service_name, "pit"
+                self.store, self.transactions, self.split, service_name, "pit", self.label_events
             )
             self._test_by_service[service_name] = frame[frame["period"] == "test"]
         return self._test_by_service[service_name]
@@ -228,8 +244,9 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
         thresholds = capacity_thresholds(
             valid["label"], valid_scores, valid["amount"], t, t.validation_days
         )
+        calibration = Calibration.fit(valid["label"], valid_scores, job.validation_coverage)
         test_scores = score(model, feature_matrix(test, features))
-        metrics = classification_metrics(test, test_scores, thresholds, t.review_cost)
+        metrics = classification_metrics(test, test_scores, thresholds, t)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         _log_figures(kind, test, test_scores, model, features)
         held_out = pd.concat([parts["validation"], parts["test"]])
@@ -240,6 +257,8 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
             feature_service=service_name,
             threshold_review=thresholds.review,
             threshold_decline=thresholds.decline,
+            calibration_slope=calibration.slope,
+            calibration_intercept=calibration.intercept,
             train_period=split.train_period(),
             labels_as_of=f"{split.cutoff:%Y-%m-%d}",
             data_fingerprint=job.fingerprint,
@@ -255,7 +274,7 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
                 job.honest_test,
                 score(model, feature_matrix(job.honest_test, features)),
                 thresholds,
-                t.review_cost,
+                t,
             )
             outcome.point_in_time_metrics = honest
             mlflow.log_metrics({f"pit_test_{k}": v for k, v in honest.items() if np.isfinite(v)})

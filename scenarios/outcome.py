@@ -8,12 +8,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from data.validate import load_transactions
+from monitoring.policy import load_policy
 from scenarios.catches import burst_catches, catch_summary, traffic_costs
 from scenarios.engine import RunResult
-from scenarios.timeline import DayRecord, frame
+from scenarios.timeline import DayRecord, frame, true_recall
 
 RANGE_COLUMNS = (
     "drift_share",
@@ -95,12 +97,40 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         "losses": _losses(records, inject, recovery_day, baseline),
         "review_cost": result.settings.training.review_cost,
         "normal_ranges": _ranges(before),
+        "label_free": label_free_check(
+            records,
+            load_policy(
+                result.settings.monitoring.policy_path
+            ).jobs.performance.label_lookback_days,
+        ),
         "wall_clock_seconds": round(result.seconds, 1),
         "requests": sum(r.requests for r in records),
         "errors": sum(r.errors for r in records),
     }
     summary["checks"] = checks(result, summary)
     return summary
+
+
+def label_free_check(records: list[DayRecord], lookback_days: float) -> dict[str, Any]:
+    """Each midnight's recall, as the scores expect it (no label needed) and as the
+    labels known by then say, against the truth of the same window: how far off each
+    is, and on how many days the labels could not say at all."""
+    truth = np.array([true_recall(records, r.day, lookback_days) for r in records], float)
+    expected = np.array([r.metric("performance", "expected_recall") for r in records], float)
+    known = np.array([r.metric("performance", "recall") for r in records], float)
+
+    def mean_abs_error(estimate: np.ndarray) -> float | None:
+        both = ~np.isnan(estimate) & ~np.isnan(truth)
+        return float(np.abs(estimate[both] - truth[both]).mean()) if both.any() else None
+
+    return {
+        "days": len(records),
+        "lookback_days": lookback_days,
+        "expected_recall_error": mean_abs_error(expected),
+        "known_recall_error": mean_abs_error(known),
+        "days_expected": int((~np.isnan(expected)).sum()),
+        "days_known": int((~np.isnan(known)).sum()),
+    }
 
 
 def checks(result: RunResult, summary: dict[str, Any]) -> dict[str, bool]:

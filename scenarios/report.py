@@ -16,6 +16,7 @@ from scenarios.catalog import SCENARIOS
 from scenarios.engine import RunResult
 from scenarios.outcome import latest_baseline, summarize
 from scenarios.plots import plot_skew_features, plot_timeline
+from scenarios.timeline import true_recall
 
 
 def write_run(result: RunResult, runs_root: Path, publish_to: Path | None = None) -> dict[str, Any]:
@@ -193,11 +194,14 @@ def render(
         "## What it cost",
         *_cost(summary),
         "",
+        "## Recall before the labels arrive",
+        *_label_free(summary),
+        "",
         "## What a design-round answer should say",
         s.design_answer,
         "",
         "## Day by day",
-        *_table(result),
+        *_table(result, summary),
         "",
         "## Normal ranges (before the fault)",
         *_ranges(summary),
@@ -403,6 +407,32 @@ def _cost(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _label_free(summary: dict[str, Any]) -> list[str]:
+    """How the label-free recall and the recall of the labels known so far each compared
+    with the truth, over the run's midnights (monitoring/performance.py)."""
+    check = summary.get("label_free")  # absent from summaries written before it existed
+    if not check or check["days_expected"] == 0:
+        return ["No monitor run reported a label-free recall."]
+
+    def error(key: str) -> str:
+        value = check[key]
+        return "-" if value is None else f"{value:.3f}"
+
+    return [
+        "Each midnight the performance job reports the champion's recall over its window "
+        f"(the last {check['lookback_days']:g} days) twice: from the labels known by then, "
+        "and label-free, reading each score as the probability of fraud. The truth is the "
+        "simulator's, which no monitor sees.",
+        "",
+        "| recall | midnights with a figure | mean absolute error against the truth |",
+        "|---|---|---|",
+        f"| label-free (scores as probabilities) | {check['days_expected']} of {check['days']} "
+        f"| {error('expected_recall_error')} |",
+        f"| from the labels known by then | {check['days_known']} of {check['days']} "
+        f"| {error('known_recall_error')} |",
+    ]
+
+
 def _ranges(summary: dict[str, Any]) -> list[str]:
     """Min and max of each monitored figure on the healthy days: the yardstick."""
     ranges = summary["normal_ranges"]
@@ -418,12 +448,13 @@ def _ranges(summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def _table(result: RunResult) -> list[str]:
+def _table(result: RunResult, summary: dict[str, Any]) -> list[str]:
     lines = [
         "| day | date | requests | flagged | declined | fraud losses | cost | drift share | "
-        "skew worst | recall | precision | policy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "skew worst | recall | recall (label-free) | recall (truth) | precision | policy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    lookback = summary["label_free"]["lookback_days"]
     for r in result.records:
         named = [
             f"{d['action']}{'' if d['taken'] else ' (held)'} ({d['rule']})" for d in r.decisions
@@ -436,6 +467,8 @@ def _table(result: RunResult) -> list[str]:
             f"{_fmt(r.metric('drift', 'drift_share'), '.0%')} | "
             f"{_fmt(r.metric('skew', 'max_mismatch_rate'), '.0%')} | "
             f"{_fmt(r.metric('performance', 'recall'), '.2f')} | "
+            f"{_fmt(r.metric('performance', 'expected_recall'), '.2f')} | "
+            f"{_fmt(true_recall(result.records, r.day, lookback), '.2f')} | "
             f"{_fmt(r.metric('performance', 'precision'), '.2f')} | {policy or '-'} |"
         )
     return lines

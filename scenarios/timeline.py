@@ -62,6 +62,16 @@ class DayRecord:
         return asdict(self)
 
 
+def true_recall(records: list[DayRecord], day: int, lookback_days: float) -> float:
+    """The share of the frauds of the monitor's window ending with `day` that the system
+    flagged, from the simulator's truth: what the performance job's recall estimates
+    once every label is in (all routes; a story with a canary mixes them)."""
+    window = [r for r in records if day - lookback_days < r.day <= day]
+    frauds = sum(r.frauds for r in window)
+    caught = sum(r.frauds - r.frauds_missed for r in window)
+    return caught / frauds if frauds else math.nan
+
+
 def traffic_figures(
     requests: pd.DataFrame, transactions: pd.DataFrame, review_cost: float
 ) -> dict[str, Any]:

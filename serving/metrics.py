@@ -104,6 +104,13 @@ class ServingMetrics:
             ["route"],
             registry=r,
         )
+        self.explored = Counter(
+            "fraudlab_explored",
+            "Payments the model would have stopped, approved at random to learn their "
+            "outcome (serving.exploration_share), by route and the model's decision",
+            ["route", "decision"],
+            registry=r,
+        )
         self.breaker_tripped = Gauge(
             "fraudlab_breaker_tripped",
             "1 while the circuit breaker is tripped (review instead of decline), else 0",

@@ -19,12 +19,13 @@ reads it at startup and on each poll of its alias watcher. The server's launcher
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
+
+from serving.exploration import stable_draw
 
 _SALT = b"fraudlab-canary-v1"  # change to reshuffle who is in the canary
 ROUTING_FILE = "serving_routing.sqlite"  # under settings.home
@@ -35,8 +36,7 @@ BREAKERS: tuple[Breaker, ...] = get_args(Breaker)
 
 def customer_bucket(customer_id: int) -> float:
     """A stable number in [0, 1) per customer."""
-    digest = hashlib.blake2b(str(customer_id).encode(), digest_size=8, key=_SALT).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return stable_draw(str(customer_id), _SALT)
 
 
 def shared_routing_path(home: Path) -> Path:

@@ -14,6 +14,7 @@ from fraudlab.errors import ModelUnavailable, PaymentRefused
 from fraudlab.settings import Settings
 from pipelines.registry import CHALLENGER, CHAMPION
 from serving.clock import ServiceClock, held_clock_path
+from serving.exploration import Exploration
 from serving.features import OVER_BUDGET, STORE_ERROR, FeatureVector, OnlineFeatures
 from serving.metrics import ServingMetrics
 from serving.models import LoadedModels, ModelManager
@@ -33,6 +34,7 @@ class ScoringService:
         self.metrics = ServingMetrics()
         self.store = open_store(settings)
         self.routing = RoutingPolicy(settings.serving.canary_share, settings.serving.shadow)
+        self.exploration = Exploration(settings.serving.exploration_share)
         self.clock = ServiceClock(
             held_clock_path(settings.home),
             settings.serving.max_payment_lateness_seconds,
@@ -200,7 +202,11 @@ class ScoringService:
             self.shadow.submit(ShadowJob(request_id, loaded.challenger, vector))
         alias = CHALLENGER if route == "canary" else CHAMPION
         self._update_payment_state(request, now)
-        served = self.routing.served(decision)  # once: the answer and its log agree
+        # Once: the answer and its log agree. The breaker first (it never approves),
+        # then exploration, whose propensity is of the decision actually served.
+        served, propensity = self.exploration.apply(
+            request.transaction_id, self.routing.served(decision)
+        )
         self._record(
             request,
             now,
@@ -209,7 +215,7 @@ class ScoringService:
             alias,
             model.version,
             score,
-            (decision, served),
+            (decision, served, propensity),
             loaded,
             vector,
             (started, features_done, model_done),
@@ -234,12 +240,12 @@ class ScoringService:
         alias: str,
         version: str,
         score: float,
-        decisions: tuple[str, str],  # the model's, and the one served
+        decisions: tuple[str, str, float],  # the model's, the one served, its propensity
         loaded: LoadedModels,
         vector: FeatureVector,
         marks: tuple[float, float, float],
     ) -> None:
-        decision, served = decisions
+        decision, served, propensity = decisions
         started, features_done, model_done = marks
         total = time.perf_counter() - started
         m = self.metrics
@@ -247,7 +253,9 @@ class ScoringService:
         m.stage_seconds.labels("model").observe(model_done - features_done)
         m.stage_seconds.labels("total").observe(total)
         m.requests.labels(route, decision).inc()
-        if served != decision:
+        if served == "approve" != decision:
+            m.explored.labels(route, decision).inc()
+        elif served != decision:
             m.breaker_overrides.labels(route).inc()
         ages = vector.ages | dict.fromkeys(
             loaded.online.velocity_views if loaded.online else (), self._lag[0]
@@ -284,5 +292,6 @@ class ScoringService:
                 model_ms=(model_done - features_done) * 1e3,
                 total_ms=total * 1e3,
                 feature_age=ages,
+                propensity=propensity,
             )
         )

@@ -53,6 +53,10 @@ def generate_command(
     with day_progress(config.days) as on_day:
         summary = generate(config, path, on_day=on_day)
     console.print(generation_table(summary, time.perf_counter() - started))
+    feed = settings.label_feed_path
+    if path == settings.transactions_path and feed.exists():  # labels of the old payments
+        feed.unlink()
+        console.print(f"removed the label feed of the previous data ({feed})")
 
 
 @contextmanager

@@ -34,7 +34,7 @@ METRIC_ROWS = [
     ("average_precision", "average precision", "{:.3f}"),
     ("roc_auc", "ROC AUC", "{:.3f}"),
     ("recall_at_1pct_fpr", "recall at 1% FPR", "{:.3f}"),
-    ("precision_top100_per_day", "precision of top 100/day", "{:.3f}"),
+    ("precision_at_capacity", "precision of the top {capacity}/day (capacity)", "{:.3f}"),
     ("expected_cost", "expected cost at threshold", "{:,.0f}"),
     ("cost_without_model", "cost with no model", "{:,.0f}"),
     ("review_rate", "share sent to review", "{:.2%}"),
@@ -54,10 +54,12 @@ def gate_interval(comparison: GateComparison | None, missing: str = "") -> str:
     return f"{c.delta_ap:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
 
 
-def outcome_table(outcomes: list[TrainingOutcome], title: str) -> Table:
+def outcome_table(outcomes: list[TrainingOutcome], title: str, capacity: int) -> Table:
+    """One column per model; `capacity` is the analysts' payments a day."""
     table = Table("test period", *[f"{o.kind} v{o.version}" for o in outcomes], title=title)
     for key, label, fmt in METRIC_ROWS:
-        table.add_row(label, *[fmt.format(o.metrics[key]) for o in outcomes])
+        row = [fmt.format(o.metrics[key]) for o in outcomes]
+        table.add_row(label.format(capacity=capacity), *row)
     table.add_row(
         "review / decline threshold",
         *[f"{o.thresholds.review:.3f} / {o.thresholds.decline:.3f}" for o in outcomes],
@@ -106,7 +108,8 @@ def print_outcomes(
     settings: Settings, outcomes: list[TrainingOutcome], service: str, leaky: bool = False
 ) -> None:
     leak = " [bold red](LEAKY: naive join)[/]" if leaky else ""
-    console.print(outcome_table(outcomes, f"{settings.training.model_name} on {service}{leak}"))
+    title = f"{settings.training.model_name} on {service}{leak}"
+    console.print(outcome_table(outcomes, title, settings.training.analyst_capacity_per_day))
     for o in outcomes:
         for note in o.notes:
             console.print(f"  {o.kind} v{o.version}: {note}")

@@ -48,7 +48,13 @@ COLUMNS: dict[str, str] = {
     "features_ms": "REAL NOT NULL",
     "model_ms": "REAL NOT NULL",
     "total_ms": "REAL NOT NULL",
+    # The probability the service had of giving this decision (serving/exploration.py):
+    # 1 for an approval the model made, the exploration share for one it did not.
+    "propensity": "REAL NOT NULL DEFAULT 1.0",
 }
+# Columns a newer fraudlab appended, with their value for every row an older one wrote:
+# such a log is brought up to date at startup instead of being refused.
+APPENDED = {"propensity": "REAL NOT NULL DEFAULT 1.0"}
 SHADOW_COLUMNS: dict[str, str] = {
     "request_id": "TEXT NOT NULL",
     "model_version": "TEXT NOT NULL",
@@ -84,6 +90,7 @@ class PredictionRecord:
     model_ms: float
     total_ms: float
     feature_age: dict[str, float | None] = field(default_factory=dict)
+    propensity: float = 1.0
     logged_at: float = field(default_factory=time.time)
 
     def row(self) -> tuple[Any, ...]:
@@ -160,10 +167,16 @@ def create_log(path: Path) -> None:
 def _same_columns(
     conn: sqlite3.Connection, path: Path, table: str, columns: dict[str, str]
 ) -> None:
-    """A log written by an older fraudlab has other columns: say so once, at startup,
-    instead of failing every insert later."""
+    """A log written by an older fraudlab lacks the columns appended since: add them.
+    One with other columns still: say so once, at startup, instead of failing every
+    insert later."""
     found = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-    if found != list(columns):
+    expected = list(columns)
+    if found == expected[: len(found)] and set(expected[len(found) :]) <= set(APPENDED):
+        for name in expected[len(found) :]:  # positional inserts: appended in table order
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {APPENDED[name]}")
+        found = expected
+    if found != expected:
         missing = sorted(set(columns) - set(found)) or "-"
         raise ConfigError(
             f"the prediction log {path} was written by another fraudlab version (table "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from data.feedback import DecisionCosts, settle
+from data.feedback import DecisionCosts, label_feed, settle
 from fraudlab.settings import FeedbackSettings
 
 T0 = pd.Timestamp("2026-01-01 10:00", tz="UTC")
@@ -109,3 +109,21 @@ def test_unknown_decisions_and_transactions_are_refused() -> None:
         settle(tx, decisions.assign(decision="block"), 1, FeedbackSettings())
     with pytest.raises(ValueError, match="does not have"):
         settle(tx, decisions.assign(transaction_id=99), 1, FeedbackSettings())
+
+
+def test_the_feed_settles_served_payments_by_their_last_answer_and_keeps_the_rest() -> None:
+    tx, decisions = world()
+    extra = tx.iloc[[0]].assign(transaction_id=99)  # never served: the file's label
+    tx = pd.concat([tx, extra], ignore_index=True)
+    retry = decisions.iloc[[4]].assign(  # the declined fraud, answered again later: approved
+        decision="approve", served_at=T0 + pd.Timedelta(hours=1)
+    )
+    answers = pd.concat([decisions, retry], ignore_index=True)
+    feedback = FeedbackSettings(analyst_error_rate=0.0, customer_confirm_share=1.0)
+    events, settled = label_feed(tx, answers, 1, feedback)
+    assert len(settled.payments) == 6  # one row per payment, the retry included once
+    sources = {i: sorted(g["source"]) for i, g in events.groupby("transaction_id")}
+    assert sources[99] == ["chargeback"]
+    assert sources[4] == ["chargeback"]  # its last answer let it through
+    assert 5 in sources and sources[5] == ["customer"]
+    assert events["known_at"].is_monotonic_increasing

@@ -5,8 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from data.labels import ReportingDelays, history_label_events, known_labels, labels_known_at
+from data.labels import (
+    EVENT_COLUMNS,
+    ReportingDelays,
+    history_label_events,
+    known_labels,
+    labels_known_at,
+    read_label_feed,
+    write_label_feed,
+)
+from fraudlab.errors import DataValidationError
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -87,3 +97,41 @@ def test_the_latest_event_wins_so_a_chargeback_overrides_an_analysts_verdict() -
     later = known_labels(tx, T0 + 31 * DAY, events)
     assert later.loc[2, "label"] == 1 and later.loc[2, "source"] == "chargeback"
     assert later.loc[5, "label"] == 0 and later.loc[5, "source"] == "window_closed"
+
+
+def test_the_label_feed_round_trips_and_a_missing_one_means_the_files_labels(tmp_path) -> None:
+    tx = table().assign(transaction_id=range(7))
+    path = tmp_path / "labels" / "events.parquet"
+    assert read_label_feed(path, tx) is None
+    events = history_label_events(tx)
+    write_label_feed(path, events)
+    read = read_label_feed(path, tx)
+    assert read is not None
+    pd.testing.assert_frame_equal(read, events[EVENT_COLUMNS])
+    assert not path.with_suffix(".partial").exists()
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda e: e.assign(transaction_id=e["transaction_id"] + 1_000), "does not have"),
+        (lambda e: e.assign(source="rumour"), "unknown sources"),
+        (lambda e: e.assign(value=2), "other than 0 or 1"),
+        (lambda e: e.assign(known_at=e["known_at"].dt.tz_localize(None)), "UTC"),
+        (lambda e: e.drop(columns="source"), "columns"),
+    ],
+)
+def test_a_feed_of_other_data_is_refused_with_what_to_do(tmp_path, spoil, message) -> None:
+    tx = table().assign(transaction_id=range(7))
+    path = tmp_path / "events.parquet"
+    spoil(history_label_events(tx)).to_parquet(path)
+    with pytest.raises(DataValidationError, match=message) as refused:
+        read_label_feed(path, tx)
+    assert "fraudlab labels settle" in str(refused.value)
+
+
+def test_an_unreadable_feed_is_refused(tmp_path) -> None:
+    path = tmp_path / "events.parquet"
+    path.write_bytes(b"not parquet")
+    with pytest.raises(DataValidationError, match="unreadable"):
+        read_label_feed(path, table().assign(transaction_id=range(7)))

@@ -3,13 +3,17 @@ expected label coverage next to every figure, and no label used before it arrive
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from data.labels import known_labels, read_label_feed
+from monitoring.label_feed import settle_served
 from monitoring.performance import join_labels, run_performance
 from monitoring.policy import load_policy
+from monitoring.runner import calibrations_of
 from serving.prediction_log import read_predictions
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
@@ -104,3 +108,67 @@ def test_performance_is_insufficient_without_enough_known_frauds(world, monitor_
     assert finding.status == "insufficient_data"
     assert finding.metrics["known_frauds"] < 10
     assert finding.summary.startswith("insufficient data")
+
+
+def test_with_the_label_feed_declined_fraud_is_never_known_and_reviews_are_known_in_hours(
+    world, monitor_world, served, tmp_path
+):
+    """The log settled by the world (`fraudlab labels settle`): the monitor then reads
+    the labels the decisions produced, not the file's."""
+    predictions, path = served
+    mw = monitor_world
+    settings = mw.settings.model_copy(update={"home": tmp_path})
+    shutil.copy(path, settings.prediction_log_path)
+    summary = settle_served(settings, world.transactions)
+    assert summary.served == len(predictions) and summary.unmatched == 0
+    assert summary.decisions.get("decline", 0) > 0 and summary.events["analyst"] > 0
+    feed = read_label_feed(settings.label_feed_path, world.transactions)
+    assert feed is not None
+
+    tx = world.transactions.set_index(world.transactions["transaction_id"].astype(str))
+    truth = tx.loc[predictions["transaction_id"], "is_fraud"].to_numpy()
+    declined_fraud = predictions[(predictions["decision"] == "decline") & (truth == 1)]
+    assert len(declined_fraud) > 0
+    late = mw.day(90)  # every chargeback of the file is in by now
+    with_feed = join_labels(predictions, world.transactions, late, feed).set_index("transaction_id")
+    assert (with_feed.loc[declined_fraud["transaction_id"], "label"] == 0).all()
+    assert (
+        join_labels(predictions, world.transactions, late)["label"].sum() > with_feed["label"].sum()
+    )
+    # An analyst's verdict is known within hours of the review; the file's chargeback
+    # for the same payment would take days to weeks.
+    answered = predictions.assign(transaction_id=predictions["transaction_id"].astype("int64"))
+    verdicts = feed[feed["source"] == "analyst"].merge(answered, on="transaction_id")
+    assert len(verdicts) > 0 and (verdicts["decision"] == "review").all()
+    served_at = pd.to_datetime(verdicts["served_at"], utc=True, format="ISO8601")
+    assert ((verdicts["known_at"] - served_at) < pd.Timedelta(hours=48)).all()
+    two_days_on = served_at.max() + pd.Timedelta(hours=48)
+    reviewed = tx.loc[verdicts["transaction_id"].astype(str)].reset_index(drop=True)
+    known = known_labels(reviewed, two_days_on, feed)
+    assert known["labelled"].all() and (known["source"] == "analyst").all()
+
+
+def test_the_label_free_estimate_is_checked_against_the_frauds_known(world, monitor_world, served):
+    """Scores read as probabilities: expected frauds, recall and precision without a
+    label; and the frauds the scores expect known by now against those that are."""
+    predictions, _ = served
+    mw = monitor_world
+    calibrations = calibrations_of(mw.settings, predictions["model_version"].unique())
+    assert set(calibrations) == {mw.champion.version, mw.challenger.version}
+    for now in (mw.day(66), mw.day(90)):
+        finding = run_performance(
+            predictions, world.transactions, now, CONFIG, review_cost=1.0, calibrations=calibrations
+        )
+        m = finding.metrics
+        assert 0 < m["expected_recall"] < 1 and 0 < m["expected_precision"] < 1
+        assert "label-free" in finding.summary
+        # Calibrated on the validation period, the scores expect about as many known
+        # frauds as the chargebacks that have arrived. Not quite: this world's cutoff
+        # (day 55) is younger than the 60-day chargeback window, so training could not
+        # yet see how many frauds go unreported and left the calibration uncorrected
+        # (about half its validation frauds were reported by the cutoff).
+        assert 0.35 < m["expected_known_frauds"] / m["known_frauds"] < 1.5, m
+    champion = predictions[predictions["route"] == "champion"]
+    rows = join_labels(champion, world.transactions, mw.day(90))
+    p = calibrations[mw.champion.version](rows["score"].to_numpy())
+    assert m["expected_recall"] == pytest.approx(p[rows["flagged"].to_numpy()].sum() / p.sum())

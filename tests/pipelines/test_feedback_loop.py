@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -14,7 +15,9 @@ from fraudlab.commands.train import print_feedback_study
 from fraudlab.console import console
 from fraudlab.errors import ConfigError
 from fraudlab.settings import get_settings
+from pipelines.evaluate import Calibration, Thresholds, decisions_of
 from pipelines.feedback_loop import run_feedback_study
+from serving.scoring import ServingModel
 from tests.conftest import World
 
 
@@ -96,3 +99,36 @@ def test_the_review_threshold_keeps_within_the_analysts_capacity() -> None:
     assert reviews["free"] > 5 * days  # unconstrained, it would send more than capacity
     assert reviews["tight"] == 5 * days  # exactly the capacity, no more
     assert tight.decline == free.decline
+
+
+def test_the_offline_decision_rule_is_the_one_serving_applies() -> None:
+    """The study decides millions of payments with `decisions_of`; serving decides one
+    at a time with ServingModel.decide. Thresholds included, they must agree."""
+    thresholds = Thresholds(review=0.2, decline=0.7)
+    model = ServingModel(
+        "m", "1", [], "fraud_v3", thresholds.review, thresholds.decline, lambda row: 0.0
+    )
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([rng.random(2_000), [0.0, 0.2, 0.7, 1.0, np.nextafter(0.2, 0)]])
+    assert decisions_of(scores, thresholds).tolist() == [model.decide(s) for s in scores]
+
+
+def test_calibration_maps_distorted_scores_back_to_probabilities() -> None:
+    """Scores that overstate small risks (the square root of the true probability, as a
+    class-weighted model gives) are mapped back: the expected frauds match the truth
+    where the raw scores overcount them several times."""
+    rng = np.random.default_rng(5)
+    truth = 1 / (1 + np.exp(-rng.normal(-6, 1.5, 200_000)))
+    labels = rng.random(len(truth)) < truth
+    scores = np.sqrt(truth)
+    fitted = Calibration.fit(labels[:100_000], scores[:100_000])
+    held_out = scores[100_000:]
+    frauds = labels[100_000:].sum()
+    assert held_out.sum() > 4 * frauds
+    assert fitted(held_out).sum() == pytest.approx(truth[100_000:].sum(), rel=0.1)
+    # Fitted on labels of which only half had been reported, it is told so and corrects.
+    reported = labels[:100_000] & (rng.random(100_000) < 0.5)
+    halved = Calibration.fit(reported, scores[:100_000], coverage=0.5)
+    assert halved(held_out).sum() == pytest.approx(truth[100_000:].sum(), rel=0.15)
+    assert Calibration.fit(np.zeros(10), scores[:10]) == Calibration()  # one class: identity
+    assert Calibration()(np.array([0.25])) == pytest.approx([0.25])

@@ -53,7 +53,7 @@ def test_metrics_are_computed_not_placeholders(trained) -> None:
     for o in outcomes.values():
         m = o.metrics
         assert 0 < m["average_precision"] < 1 and 0.5 < m["roc_auc"] < 1
-        assert 0 <= m["recall_at_1pct_fpr"] <= 1 and 0 <= m["precision_top100_per_day"] <= 1
+        assert 0 <= m["recall_at_1pct_fpr"] <= 1 and 0 <= m["precision_at_capacity"] <= 1
         assert 0 < m["expected_cost"] < m["cost_without_model"]
         assert 0 < m["brier"] < 0.25
         assert 0 < o.thresholds.review <= o.thresholds.decline <= 1

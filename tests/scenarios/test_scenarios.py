@@ -38,6 +38,12 @@ def test_baseline_raises_no_alarm_and_records_normal_ranges(
     (input_drift,) = [r for r in load_policy(DEFAULT_POLICY).rules if r.name == "input-drift"]
     assert input_drift.above is not None
     assert ranges["drift_share"][1] <= input_drift.above  # healthy days stay below the alarm
+    # The label-free recall has a figure every midnight; the known labels, only once a
+    # fraud's chargeback has come in. Both are scored against the simulator's truth.
+    label_free = summary["label_free"]
+    assert label_free["days_expected"] == len(result.records)
+    assert label_free["days_known"] < label_free["days_expected"]
+    assert 0 <= label_free["expected_recall_error"] < 1
 
 
 # Good customers the cents story turned away before the fast guardrails (the committed

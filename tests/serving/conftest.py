@@ -33,6 +33,9 @@ ADMIN_TOKEN = "test-admin-token-7f3a"
 POLL_SECONDS = 0.5
 FUTURE = pd.Timedelta(days=2)  # within the snapshot TTL: the cutoff's features are fresh
 LATENESS = FUTURE + pd.Timedelta(hours=1)  # accepted, with the clock at the future's end
+# The plain server approves this share of what its model stops (far above a real
+# setting, so that a few dozen payments show it).
+EXPLORATION_SHARE = 0.3
 CLEAN_EXIT = (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after its graceful shutdown
 
 
@@ -123,7 +126,9 @@ def serving_world(
             factory="tests.serving.faulty_app:create_app",
         ),
         swap=LiveServer(server_settings("swap", own_registry=True)),
-        plain=LiveServer(server_settings("plain", admin_token=None)),
+        plain=LiveServer(
+            server_settings("plain", admin_token=None, exploration_share=EXPLORATION_SHARE)
+        ),
     )
     go_file = root / "go"
     try:

@@ -11,7 +11,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fraudlab.commands.monitor import logged_now
 from fraudlab.settings import ServingSettings
-from tests.serving.conftest import ADMIN_TOKEN, LATENESS, Fleet, ServingWorld, logged_rows
+from serving.exploration import Exploration
+from tests.serving.conftest import (
+    ADMIN_TOKEN,
+    EXPLORATION_SHARE,
+    LATENESS,
+    Fleet,
+    ServingWorld,
+    logged_rows,
+)
 
 MAX_LEAD_SECONDS = ServingSettings().max_payment_lead_seconds
 
@@ -261,12 +269,54 @@ def test_a_tripped_breaker_serves_declines_as_reviews_and_logs_the_models_own(
     rows = logged_rows(fleet.api.log_path, "predictions", [b["request_id"] for b in during])
     served_as_review = [r for r in rows if r["model_decision"] == "decline"]
     assert len(served_as_review) >= 10 and all(r["decision"] == "review" for r in served_as_review)
+    assert {r["propensity"] for r in rows} == {1.0}  # no exploration on this server
     metrics = fleet.api.client.get("/metrics").text
     assert "fraudlab_breaker_tripped 1.0" in metrics
     assert 'fraudlab_breaker_overrides_total{route="champion"}' in metrics
     assert routing(breaker="off")["breaker"] == "off"
     after = [fleet.api.score(p).json()["decision"] for p in payments]
     assert after == [b["decision"] for b in before]
+
+
+def test_exploration_approves_a_share_of_what_the_model_stops_and_logs_its_propensity(
+    fleet: Fleet, live_world: ServingWorld
+) -> None:
+    server = fleet.plain  # exploration_share = EXPLORATION_SHARE
+    payments = [  # large amounts, so that the model stops most of them
+        p | {"amount": 9_000.0, "transaction_id": f"explore-{i}"}
+        for i, p in enumerate(live_world.payments(60, skip=800))
+    ]
+    answers = [server.score(p).json() for p in payments]
+    rows = {
+        r["transaction_id"]: r
+        for r in logged_rows(server.log_path, "predictions", [a["request_id"] for a in answers])
+    }
+    assert len(rows) == len(payments)
+    stopped = [r for r in rows.values() if r["model_decision"] != "approve"]
+    explored = {r["transaction_id"] for r in stopped if r["decision"] == "approve"}
+    assert len(stopped) >= 40
+    # Exactly the payments whose draw falls under the share: random, yet reproducible.
+    share = EXPLORATION_SHARE
+    policy = Exploration(share)
+    assert 0 < len(explored) < len(stopped)
+    for tx, row in rows.items():
+        assert (row["decision"], row["propensity"]) == policy.apply(tx, row["model_decision"])
+        expected = 1.0 if row["model_decision"] == "approve" else share if tx in explored else 0.7
+        assert row["propensity"] == pytest.approx(expected), row
+    for answer in answers:  # the caller got what the log says
+        assert answer["decision"] == rows[answer["transaction_id"]]["decision"]
+    # A retried payment is decided as the first time; the model's score is unchanged.
+    retried = [server.score(p).json() for p in payments[:20]]
+    assert [_decided(b) for b in retried] == [_decided(b) for b in answers[:20]]
+    counted = sum(
+        sample.value
+        for family in text_string_to_metric_families(server.metrics())
+        if family.name == "fraudlab_explored"
+        for sample in family.samples
+        if sample.name == "fraudlab_explored_total"
+    )
+    retried_explored = sum(t in explored for t in (p["transaction_id"] for p in payments[:20]))
+    assert counted == len(explored) + retried_explored
 
 
 def test_health_and_readiness(fleet: Fleet) -> None:
