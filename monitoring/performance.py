@@ -12,7 +12,7 @@ simulator delays do not depend on the fraud, so early recall is noisy, not biase
 
 Beside them, a label-free estimate that needs no label at all (confidence-based
 performance estimation): each score is mapped to a probability of fraud by its version's
-calibration (pipelines/evaluate.py `Calibration`, fitted on the validation period); the
+calibration (pipelines/evaluate.py `Calibration`, fitted on the held-out periods); the
 window's frauds are then expected to number the sum of the probabilities, its recall to
 be the flagged share of that sum, its precision the mean probability of what was
 flagged. It is as good as the calibration, so it is checked where labels are:

@@ -45,7 +45,7 @@ class Thresholds:
 @dataclass(frozen=True)
 class Calibration:
     """Platt scaling in logit space: p = sigmoid(slope * logit(score) + intercept),
-    fitted on the validation period's labels as known at the cutoff. The identity (1, 0)
+    fitted on the held-out periods' labels as known at the cutoff. The identity (1, 0)
     is what a version registered without one gets. It maps scores to probabilities for
     the monitor's label-free estimate; decisions keep the raw score and its thresholds.
 

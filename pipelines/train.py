@@ -174,7 +174,7 @@ def run_training(
         store,
         tx,
         label_events,
-        reported_share(tx, parts["validation"], split.cutoff),
+        reported_share(tx, pd.concat([parts["validation"], parts["test"]]), split.cutoff),
     )
     outcomes = []
     for kind in kinds:
@@ -199,8 +199,8 @@ class TrainingJob:
     store: FeatureStore
     transactions: pd.DataFrame
     label_events: pd.DataFrame | None  # the label feed of served traffic, when written
-    # The validation period's frauds expected reported by the cutoff (its labels' share).
-    validation_coverage: float
+    # The held-out periods' frauds expected reported by the cutoff (their labels' share).
+    held_out_coverage: float
     _test_by_service: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def test_period(self, service_name: str) -> pd.DataFrame:
@@ -244,8 +244,14 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
         thresholds = capacity_thresholds(
             valid["label"], valid_scores, valid["amount"], t, t.validation_days
         )
-        calibration = Calibration.fit(valid["label"], valid_scores, job.validation_coverage)
         test_scores = score(model, feature_matrix(test, features))
+        # Fitted after every choice is made, on both held-out periods: a fraud a day at
+        # the small scale, and two parameters need every one of them.
+        calibration = Calibration.fit(
+            np.concatenate([valid["label"], test["label"]]),
+            np.concatenate([valid_scores, test_scores]),
+            job.held_out_coverage,
+        )
         metrics = classification_metrics(test, test_scores, thresholds, t)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         _log_figures(kind, test, test_scores, model, features)

@@ -34,7 +34,7 @@ METRIC_ROWS = [
     ("average_precision", "average precision", "{:.3f}"),
     ("roc_auc", "ROC AUC", "{:.3f}"),
     ("recall_at_1pct_fpr", "recall at 1% FPR", "{:.3f}"),
-    ("precision_at_capacity", "precision of the top {capacity}/day (capacity)", "{:.3f}"),
+    ("precision_at_capacity", "precision at capacity ({capacity}/day)", "{:.3f}"),
     ("expected_cost", "expected cost at threshold", "{:,.0f}"),
     ("cost_without_model", "cost with no model", "{:,.0f}"),
     ("review_rate", "share sent to review", "{:.2%}"),

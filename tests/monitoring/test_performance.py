@@ -162,11 +162,11 @@ def test_the_label_free_estimate_is_checked_against_the_frauds_known(world, moni
         m = finding.metrics
         assert 0 < m["expected_recall"] < 1 and 0 < m["expected_precision"] < 1
         assert "label-free" in finding.summary
-        # Calibrated on the validation period, the scores expect about as many known
+        # Calibrated on the held-out periods, the scores expect about as many known
         # frauds as the chargebacks that have arrived. Not quite: this world's cutoff
         # (day 55) is younger than the 60-day chargeback window, so training could not
         # yet see how many frauds go unreported and left the calibration uncorrected
-        # (about half its validation frauds were reported by the cutoff).
+        # (about half the held-out frauds had been reported by the cutoff).
         assert 0.35 < m["expected_known_frauds"] / m["known_frauds"] < 1.5, m
     champion = predictions[predictions["route"] == "champion"]
     rows = join_labels(champion, world.transactions, mw.day(90))
