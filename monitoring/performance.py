@@ -96,9 +96,8 @@ def group_metrics(
         "decline_rate": float((rows["decision"] == "decline").mean()) if len(rows) else np.nan,
         "expected_cost": cost,
         "cost_per_1k": 1000.0 * cost / len(rows) if len(rows) else float("nan"),
-        "label_coverage": np.nan
-        if delays is None
-        else delays.coverage(rows["event_timestamp"], now),
+        # ReportingDelays.coverage: the mean of the reported shares just computed.
+        "label_coverage": float(reported.mean()) if delays is not None and len(rows) else np.nan,
         "expected_frauds": float(p.sum()),
         "expected_recall": float(p[flagged].sum() / p.sum()) if p.sum() > 0 else np.nan,
         "expected_precision": float(p[flagged].mean()) if n_flagged else np.nan,
