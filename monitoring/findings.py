@@ -41,6 +41,8 @@ JOB_METRICS: dict[Job, tuple[str, ...]] = {
         "expected_recall",
         "expected_precision",
         "expected_known_frauds",
+        "ipw_recall",
+        "explored_frauds",
     ),
     "canary": (
         "delta_ap",

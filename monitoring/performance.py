@@ -86,6 +86,9 @@ def group_metrics(
     )
     # Flagging is already decided, so score = flagged and threshold 1 reuse the cost rule.
     cost = expected_cost(y, flagged.astype(float), rows["amount"].to_numpy(), 1.0, review_cost)
+    model_flagged = (rows["model_decision"] != "approve").to_numpy()
+    weights = observation_weights(rows, reported)
+    weighted_frauds = float((weights * y).sum())
     return {
         "rows": float(len(rows)),
         "known_frauds": float(frauds),
@@ -102,7 +105,43 @@ def group_metrics(
         "expected_recall": float(p[flagged].sum() / p.sum()) if p.sum() > 0 else np.nan,
         "expected_precision": float(p[flagged].mean()) if n_flagged else np.nan,
         "expected_known_frauds": float((p * reported).sum()),
+        # The model's own recall, each known fraud weighted by one over the chance its
+        # label is known by now: the declines exploration let through stand in for the
+        # declined frauds no label will ever name, and a chargeback for those still due.
+        "ipw_recall": float((weights * y * model_flagged).sum() / weighted_frauds)
+        if weighted_frauds
+        else np.nan,
+        "explored_frauds": float(
+            (y & (rows["decision"] == "approve") & (rows["model_decision"] != "approve")).sum()
+        ),
     }
+
+
+def observation_weights(rows: pd.DataFrame, reported: np.ndarray) -> np.ndarray:
+    """One over the chance that each payment's fraud label is known by now, given the
+    model's decision, the exploration share `s` and the share `r` of frauds of its age
+    reported by now (`reported`; NaN reads as 1):
+    - the model approved it: its chargeback, r;
+    - the model reviewed it: the analyst's verdict (1 - s), or, explored, the
+      chargeback (s r);
+    - the model declined it: only an explored one ever gets a label, s r.
+    A decline that stood never does: a declined fraud never becomes a chargeback. So
+    without exploration the declines have no weight to carry them, and the recall is
+    the model's on the labels the system let through. The chance is floored at
+    `MIN_OBSERVED` so that one fresh chargeback cannot stand for a hundred."""
+    model, served = rows["model_decision"].to_numpy(), rows["decision"].to_numpy()
+    propensity = rows["propensity"].to_numpy(np.float64)
+    flagged = model != "approve"
+    explored = flagged & (served == "approve")
+    share = np.where(explored, propensity, np.where(flagged, 1.0 - propensity, 0.0))
+    r = np.nan_to_num(np.asarray(reported, np.float64), nan=1.0)
+    observed = np.select(
+        [model == "approve", model == "review"], [r, (1.0 - share) + share * r], share * r
+    )
+    return 1.0 / np.maximum(observed, MIN_OBSERVED)
+
+
+MIN_OBSERVED = 0.1
 
 
 def run_performance(

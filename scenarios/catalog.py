@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fraudlab.errors import ConfigError
 from scenarios.faults import (
     AmountInCents,
+    Exploration,
     Fault,
     KnownCardTesting,
     LeakyChallenger,
@@ -39,6 +40,10 @@ class Scenario:
     how_it_shows: str = ""
     design_answer: str = ""
     tags: tuple[str, ...] = field(default=())
+    minute_jobs: bool = True  # the guardrails every few minutes (False: the daily jobs only)
+    # Labels settled each midnight by the decisions made (monitoring/label_feed.py), not
+    # the transactions file's chargebacks for every payment whatever was decided.
+    labels_from_decisions: bool = False
 
 
 _SKEW_ANSWER_TAIL = (
@@ -314,6 +319,53 @@ SCENARIOS: dict[str, Scenario] = {
                 "its own test set learned from a leak). Then never trust offline numbers "
                 "alone: shadow, a small canary with label-free guardrails that roll back "
                 "in minutes, and promotion on matured labels with a sequential test."
+            ),
+        ),
+        Scenario(
+            name="feedback-loop",
+            title="The feedback loop: the labels are chosen by the model's own decisions",
+            days=14,
+            full_days=28,
+            fault=Exploration(share=0.2),
+            inject_day=3,
+            minute_jobs=False,  # the story is in the daily performance job's labels
+            labels_from_decisions=True,
+            recovery=(
+                "once the explored declines' chargebacks are in, the weighted recall "
+                "reads the model's recall closer than the labels alone"
+            ),
+            what_broke=(
+                "Nothing breaks. The API approves 20% of the payments the model would "
+                "review or decline, at random, and logs each answer's propensity "
+                "(`serving.exploration_share`); for the first three days it does not. Unlike "
+                "the other stories, whose labels are the transactions file's chargebacks "
+                "whatever was decided, here every midnight the world settles each served "
+                "payment by the decision its caller got (`fraudlab labels settle`): a "
+                "declined fraud never becomes a chargeback, a reviewed one is judged by an "
+                "analyst within hours, an approved one is charged back days or weeks later, "
+                "or never."
+            ),
+            how_it_shows=(
+                "The performance job's recall is measured on the frauds whose labels "
+                "arrived, and the frauds the model declines never get one: read naively, "
+                "the labels say the model misses far more than it does. With exploration, "
+                "a random fifth of the model's declines go through; their chargebacks, "
+                "each weighted by one over the chance that its label is known by now "
+                "(explored, and reported at its age), stand for the declined frauds no "
+                "label names (`ipw_recall`). The price is the frauds exploration lets "
+                "through."
+            ),
+            design_answer=(
+                "Labels are a product of the last model's decisions: declined fraud is "
+                "censored, so a model retrained or judged on what it let through learns "
+                "that what it blocks is fine, and its reported recall understates the "
+                "truth. Say so first, then the fixes: keep a small random exploration "
+                "share with logged propensities (a holdout that is approved on purpose), "
+                "judge models by inverse-propensity weighting on it, retrain with the "
+                "weights, use the analysts' verdicts as fast labels, and price the "
+                "exploration (its fraud losses) against the bias it removes. "
+                "`fraudlab feedback-loop` prints what censoring and exploration do to a "
+                "retrained model on the same data."
             ),
         ),
     ]

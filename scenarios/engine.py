@@ -32,6 +32,7 @@ from features.definitions import feature_table_path
 from features.store import materialize, open_store
 from fraudlab.settings import Settings
 from monitoring.decisions import MonitorRun
+from monitoring.label_feed import settle_served
 from monitoring.policy import Policy, load_policy
 from monitoring.runner import run_monitor
 from monitoring.window import Window
@@ -72,6 +73,12 @@ class RunContext:
     def offline_snapshot(self, view: str, day: int) -> pd.DataFrame:
         table = pd.read_parquet(feature_table_path(self.settings.feature_data_dir, view))
         return table[table["event_timestamp"] == self.day_start(day)].copy()
+
+    def settle_labels(self) -> None:
+        """The world answers what the service decided so far (monitoring/label_feed.py):
+        the label feed the monitor and any retraining read from then on."""
+        with quiet_output():
+            settle_served(self.settings, self.transactions)
 
     def write_online(self, view: str, rows: pd.DataFrame) -> None:
         with quiet_output():
@@ -231,6 +238,8 @@ def _run_days(
         between = _BetweenWaves(scenario, ctx, policy, story, day)
         summary = _replay_day(ctx, api, day, fault.amount_scale(active), between)
         replay_s = time.perf_counter() - clock
+        if scenario.labels_from_decisions:
+            ctx.settle_labels()  # at midnight, before the monitor reads labels
         record = _monitor_day(ctx, policy, day, opens, summary)
         record.decisions = between.decisions + record.decisions
         record.minute_runs = between.runs
@@ -269,7 +278,8 @@ class _BetweenWaves:
         opens = ctx.day_start(day)
         self.every = pd.Timedelta(minutes=policy.minute_jobs.every_minutes)
         self.window = pd.Timedelta(minutes=policy.minute_jobs.window_minutes)
-        self.next_check = opens + self.every
+        # A story told by the daily jobs alone skips the minute jobs (half a day's time).
+        self.next_check = opens + (self.every if scenario.minute_jobs else pd.Timedelta(days=2))
         fault = scenario.fault
         self.injection_at = (
             opens + pd.Timedelta(hours=fault.injects_at_hour)

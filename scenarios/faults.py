@@ -62,6 +62,19 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Exploration(Fault):
+    """Nothing breaks: from the injection day the API approves `share` of the payments
+    the model would review or decline, at random, and logs each answer's propensity
+    (serving/exploration.py). What it buys is a labelled sample of the model's declines;
+    what it costs is the frauds it lets through."""
+
+    share: float = 0.2
+
+    def serving_env(self, active: bool) -> dict[str, str]:
+        return {"FRAUDLAB_SERVING__EXPLORATION_SHARE": str(self.share)} if active else {}
+
+
+@dataclass(frozen=True)
 class AmountInCents(Fault):
     """The payment gateway starts sending amounts in cents; the model was trained on units."""
 

@@ -15,7 +15,8 @@ from data.validate import load_transactions
 from monitoring.policy import load_policy
 from scenarios.catches import burst_catches, catch_summary, traffic_costs
 from scenarios.engine import RunResult
-from scenarios.timeline import DayRecord, frame, true_recall
+from scenarios.faults import Exploration
+from scenarios.timeline import DayRecord, frame, true_model_recall, true_recall
 
 RANGE_COLUMNS = (
     "drift_share",
@@ -67,6 +68,8 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         minutes = champion.get("median_minutes_to_first_flag")
         hours = None if minutes is None else minutes / 60
         detection = None
+    policy = load_policy(result.settings.monitoring.policy_path)
+    lookback = policy.jobs.performance.label_lookback_days
     summary = {
         "scenario": scenario.name,
         "world": result.spec.key,
@@ -97,12 +100,10 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         "losses": _losses(records, inject, recovery_day, baseline),
         "review_cost": result.settings.training.review_cost,
         "normal_ranges": _ranges(before),
-        "label_free": label_free_check(
-            records,
-            load_policy(
-                result.settings.monitoring.policy_path
-            ).jobs.performance.label_lookback_days,
-        ),
+        "label_free": label_free_check(records, lookback),
+        "exploration": exploration_check(result, lookback)
+        if isinstance(scenario.fault, Exploration)
+        else None,
         "wall_clock_seconds": round(result.seconds, 1),
         "requests": sum(r.requests for r in records),
         "errors": sum(r.errors for r in records),
@@ -133,6 +134,52 @@ def label_free_check(records: list[DayRecord], lookback_days: float) -> dict[str
     }
 
 
+def exploration_check(result: RunResult, lookback_days: float) -> dict[str, Any]:
+    """The monitor's recall of the model at each midnight, read naively from the labels
+    the system let through and by inverse propensity, against the simulator's truth of
+    the same window; before exploration starts and once it has run `settle_days` (its
+    first explored frauds need that long to be reported); and what it cost."""
+    records, start = result.records, result.scenario.inject_day or 0
+    settle_days = EXPLORATION_SETTLE_DAYS
+
+    def series(name: str) -> list[float | None]:
+        return [_number(r.metric("performance", name)) for r in records]
+
+    truth = [_number(true_model_recall(records, r.day, lookback_days)) for r in records]
+    naive, ipw = series("recall"), series("ipw_recall")
+
+    def error(estimate: list[float | None], days: range) -> float | None:
+        pairs = [(estimate[d], truth[d]) for d in days if d < len(records)]
+        both = [abs(e - t) for e, t in pairs if e is not None and t is not None]
+        return float(np.mean(both)) if both else None
+
+    before, settled = range(0, start), range(start + settle_days, len(records))
+    explored = [r for r in records if r.day >= start]
+    return {
+        "share": getattr(result.scenario.fault, "share", None),
+        "from_day": start,
+        "settle_days": settle_days,
+        "truth": truth,
+        "naive_recall": naive,
+        "ipw_recall": ipw,
+        "explored_frauds_known": series("explored_frauds"),
+        "naive_error_before": error(naive, before),
+        "naive_error_settled": error(naive, settled),
+        "ipw_error_settled": error(ipw, settled),
+        "frauds_explored": sum(r.frauds_explored for r in explored),
+        "explored_losses_per_day": sum(r.explored_losses for r in explored) / len(explored)
+        if explored
+        else None,
+    }
+
+
+EXPLORATION_SETTLE_DAYS = 7  # about the median chargeback delay (data/simulator.py)
+
+
+def _number(value: float) -> float | None:
+    return None if value != value else round(float(value), 4)
+
+
 def checks(result: RunResult, summary: dict[str, Any]) -> dict[str, bool]:
     """The story's own claims, each true or false for this run."""
     scenario = result.scenario
@@ -141,6 +188,8 @@ def checks(result: RunResult, summary: dict[str, Any]) -> dict[str, bool]:
         return out | _model_checks(scenario.detect_within_hours, summary)
     if scenario.detector is None:
         out["no_alarm"] = summary["false_alarms"]["count"] == 0
+        if explored := summary.get("exploration"):
+            out |= _exploration_checks(explored)
         return out
     hours = summary["time_to_detect_hours"]
     out["no_false_alarm_before_injection"] = summary["false_alarms"]["count"] == 0
@@ -196,6 +245,20 @@ def _model_checks(within_hours: float, summary: dict[str, Any]) -> dict[str, boo
     }
 
 
+def _exploration_checks(explored: dict[str, Any]) -> dict[str, bool]:
+    """Without exploration the labels understate the model's recall; once the explored
+    declines' chargebacks are in, the weighted recall is closer to the truth."""
+    before, naive, ipw = (
+        explored["naive_error_before"],
+        explored["naive_error_settled"],
+        explored["ipw_error_settled"],
+    )
+    return {
+        "naive_recall_off_before_exploration": before is not None and before > 0.05,
+        "ipw_closer_than_naive_once_settled": None not in (naive, ipw) and ipw < naive,
+    }
+
+
 def _hours_between(start: pd.Timestamp | None, end: str | None) -> float | None:
     if start is None or end is None:
         return None
@@ -225,6 +288,8 @@ def _recovery_day(result: RunResult) -> int | None:
             return None
         ok = [r.day for r in records if r.day >= fix and r.status(scenario.detector or "") == "ok"]
         return ok[0] if ok else None
+    if not scenario.expected_actions:  # nothing to act on (feedback-loop): nothing to recover
+        return None
     final = scenario.expected_actions[-1]
     done = [r.day for r in records for d in r.decisions if d["taken"] and d["action"] == final]
     return done[0] if done else None

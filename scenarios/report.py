@@ -197,6 +197,7 @@ def render(
         "## Recall before the labels arrive",
         *_label_free(summary),
         "",
+        *_exploration(summary),
         "## What a design-round answer should say",
         s.design_answer,
         "",
@@ -430,6 +431,60 @@ def _label_free(summary: dict[str, Any]) -> list[str]:
         f"| {error('expected_recall_error')} |",
         f"| from the labels known by then | {check['days_known']} of {check['days']} "
         f"| {error('known_recall_error')} |",
+    ]
+
+
+def _exploration(summary: dict[str, Any]) -> list[str]:
+    """The feedback-loop story: the model's recall as the labels say it, weighted by the
+    explored declines' propensities, and in truth, at every midnight."""
+    explored = summary.get("exploration")
+    if not explored:
+        return []
+
+    def error(key: str) -> str:
+        value = explored[key]
+        return "-" if value is None else f"{value:.3f}"
+
+    start, settle = explored["from_day"], explored["settle_days"]
+    rows = [
+        f"| {day} | {'on' if day >= start else 'off'} | {_fmt(naive, '.2f')} | "
+        f"{_fmt(ipw, '.2f')} | {_fmt(truth, '.2f')} | {_fmt(known, '.0f')} |"
+        for day, (naive, ipw, truth, known) in enumerate(
+            zip(
+                explored["naive_recall"],
+                explored["ipw_recall"],
+                explored["truth"],
+                explored["explored_frauds_known"],
+                strict=True,
+            )
+        )
+    ]
+    return [
+        "## The model's recall, with and without exploration",
+        f"Exploration ({explored['share']:.0%} of the model's reviews and declines approved "
+        f"at random) from day {start}. Each midnight the performance job reads the model's "
+        "recall from the labels known by then (`recall`), and with each known fraud weighted "
+        "by one over the chance that its label is known by now (`ipw_recall`: an explored "
+        "decline's logged propensity, times the share of frauds of its age already charged "
+        "back; monitoring/performance.py `observation_weights`). The truth is the "
+        "simulator's recall of the model's own decisions over the same window.",
+        "",
+        "| mean absolute error against the truth | naive (labels as known) | weighted |",
+        "|---|---|---|",
+        f"| before exploration (days 0-{start - 1}) | {error('naive_error_before')} | "
+        "same: no weight differs from 1 |",
+        f"| from day {start + settle} (exploration {settle} days old: its first chargebacks "
+        f"are in) | {error('naive_error_settled')} | {error('ipw_error_settled')} |",
+        "",
+        f"What it cost: {explored['frauds_explored']} frauds the model had flagged went "
+        f"through, {_fmt(explored['explored_losses_per_day'], ',.0f')} a day in fraud "
+        "losses, on top of what the model itself missed.",
+        "",
+        "| day | exploration | recall (labels as known) | recall (weighted) | recall of the "
+        "model (truth) | explored frauds known |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
     ]
 
 

@@ -41,6 +41,9 @@ class DayRecord:
     flagged: int  # payments sent to review or declined (each costs a review)
     legit_declined: int  # good customers turned away
     frauds_declined: int  # frauds declined outright, with no analyst needed
+    # Frauds the model flagged that exploration approved (serving.exploration_share).
+    frauds_explored: int
+    explored_losses: float  # ... and their amount: what exploration cost in fraud
     cost: float  # fraud losses + review cost x flagged: the cost the threshold minimises
     canary_requests: int
     champion_version: str
@@ -72,6 +75,15 @@ def true_recall(records: list[DayRecord], day: int, lookback_days: float) -> flo
     return caught / frauds if frauds else math.nan
 
 
+def true_model_recall(records: list[DayRecord], day: int, lookback_days: float) -> float:
+    """As `true_recall`, but the model's own decisions: the frauds exploration approved
+    count as caught (what the performance job's `ipw_recall` estimates)."""
+    window = [r for r in records if day - lookback_days < r.day <= day]
+    frauds = sum(r.frauds for r in window)
+    caught = sum(r.frauds - r.frauds_missed + r.frauds_explored for r in window)
+    return caught / frauds if frauds else math.nan
+
+
 def traffic_figures(
     requests: pd.DataFrame, transactions: pd.DataFrame, review_cost: float
 ) -> dict[str, Any]:
@@ -88,6 +100,8 @@ def traffic_figures(
             "flagged": 0,
             "legit_declined": 0,
             "frauds_declined": 0,
+            "frauds_explored": 0,
+            "explored_losses": 0.0,
             "cost": 0.0,
             "canary_requests": 0,
         }
@@ -95,6 +109,7 @@ def traffic_figures(
     joined = requests.join(truth, on=table_ids(requests["transaction_id"]), rsuffix="_recorded")
     fraud = joined["is_fraud"].fillna(0).astype(bool)
     missed = fraud & (joined["decision"] == "approve")
+    explored = missed & (joined["model_decision"] != "approve")
     flagged = int((joined["decision"] != "approve").sum())
     losses = float(joined.loc[missed, "amount_recorded"].sum())
     champion_scores = joined.loc[joined["route"] == "champion", "score"].to_numpy()
@@ -113,6 +128,8 @@ def traffic_figures(
         "flagged": flagged,
         "legit_declined": int((~fraud & (joined["decision"] == "decline")).sum()),
         "frauds_declined": int((fraud & (joined["decision"] == "decline")).sum()),
+        "frauds_explored": int(explored.sum()),
+        "explored_losses": float(joined.loc[explored, "amount_recorded"].sum()),
         "cost": losses + review_cost * flagged,
         "canary_requests": int((joined["route"] == "canary").sum()),
     }

@@ -6,14 +6,22 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from data.labels import known_labels, read_label_feed
 from monitoring.label_feed import settle_served
-from monitoring.performance import join_labels, run_performance
+from monitoring.performance import (
+    MIN_OBSERVED,
+    group_metrics,
+    join_labels,
+    observation_weights,
+    run_performance,
+)
 from monitoring.policy import load_policy
 from monitoring.runner import calibrations_of
+from pipelines.evaluate import Calibration
 from serving.prediction_log import read_predictions
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
@@ -172,3 +180,52 @@ def test_the_label_free_estimate_is_checked_against_the_frauds_known(world, moni
     rows = join_labels(champion, world.transactions, mw.day(90))
     p = calibrations[mw.champion.version](rows["score"].to_numpy())
     assert m["expected_recall"] == pytest.approx(p[rows["flagged"].to_numpy()].sum() / p.sum())
+
+
+def test_the_weighted_recall_stands_explored_declines_in_for_the_censored_ones():
+    """Twenty frauds: the model declines ten and approves ten. Exploration (share 0.2)
+    approved two of the declines, so only those two of the ten get a chargeback; the
+    eight declines that stood are never labelled. Read naively the labels say the model
+    caught 2 of 12; each explored decline weighted by 1 / 0.2 says 10 of 20, the truth."""
+    share = 0.2
+    declined = ["decline"] * 8 + ["approve"] * 2  # served: the last two explored
+    rows = pd.DataFrame(
+        {
+            "label": [0] * 8 + [1] * 2 + [1] * 10,  # as known: a decline that stood, never
+            "decision": declined + ["approve"] * 10,
+            "model_decision": ["decline"] * 10 + ["approve"] * 10,
+            "propensity": [1 - share] * 8 + [share] * 2 + [1.0] * 10,
+            "score": [0.9] * 10 + [0.1] * 10,
+            "amount": 10.0,
+        }
+    )
+    rows["flagged"] = rows["decision"] != "approve"
+    figures = group_metrics(rows, REVIEW_COST, None, pd.Timestamp(0), Calibration())
+    assert figures["ipw_recall"] == pytest.approx(0.5)
+    assert figures["explored_frauds"] == 2
+    # The served decisions' recall: the explored frauds went through, so it caught none.
+    assert figures["recall"] == 0
+    # Without exploration no decline is ever labelled: the labels say the model caught
+    # none of the twenty frauds it caught half of.
+    rows["propensity"] = 1.0
+    rows.loc[8:9, ["decision", "label"]] = ["decline", 0]
+    rows["flagged"] = rows["decision"] != "approve"
+    without = group_metrics(rows, REVIEW_COST, None, pd.Timestamp(0), Calibration())
+    assert without["ipw_recall"] == 0 and without["explored_frauds"] == 0
+
+
+def test_observation_weights_follow_each_decisions_path_to_a_label():
+    """Approved: the chargeback, r. Reviewed: the analyst (1 - s) or, explored, the
+    chargeback (s r). Declined: only explored, s r. Floored at MIN_OBSERVED."""
+    share, r = 0.2, 0.5
+    rows = pd.DataFrame(
+        {
+            "model_decision": ["approve", "review", "review", "decline", "approve"],
+            "decision": ["approve", "review", "approve", "approve", "approve"],
+            "propensity": [1.0, 1 - share, share, share, 1.0],
+        }
+    )
+    weights = observation_weights(rows, np.array([r, r, r, r, 0.01]))
+    expected = [1 / r, 1 / (1 - share + share * r), 1 / (1 - share + share * r), 1 / (share * r)]
+    assert weights[:4] == pytest.approx(expected)
+    assert weights[4] == pytest.approx(1 / MIN_OBSERVED)

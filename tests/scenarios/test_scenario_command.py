@@ -43,14 +43,16 @@ def test_unknown_scale_is_refused_before_anything_runs(tmp_path) -> None:
 
 def test_every_story_states_what_it_expects() -> None:
     """A story with a fault names its detector, a bound and the policy's action; one the
-    model answers by itself names the model, a bound, and no action."""
+    model answers by itself names the model, a bound, and no action; one with nothing to
+    catch expects no action (feedback-loop switches exploration on, and says why)."""
     for scenario in SCENARIOS.values():
         if scenario.detector == MODEL:
             assert scenario.inject_day is None and not scenario.expected_actions
             assert 0 < scenario.detect_within_hours <= 24 * scenario.days
             continue
-        if scenario.inject_day is None:
-            assert scenario.detector is None and not scenario.expected_actions
+        if scenario.detector is None:  # nothing to catch: healthy, or a change made on purpose
+            assert not scenario.expected_actions
+            assert scenario.inject_day is None or (scenario.recovery and scenario.what_broke)
             continue
         assert scenario.detector in JOBS  # a monitoring job, by the name the policy knows
         assert 0 < scenario.detect_within_hours <= 24 * scenario.days

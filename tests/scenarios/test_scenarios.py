@@ -152,3 +152,22 @@ def test_stopped_stream_worker_pages_within_minutes_and_the_restart_recovers(
     assert paged and paged[0]["at"] == detection.at
     cost = summary["losses"]["cost"]
     assert "baseline_same_days" in cost  # against the healthy run on the same payments
+
+
+def test_feedback_loop_labels_understate_the_model_until_exploration_weights_them(
+    runs_root: Path,
+) -> None:
+    """Every payment settled by the decision made: the model's declined frauds are never
+    labelled, so the labels alone misread its recall. From day 3 exploration approves a
+    fifth of its reviews and declines; once their chargebacks are in, the propensity-
+    weighted recall reads the truth closer than the labels alone, at a price in fraud."""
+    result, summary = run("feedback-loop", runs_root)
+    assert_story_held(summary)  # includes: no alarm before exploration starts
+    explored = summary["exploration"]
+    assert explored["frauds_explored"] > 0 and explored["explored_losses_per_day"] > 0
+    assert explored["naive_error_before"] > 0.05
+    assert explored["ipw_error_settled"] < explored["naive_error_settled"]
+    assert max(k or 0 for k in explored["explored_frauds_known"]) > 0
+    # Nothing but the exploration share changed: the API was redeployed once, on day 3.
+    deploys = [e for e in result.events if e.kind == "deploy"]
+    assert [e.day for e in deploys] == [3]
