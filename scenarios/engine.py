@@ -276,7 +276,9 @@ class _BetweenWaves:
             day,
         )
         opens = ctx.day_start(day)
-        self.every = pd.Timedelta(minutes=policy.minute_jobs.every_minutes)
+        self.every = pd.Timedelta(
+            minutes=scenario.minute_jobs_every or policy.minute_jobs.every_minutes
+        )
         self.window = pd.Timedelta(minutes=policy.minute_jobs.window_minutes)
         # A story told by the daily jobs alone skips the minute jobs (half a day's time).
         self.next_check = opens + (self.every if scenario.minute_jobs else pd.Timedelta(days=2))
