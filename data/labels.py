@@ -124,10 +124,18 @@ def write_label_feed(path: Path, events: pd.DataFrame) -> None:
     os.replace(partial, path)
 
 
-def fraud_reported_at(tx: pd.DataFrame) -> pd.Series:
-    """When each fraud of the file first became known (NaT: never, or not a fraud): what
-    the terminal-risk features may count, and from when."""
-    return tx["label_available_at"].where(tx["is_fraud"] == 1)
+def fraud_reported_at(tx: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.Series:
+    """When each payment was first known as a fraud (NaT: never), aligned with `tx`'s
+    rows: what the known-fraud features may count, and from when. `events`: the label
+    events to read (default: the file's own, whose frauds are known at their
+    chargeback). From the label feed (data/feedback.py) a declined fraud is never
+    known, and a reviewed one from the analyst's verdict. A payment counts from its
+    first fraud event even if a later event clears it: counting it until then would
+    need the future, counting it after is a belief the system held."""
+    if events is None:
+        return tx["label_available_at"].where(tx["is_fraud"] == 1)
+    first = events[events["value"] == 1].groupby("transaction_id")["known_at"].min()
+    return pd.Series(tx["transaction_id"].map(first).to_numpy(), index=tx.index)
 
 
 @dataclass(frozen=True)

@@ -111,13 +111,20 @@ class KnownFrauds:
 
     @classmethod
     def of(
-        cls, tx: pd.DataFrame, grid: DayGrid, entity: npt.NDArray[np.int64], n_entities: int
+        cls,
+        tx: pd.DataFrame,
+        grid: DayGrid,
+        entity: npt.NDArray[np.int64],
+        n_entities: int,
+        reported_at: pd.Series,
     ) -> KnownFrauds:
-        fraud = tx["is_fraud"].to_numpy() == 1
+        """`reported_at`: when each payment was first known as a fraud (NaT: never;
+        data/labels.py `fraud_reported_at`)."""
+        fraud = reported_at.notna().to_numpy()
         return cls(
             entity[fraud],
             grid.day_index(tx.loc[fraud, "event_timestamp"]),
-            grid.first_snapshot_at_or_after(fraud_reported_at(tx)[fraud]),
+            grid.first_snapshot_at_or_after(reported_at[fraud]),
             n_entities,
             grid.n_days,
         )
@@ -169,11 +176,11 @@ def customer_spending(tx: pd.DataFrame, grid: DayGrid) -> pd.DataFrame:
     return _snapshot_frame("customer_id", ids, grid, columns)
 
 
-def terminal_risk(tx: pd.DataFrame, grid: DayGrid) -> pd.DataFrame:
+def terminal_risk(tx: pd.DataFrame, grid: DayGrid, reported_at: pd.Series) -> pd.DataFrame:
     ids, entity = np.unique(tx["terminal_id"].to_numpy(), return_inverse=True)
     day = grid.day_index(tx["event_timestamp"])
     counts = _per_day(entity, day, len(ids), grid.n_days)
-    frauds = KnownFrauds.of(tx, grid, entity, len(ids))
+    frauds = KnownFrauds.of(tx, grid, entity, len(ids), reported_at)
     columns: dict[str, npt.NDArray[np.float64]] = {}
     for w in WINDOWS_DAYS:
         columns[f"terminal_tx_count_{w}d"] = np.rint(_window_sums(counts, w))
@@ -199,7 +206,7 @@ def _days_since_known_fraud(frauds: KnownFrauds) -> npt.NDArray[np.float64]:
 
 
 def matured_fraud_history(
-    tx: pd.DataFrame, grid: DayGrid, key: str, label_delay_days: int
+    tx: pd.DataFrame, grid: DayGrid, key: str, label_delay_days: int, reported_at: pd.Series
 ) -> pd.DataFrame:
     """Known-fraud features of one entity kind (terminal or customer) built for late
     labels: rates over windows that end `label_delay_days` before the snapshot (whose
@@ -209,7 +216,7 @@ def matured_fraud_history(
     ids, entity = np.unique(tx[key].to_numpy(), return_inverse=True)
     day = grid.day_index(tx["event_timestamp"])
     counts = _per_day(entity, day, len(ids), grid.n_days)
-    frauds = KnownFrauds.of(tx, grid, entity, len(ids))
+    frauds = KnownFrauds.of(tx, grid, entity, len(ids), reported_at)
     columns: dict[str, npt.NDArray[np.float64]] = {}
     for w in MATURED_WINDOWS_DAYS:
         payments = np.rint(_lagged_window_sums(counts, w, label_delay_days))
@@ -248,18 +255,28 @@ def _state_builder(kind: str) -> Callable[[pd.DataFrame, DayGrid], pd.DataFrame]
 
 
 def build_feature_tables(
-    tx: pd.DataFrame, out_dir: Path, label_delay_days: int | None = None
+    tx: pd.DataFrame,
+    out_dir: Path,
+    label_delay_days: int | None = None,
+    label_events: pd.DataFrame | None = None,
 ) -> dict[str, int]:
     """Compute and write every feature view's table; returns rows written per view.
     `label_delay_days` shifts the matured-risk windows (None: the data's median
-    chargeback delay, observed_label_delay_days)."""
+    chargeback delay, observed_label_delay_days); `label_events`: the label feed of
+    served traffic, when written (None: the file's chargebacks), for the known-fraud
+    features."""
     grid = DayGrid.covering(tx["event_timestamp"])
     delay = observed_label_delay_days(tx) if label_delay_days is None else label_delay_days
+    reported = fraud_reported_at(tx, label_events)
     builders = {
         "customer_spending": customer_spending,
-        "terminal_risk": terminal_risk,
-        "terminal_matured_risk": lambda t, g: matured_fraud_history(t, g, "terminal_id", delay),
-        "customer_fraud_history": lambda t, g: matured_fraud_history(t, g, "customer_id", delay),
+        "terminal_risk": lambda t, g: terminal_risk(t, g, reported),
+        "terminal_matured_risk": lambda t, g: matured_fraud_history(
+            t, g, "terminal_id", delay, reported
+        ),
+        "customer_fraud_history": lambda t, g: matured_fraud_history(
+            t, g, "customer_id", delay, reported
+        ),
         "customer_velocity": lambda t, g: customer_velocity_table(t),
         "terminal_velocity": lambda t, g: terminal_velocity_table(t),
         **{view: _state_builder(kind) for kind, view in STATE_VIEWS.items()},

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from data.labels import labels_known_at
+from data.labels import fraud_reported_at, labels_known_at
 from features.build import DayGrid, customer_spending, terminal_risk
 from features.store import feature_service
 from features.transforms import request_features
@@ -113,7 +113,7 @@ def _naive_join(tx: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     everything_known = history.assign(label_available_at=history["event_timestamp"])
     grid = DayGrid.covering(history["event_timestamp"])
     spending = customer_spending(history, grid)
-    risk = terminal_risk(everything_known, grid)
+    risk = terminal_risk(everything_known, grid, fraud_reported_at(everything_known))
     end_of_day = tx["event_timestamp"].dt.floor("D") + pd.Timedelta(days=1)
     frame = tx.assign(_day=end_of_day.dt.as_unit("us"))
     for table, key in ((spending, "customer_id"), (risk, "terminal_id")):

@@ -19,6 +19,7 @@ app = typer.Typer(help="Build, register and materialize Feast features.", no_arg
 @user_errors
 def build() -> None:
     """Compute the daily feature tables from the transactions (the batch feature pipeline)."""
+    from data.labels import read_label_feed
     from data.validate import read_transactions
     from features.build import build_feature_tables, observed_label_delay_days
 
@@ -33,9 +34,15 @@ def build() -> None:
         source = "training.label_delay_days"
         if delay is None:
             delay, source = observed_label_delay_days(tx), "the data's median chargeback delay"
-        rows = build_feature_tables(tx, settings.feature_data_dir, delay)
+        events = read_label_feed(settings.label_feed_path, tx)  # None: the file's labels
+        rows = build_feature_tables(tx, settings.feature_data_dir, delay, events)
     console.print(feature_rows_table(rows, settings.feature_data_dir))
     console.print(f"matured-risk windows end {delay} days before each snapshot ({source})")
+    if events is not None:
+        console.print(
+            f"known frauds from the label feed {settings.label_feed_path} (the decisions "
+            "made: a declined fraud is never known), not the file's chargebacks"
+        )
 
 
 def feature_rows_table(rows: dict[str, int], folder: Path) -> Table:

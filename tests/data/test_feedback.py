@@ -8,6 +8,9 @@ import pandas as pd
 import pytest
 
 from data.feedback import DecisionCosts, label_feed, settle
+from data.labels import fraud_reported_at, history_label_events
+from features.build import DayGrid, matured_fraud_history
+from features.definitions import LONG_WINDOW_DAYS
 from fraudlab.settings import FeedbackSettings
 
 T0 = pd.Timestamp("2026-01-01 10:00", tz="UTC")
@@ -127,3 +130,32 @@ def test_the_feed_settles_served_payments_by_their_last_answer_and_keeps_the_res
     assert sources[4] == ["chargeback"]  # its last answer let it through
     assert 5 in sources and sources[5] == ["customer"]
     assert events["known_at"].is_monotonic_increasing
+
+
+def test_known_fraud_features_read_the_feed_a_declined_fraud_never_counts() -> None:
+    """The terminal-risk features count frauds from when they became known. With the
+    label feed, the declined fraud (4) is never known, the reviewed one (2) is known from
+    the analyst's verdict within hours, the approved one (0) from its chargeback; the
+    file's own events give the file's chargeback times, as the file alone does."""
+    tx, decisions = world()
+    tx = tx.assign(terminal_id=7)  # one terminal: its counts are all the frauds it knows
+    feedback = FeedbackSettings(analyst_error_rate=0.0)
+    events, _ = label_feed(tx, decisions, 1, feedback)
+    reported = fraud_reported_at(tx, events)
+    assert reported.isna().tolist() == [False, True, False, True, True, True]
+    assert reported[2] - tx.loc[2, "event_timestamp"] < pd.Timedelta(days=1)  # the analyst
+    assert reported[0] == tx.loc[0, "label_available_at"]  # the chargeback
+    # The file's own events say what the file says.
+    from_history = fraud_reported_at(tx, history_label_events(tx))
+    pd.testing.assert_series_equal(from_history, fraud_reported_at(tx), check_names=False)
+
+    grid = DayGrid.covering(pd.concat([tx["event_timestamp"], pd.Series([T0 + 40 * DAY])]))
+    a_month_on = grid.day0 + 35 * DAY
+
+    def known_frauds(reported_at: pd.Series) -> int:
+        risk = matured_fraud_history(tx, grid, "terminal_id", 0, reported_at)
+        (row,) = risk.loc[risk["event_timestamp"] == a_month_on].itertuples()
+        return int(getattr(row, f"terminal_known_fraud_count_{LONG_WINDOW_DAYS}d"))
+
+    assert known_frauds(fraud_reported_at(tx)) == 3  # the file: every fraud charged back
+    assert known_frauds(reported) == 2  # the feed: never the declined one
