@@ -83,11 +83,11 @@ def services_required() -> bool:
     return os.environ.get("FRAUDLAB_REQUIRE_SERVICES", "") not in ("", "0", "false")
 
 
-# Longest first (seconds of one CI run, 2026-12-03): with two workers (`make test` runs
-# pytest-xdist), whoever starts the scenario stories (~480 s) finishes them while the
+# Longest first (seconds of one CI run, 2026-12-06): with two workers (`make test` runs
+# pytest-xdist), whoever starts the scenario stories (~780 s) finishes them while the
 # other worker works down the rest, and the first one free takes the next folder.
 FOLDERS_BY_LENGTH = (
-    "long_stories",  # the drift story alone (~300 s): the other stories run beside it
+    "long_stories",  # the drift story alone (~310 s): the other stories run beside it
     "scenarios",
     "reliability",
     "monitoring",
