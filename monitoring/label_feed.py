@@ -21,6 +21,7 @@ from data.labels import write_label_feed
 from data.validate import load_transactions
 from fraudlab.errors import MissingInput
 from fraudlab.settings import Settings
+from serving.exploration import explored
 from serving.prediction_log import read_predictions, table_ids
 
 ANSWER = ["transaction_id", "decision", "served_at", "score"]
@@ -55,12 +56,12 @@ def settle_served(settings: Settings, transactions: pd.DataFrame | None = None) 
         tx, answers, t.analyst_capacity_per_day, settings.feedback, settings.simulation.seed
     )
     write_label_feed(settings.label_feed_path, events)
-    explored = (log["decision"] == "approve") & (log["model_decision"] != "approve")
+    approved_by_exploration = explored(log["decision"], log["model_decision"])
     return FeedSummary(
         served=len(settled.payments),
         unmatched=int((~matched).sum()),
         decisions=settled.payments["decision"].value_counts().to_dict(),
         outcomes=settled.payments["outcome"].value_counts().to_dict(),
         events=events["source"].value_counts().to_dict(),
-        explored=int(explored[matched].sum()),
+        explored=int(approved_by_exploration[matched].sum()),
     )

@@ -32,6 +32,7 @@ from data.labels import DAY, ReportingDelays, labels_known_at
 from monitoring.findings import JOB_METRICS, Finding
 from monitoring.policy import PerformanceConfig
 from pipelines.evaluate import Calibration, expected_cost
+from serving.exploration import explored
 from serving.prediction_log import COLUMNS, table_ids
 
 # The request, not its feature vector or the ages of its features.
@@ -87,6 +88,7 @@ def group_metrics(
     # Flagging is already decided, so score = flagged and threshold 1 reuse the cost rule.
     cost = expected_cost(y, flagged.astype(float), rows["amount"].to_numpy(), 1.0, review_cost)
     model_flagged = (rows["model_decision"] != "approve").to_numpy()
+    by_exploration = explored(rows["decision"], rows["model_decision"]).to_numpy()
     weights = observation_weights(rows, reported)
     weighted_frauds = float((weights * y).sum())
     return {
@@ -111,9 +113,7 @@ def group_metrics(
         "ipw_recall": float((weights * y * model_flagged).sum() / weighted_frauds)
         if weighted_frauds
         else np.nan,
-        "explored_frauds": float(
-            (y & (rows["decision"] == "approve") & (rows["model_decision"] != "approve")).sum()
-        ),
+        "explored_frauds": float((y & by_exploration).sum()),
     }
 
 
@@ -129,11 +129,11 @@ def observation_weights(rows: pd.DataFrame, reported: np.ndarray) -> np.ndarray:
     without exploration the declines have no weight to carry them, and the recall is
     the model's on the labels the system let through. The chance is floored at
     `MIN_OBSERVED` so that one fresh chargeback cannot stand for a hundred."""
-    model, served = rows["model_decision"].to_numpy(), rows["decision"].to_numpy()
+    model = rows["model_decision"].to_numpy()
+    by_exploration = explored(rows["decision"], rows["model_decision"]).to_numpy()
     propensity = rows["propensity"].to_numpy(np.float64)
     flagged = model != "approve"
-    explored = flagged & (served == "approve")
-    share = np.where(explored, propensity, np.where(flagged, 1.0 - propensity, 0.0))
+    share = np.where(by_exploration, propensity, np.where(flagged, 1.0 - propensity, 0.0))
     r = np.nan_to_num(np.asarray(reported, np.float64), nan=1.0)
     observed = np.select(
         [model == "approve", model == "review"], [r, (1.0 - share) + share * r], share * r

@@ -200,8 +200,8 @@ SCENARIOS: dict[str, Scenario] = {
             fault=NewFraudPattern(),
             inject_day=1,
             # Told by the daily performance job and the canary: its minute jobs (the
-            # canary's label-free guardrails) every 15 simulated minutes, not 5, a third
-            # of the 8,700 runs that were most of its time.
+            # canary's label-free guardrails) every 15 simulated minutes, not 5: a third
+            # of the 8,352 runs that were most of its time.
             minute_jobs_every=15,
             detector="performance",
             detect_within_hours=24 * 14,

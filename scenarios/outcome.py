@@ -16,7 +16,7 @@ from monitoring.policy import load_policy
 from scenarios.catches import burst_catches, catch_summary, traffic_costs
 from scenarios.engine import RunResult
 from scenarios.faults import Exploration
-from scenarios.timeline import DayRecord, frame, true_model_recall, true_recall
+from scenarios.timeline import DayRecord, frame, true_recall
 
 RANGE_COLUMNS = (
     "drift_share",
@@ -145,7 +145,7 @@ def exploration_check(result: RunResult, lookback_days: float) -> dict[str, Any]
     def series(name: str) -> list[float | None]:
         return [_number(r.metric("performance", name)) for r in records]
 
-    truth = [_number(true_model_recall(records, r.day, lookback_days)) for r in records]
+    truth = [_number(true_recall(records, r.day, lookback_days, of_model=True)) for r in records]
     naive, ipw = series("recall"), series("ipw_recall")
 
     def error(estimate: list[float | None], days: range) -> float | None:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.decisions import MonitorRun
+from serving.exploration import explored
 from serving.prediction_log import table_ids
 
 
@@ -65,22 +66,19 @@ class DayRecord:
         return asdict(self)
 
 
-def true_recall(records: list[DayRecord], day: int, lookback_days: float) -> float:
+def true_recall(
+    records: list[DayRecord], day: int, lookback_days: float, *, of_model: bool = False
+) -> float:
     """The share of the frauds of the monitor's window ending with `day` that the system
     flagged, from the simulator's truth: what the performance job's recall estimates
-    once every label is in (all routes; a story with a canary mixes them)."""
+    once every label is in (all routes; a story with a canary mixes them). `of_model`:
+    the model's own decisions, the frauds exploration approved counted as caught (what
+    the performance job's `ipw_recall` estimates)."""
     window = [r for r in records if day - lookback_days < r.day <= day]
     frauds = sum(r.frauds for r in window)
     caught = sum(r.frauds - r.frauds_missed for r in window)
-    return caught / frauds if frauds else math.nan
-
-
-def true_model_recall(records: list[DayRecord], day: int, lookback_days: float) -> float:
-    """As `true_recall`, but the model's own decisions: the frauds exploration approved
-    count as caught (what the performance job's `ipw_recall` estimates)."""
-    window = [r for r in records if day - lookback_days < r.day <= day]
-    frauds = sum(r.frauds for r in window)
-    caught = sum(r.frauds - r.frauds_missed + r.frauds_explored for r in window)
+    if of_model:
+        caught += sum(r.frauds_explored for r in window)
     return caught / frauds if frauds else math.nan
 
 
@@ -109,7 +107,7 @@ def traffic_figures(
     joined = requests.join(truth, on=table_ids(requests["transaction_id"]), rsuffix="_recorded")
     fraud = joined["is_fraud"].fillna(0).astype(bool)
     missed = fraud & (joined["decision"] == "approve")
-    explored = missed & (joined["model_decision"] != "approve")
+    by_exploration = fraud & explored(joined["decision"], joined["model_decision"])
     flagged = int((joined["decision"] != "approve").sum())
     losses = float(joined.loc[missed, "amount_recorded"].sum())
     champion_scores = joined.loc[joined["route"] == "champion", "score"].to_numpy()
@@ -128,8 +126,8 @@ def traffic_figures(
         "flagged": flagged,
         "legit_declined": int((~fraud & (joined["decision"] == "decline")).sum()),
         "frauds_declined": int((fraud & (joined["decision"] == "decline")).sum()),
-        "frauds_explored": int(explored.sum()),
-        "explored_losses": float(joined.loc[explored, "amount_recorded"].sum()),
+        "frauds_explored": int(by_exploration.sum()),
+        "explored_losses": float(joined.loc[by_exploration, "amount_recorded"].sum()),
         "cost": losses + review_cost * flagged,
         "canary_requests": int((joined["route"] == "canary").sum()),
     }

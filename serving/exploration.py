@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _SALT = b"fraudlab-explore-v1"
 APPROVE = "approve"
@@ -26,6 +30,13 @@ def stable_draw(key: str, salt: bytes) -> float:
     """A number in [0, 1) that depends only on `key` and `salt`."""
     digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def explored(decision: pd.Series, model_decision: pd.Series) -> pd.Series:
+    """Where exploration decided, row by row of the prediction log: the caller got an
+    approval the model did not give (the breaker never approves, so nothing else turns
+    a review or decline into one)."""
+    return (decision == APPROVE) & (model_decision != APPROVE)
 
 
 @dataclass(frozen=True)
