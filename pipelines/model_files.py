@@ -15,7 +15,6 @@ from typing import Literal
 
 import lightgbm as lgb
 import pandas as pd
-import skops.io
 from mlflow.models import Model
 from sklearn.pipeline import Pipeline
 
@@ -62,6 +61,10 @@ def read_model(model_dir: Path, flavor: Flavor, expected_sha256: str) -> Pipelin
         )
     if flavor == "lightgbm":
         return lgb.Booster(model_file=str(path))
+    # Imported here: skops walks scikit-learn's modules for its trusted types on import
+    # (a second of every API start), and a LightGBM champion never needs it.
+    import skops.io
+
     return skops.io.load(path, trusted=SKOPS_TRUSTED)
 
 

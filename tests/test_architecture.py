@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = (
     "fraudlab",
@@ -172,3 +174,34 @@ def test_the_command_line_starts_without_the_planes_libraries() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("entry", ["serving.app", "monitoring.parity", "serving.velocity_state"])
+def test_our_processes_load_feast_without_its_type_instrumentation(entry: str) -> None:
+    """Feast's @typechecked classes are rewritten at import unless `features` ran first
+    (features/__init__.py): 2.4 s of every API start. Each entry here imports Feast
+    directly in its own modules, so its package has to import `features` before them."""
+    script = (
+        f"import {entry}, feast\n"
+        "code = feast.FeatureView.__init__.__code__\n"
+        "print('check_argument_types_internal' in code.co_names)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
+def test_feast_alone_keeps_its_type_instrumentation() -> None:
+    """The check above can fail: Feast imported by anything but our packages (its own
+    CLI, a user's script) is instrumented as Feast ships it."""
+    script = (
+        "import feast\n"
+        "print('check_argument_types_internal' in feast.FeatureView.__init__.__code__.co_names)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"
