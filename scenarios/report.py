@@ -231,9 +231,17 @@ def _world(result: RunResult) -> str:
         f"-day label-maturity wait, {t.bootstrap_rounds} bootstrap rounds for the gate and a "
         f"reference sample of {t.reference_sample_rows:,} rows; the monitor runs at every "
         "simulated midnight over the day (skew samples "
-        f"{result.settings.monitoring.skew_sample_rows:,} requests), and its minute jobs "
-        f"every {load_policy(None).minute_jobs.every_minutes:g} simulated minutes."
+        f"{result.settings.monitoring.skew_sample_rows:,} requests), {_minute_cadence(result)}."
     )
+
+
+def _minute_cadence(result: RunResult) -> str:
+    """When this run's minute jobs ran: the story's own cadence, else the policy's."""
+    scenario = result.scenario
+    if not scenario.minute_jobs:
+        return "and no minute jobs (the story is told by the daily runs)"
+    every = scenario.minute_jobs_every or load_policy(None).minute_jobs.every_minutes
+    return f"and its minute jobs every {every:g} simulated minutes"
 
 
 def _published_note(summary: dict[str, Any]) -> list[str]:
