@@ -32,3 +32,4 @@ bench: $(STAMP)  ## Run the benchmarks (several minutes; pit_join's file store n
 	$(BIN)/python benchmarks/online_lookup.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/monitor.py
+	$(BIN)/python benchmarks/startup.py
