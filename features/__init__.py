@@ -32,7 +32,7 @@ def skip_feast_type_instrumentation() -> None:
             return _unchanged
         return target
 
-    typeguard.typechecked = pass_through  # type: ignore[assignment]
+    typeguard.typechecked = pass_through
 
 
 def _unchanged(target: Callable[..., Any]) -> Callable[..., Any]:
