@@ -26,7 +26,12 @@ from fraudlab.settings import Settings
 from serving.payment_stream import all_streams, stream_lag
 from serving.velocity_state import KINDS
 
-CATCH_UP_TIMEOUT_SECONDS = 10.0
+# A running worker applies a wave in milliseconds; past this, the runner sends the next
+# wave anyway (counted in `stalls`) and those answers are served stale. CI on 7057ff5
+# failed the stream-worker-stopped story on two stale answers before the injection (74 s
+# against the 60 s objective, day 0), as a wave sent after a stalled catch-up would be, on
+# a machine shared with the drift story: 10 s was too short a wait there.
+CATCH_UP_TIMEOUT_SECONDS = 60.0
 
 
 def stream_settings(run_name: str) -> dict[str, Any]:
