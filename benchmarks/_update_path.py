@@ -9,7 +9,8 @@ day's payments, and a state left over from an earlier run would hold every payme
 more per run (the first version of this benchmark measured that growth, not the update
 path). Each run measures:
 - p99 at 200 requests/s, and saturated requests/s, in the client;
-- the CPU time per request of the API's processes, the stream worker and Redis over
+- the CPU time per request of the API's processes, the embedded profile's state writer
+  process, the stream worker and Redis over
   the fixed-rate phase (psutil): the cost in the machine's own terms, which a shared,
   noisy machine moves far less than a wall-clock throughput.
 Ratios are of the medians over the rounds, each side measured in the same run.
@@ -55,13 +56,16 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _server_processes() -> list[psutil.Process]:
-    """This process's uvicorn server and its workers."""
-    found = []
+def _server_processes() -> dict[str, list[psutil.Process]]:
+    """This process's uvicorn server and its workers ("api"), and the payment-state
+    writers they started ("writer", the embedded profile's inline updates)."""
+    found: dict[str, list[psutil.Process]] = {"api": [], "writer": []}
     for child in psutil.Process().children(recursive=True):
         try:
             if "serving.process" in " ".join(child.cmdline()):
-                found += [child, *child.children(recursive=True)]
+                for process in [child, *child.children(recursive=True)]:
+                    spawned = "spawn_main" in " ".join(process.cmdline())
+                    found["writer" if spawned else "api"].append(process)
         except psutil.Error:
             pass
     return found
@@ -121,7 +125,7 @@ def run_once(
     """One server (and worker) run: fixed rate with CPU accounting, then saturated."""
     env = env | {"FRAUDLAB_STREAM__UPDATES": updates}
     with _stream_worker(env, root, updates == "stream") as worker, server(env) as port:
-        groups = {"api": _server_processes(), "worker": worker, "redis": _redis_process(settings)}
+        groups = _server_processes() | {"worker": worker, "redis": _redis_process(settings)}
         before = {name: _cpu_seconds(group) for name, group in groups.items()}
         fixed = measure(port, "f", 200.0)
         cpu_ms = {

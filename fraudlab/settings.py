@@ -131,7 +131,7 @@ class StreamSettings(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    # "inline": a writer thread of the API merges each scored payment into the online
+    # "inline": a writer process the API starts merges each scored payment into the online
     # store, and an overlay shows it to the next request before it is written (the
     # embedded default: nothing else to run). "stream": the API appends it
     # to a Redis stream and `fraudlab stream worker` applies it (the production default).

@@ -1,7 +1,8 @@
 """Velocity features through the real API: a champion on every view served by uvicorn, every
-scored payment updating the payment state in-process (the embedded profile: a writer
-thread, with unwritten payments merged into every read), and the
+scored payment updating the payment state (the embedded profile: a writer process the
+API starts, with unwritten payments merged into every read), and the
 skew job recomputing every logged feature offline: no mismatch on a healthy run.
+The writer process killed mid-run is started again, and no payment is lost.
 
 The payments go in time order, one at a time, as a gateway would send them: a
 payment's velocity then includes every earlier one, exactly as the offline table
@@ -10,11 +11,13 @@ does. A retried payment (same transaction id) is answered again and counted once
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pandas as pd
+import psutil
 import pytest
 
 from client.replay import payment_body
@@ -28,6 +31,7 @@ from monitoring.skew import run_skew
 from pipelines.registry import CHAMPION
 from pipelines.world import WorldBuilder, WorldRecipe
 from serving.prediction_log import read_predictions
+from serving.velocity_state import PaymentStates, transaction_key
 from tests.conftest import TEST_SIMULATION, TEST_TRAINING
 from tests.conftest import World as SessionWorld
 from tests.serving.live_server import LiveServer, at_simulated_time, furnish, server_home
@@ -152,3 +156,50 @@ def test_a_retried_payment_is_answered_alike_and_counted_once(served: Served) ->
     ]
     assert next_row["customer_payments_10m"] == len(before)  # the retries counted once
     assert 'fraudlab_feature_age_seconds_count{view="customer_velocity"}' in metrics
+
+
+def _state_writers(server: LiveServer) -> list[psutil.Process]:
+    assert server.process is not None
+    found = []
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_a_killed_state_writer_is_started_again_and_nothing_is_lost(served: Served) -> None:
+    """The fault is the writer process dying (SIGKILL); the payments after it must still
+    reach the online store, written by the writer the API starts in its place."""
+    server = served.server
+    (writer,) = _state_writers(server)
+    writer.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10  # dead, until the API reaps it on its next batch
+    while writer.is_running() and writer.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the writer outlived SIGKILL"
+        time.sleep(0.05)
+    last = served.payments.iloc[-1]
+    body = payment_body(last) | {
+        "transaction_id": f"{last.transaction_id}-after-the-kill",
+        "timestamp": (last.event_timestamp + pd.Timedelta(seconds=45)).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ"
+        ),
+    }
+    assert server.score(body).status_code == 200  # answered whatever the writer's state
+    wanted = transaction_key(body["transaction_id"])
+    states = PaymentStates(open_store(server.settings))
+    deadline = time.monotonic() + 60  # a new writer imports Feast before its first write
+    while True:
+        stored = {
+            kind: wanted in state.ids
+            for kind, entity in (("customer", last.customer_id), ("terminal", last.terminal_id))
+            for state, _ in states.read(kind, [int(entity)])
+        }
+        if all(stored.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert stored == {"customer": True, "terminal": True}, server.tail()
+    (again,) = _state_writers(server)
+    assert again.pid != writer.pid
