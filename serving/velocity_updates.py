@@ -54,10 +54,10 @@ class InlineUpdates:
     batch landed, with the overlay not yet cleared, counts nothing twice.
 
     Why a process and not a thread: a writer thread shared the interpreter lock with the
-    request path, and the two slowed each other. The same batches cost 0.26 ms of CPU a
-    payment in a thread of the serving process and 0.07 ms in a process of their own,
-    and the request path a sixth more (benchmarks/serving.py --update-path-only). A
-    writer that dies is started again and its batch sent again: the merge makes that safe.
+    request path, and the two slowed each other: saturated throughput fell to x0.70 to
+    x0.79 of the update path off, against x0.85 to x1.03 with this process
+    (benchmarks/serving.py --update-path-only; docs/serving-plane.md). A writer that
+    dies is started again and its batch sent again: the merge makes that safe.
 
     With several API workers each overlay holds its own worker's payments; another
     worker's show once its batch is written (within `FLUSH_SECONDS`)."""
