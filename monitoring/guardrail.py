@@ -262,12 +262,13 @@ def run_guardrail(
         config,
         both_ways=False,
     )
-    fallback_rate = float(champ["fallback"].mean())
+    fallbacks = int(champ["fallback"].sum())
     metrics |= {
         "input_failures": float(len(inputs)),
         "decision_breaches": float(len(decisions)),
-        "fallback_rate": fallback_rate,
     }
+    if len(champ) >= config.fallback_min_answers:  # fewer: no rate to judge
+        metrics["fallback_rate"] = fallbacks / len(champ)
     if len(champ) >= config.score_psi_min_requests:
         metrics["score_psi"] = score_psi(champ["score"].to_numpy(np.float64), champion)
     details |= {"inputs": inputs, "decisions": decisions, "champion_version": champion.version}
@@ -277,7 +278,7 @@ def run_guardrail(
     summary = (
         f"{customers} customers, {len(champ)} champion answers: "
         + ("; ".join(problems) if problems else "inputs and decisions within band")
-        + f"; fallbacks {fallback_rate:.0%}"
+        + f"; fallbacks {fallbacks / len(champ):.0%}"
     )
     return Finding(job="guardrail", status="ok", summary=summary, metrics=metrics, details=details)
 

@@ -95,6 +95,7 @@ class GuardrailConfig(_Strict):
     decision_min_share: float = Field(gt=0, le=1)  # flagging or declining this share, at least
     below_factor: float = Field(gt=1)  # a challenger flagging under 1/this of its band's share
     score_psi_min_requests: int = Field(ge=1)  # the champion's score PSI needs this many
+    fallback_min_answers: int = Field(ge=1)  # the fallback rate needs this many answers
     # The challenger, over its trial so far (canary and shadow), against its own reference.
     canary_lookback_hours: float = Field(gt=0)
     canary_min_scores: int = Field(ge=1)
