@@ -262,13 +262,13 @@ def run_guardrail(
         config,
         both_ways=False,
     )
-    fallbacks = int(champ["fallback"].sum())
+    fallback_share = float(champ["fallback"].mean())
     metrics |= {
         "input_failures": float(len(inputs)),
         "decision_breaches": float(len(decisions)),
     }
     if len(champ) >= config.fallback_min_answers:  # fewer: no rate to judge
-        metrics["fallback_rate"] = fallbacks / len(champ)
+        metrics["fallback_rate"] = fallback_share
     if len(champ) >= config.score_psi_min_requests:
         metrics["score_psi"] = score_psi(champ["score"].to_numpy(np.float64), champion)
     details |= {"inputs": inputs, "decisions": decisions, "champion_version": champion.version}
@@ -278,7 +278,7 @@ def run_guardrail(
     summary = (
         f"{customers} customers, {len(champ)} champion answers: "
         + ("; ".join(problems) if problems else "inputs and decisions within band")
-        + f"; fallbacks {fallbacks / len(champ):.0%}"
+        + f"; fallbacks {fallback_share:.0%}"
     )
     return Finding(job="guardrail", status="ok", summary=summary, metrics=metrics, details=details)
 

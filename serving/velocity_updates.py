@@ -65,7 +65,6 @@ class InlineUpdates:
     mode = "inline"
 
     def __init__(self, settings: Settings, backlog: int = 50_000) -> None:
-        self.settings = settings
         self.backlog = backlog
         self._lock = threading.Lock()
         self._queued: list[PaymentEvent] = []
