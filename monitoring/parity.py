@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
 
 _SNAPSHOTS: dict[tuple[str, float, pd.Timestamp], pd.DataFrame] = {}  # one read a day
+_LAST_COMPARED: dict[str, tuple[tuple[str, float, float], pd.DataFrame, list[dict[str, Any]]]] = {}
 
 
 def snapshot_views() -> list[str]:
@@ -74,12 +75,8 @@ def run_parity(
         online = online_rows(views.store, view, ids)
         if online.empty:
             continue
-        offline = offline_rows(feature_data_dir, name, online)
         compared += len(online)
-        keys = online["entity"].astype(str)
-        for feature in VIEWS[name].features:
-            row = compare_values(feature, keys, online[feature], offline[feature], tolerance)
-            table.append(row | {"view": name})
+        table += _compared(feature_data_dir, name, online, tolerance)
     if not table:
         return Finding(
             job="parity", status="insufficient_data", summary="no online rows to compare yet"
@@ -104,6 +101,29 @@ def run_parity(
         },
         details={"mismatched": wrong, "features": [r for r in table if r["mismatches"]][:20]},
     )
+
+
+def _compared(
+    feature_data_dir: Path, view: str, online: pd.DataFrame, tolerance: float
+) -> list[dict[str, Any]]:
+    """Each feature's online rows against the offline table. The snapshot views' online
+    rows change only when something writes them (materialization, a fault), so most runs
+    read what the last one did, and the same inputs give the same comparison: it is
+    reused, which saves most of parity's cost (the offline lookup and the comparison;
+    the online read, which would see a write, is made every time)."""
+    path = feature_table_path(feature_data_dir, view)
+    key = (str(path), path.stat().st_mtime, tolerance)
+    last = _LAST_COMPARED.get(view)
+    if last is not None and last[0] == key and last[1].equals(online):
+        return [dict(row) for row in last[2]]
+    offline = offline_rows(feature_data_dir, view, online)
+    ids = online["entity"].astype(str)
+    rows = [
+        compare_values(feature, ids, online[feature], offline[feature], tolerance) | {"view": view}
+        for feature in VIEWS[view].features
+    ]
+    _LAST_COMPARED[view] = (key, online, rows)
+    return [dict(row) for row in rows]
 
 
 def sample_ids(feature_data_dir: Path, view: str, config: ParityConfig) -> np.ndarray:
