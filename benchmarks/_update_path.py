@@ -56,16 +56,20 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _server_processes() -> dict[str, list[psutil.Process]]:
+def _server_processes(inline: bool) -> dict[str, list[psutil.Process]]:
     """This process's uvicorn server and its workers ("api"), and the payment-state
-    writers they started ("writer", the embedded profile's inline updates)."""
+    writers they started ("writer", the embedded profile's inline updates). Both a
+    writer and a uvicorn worker of a multi-worker server are `spawn_main` children, so
+    cmdlines cannot tell them apart (this once counted the production profile's workers
+    as writers): a writer exists only with inline updates, and has no child of its own."""
     found: dict[str, list[psutil.Process]] = {"api": [], "writer": []}
     for child in psutil.Process().children(recursive=True):
         try:
             if "serving.process" in " ".join(child.cmdline()):
                 for process in [child, *child.children(recursive=True)]:
                     spawned = "spawn_main" in " ".join(process.cmdline())
-                    found["writer" if spawned else "api"].append(process)
+                    writer = inline and spawned and not process.children()
+                    found["writer" if writer else "api"].append(process)
         except psutil.Error:
             pass
     return found
@@ -125,7 +129,10 @@ def run_once(
     """One server (and worker) run: fixed rate with CPU accounting, then saturated."""
     env = env | {"FRAUDLAB_STREAM__UPDATES": updates}
     with _stream_worker(env, root, updates == "stream") as worker, server(env) as port:
-        groups = _server_processes() | {"worker": worker, "redis": _redis_process(settings)}
+        groups = _server_processes(updates == "inline") | {
+            "worker": worker,
+            "redis": _redis_process(settings),
+        }
         before = {name: _cpu_seconds(group) for name, group in groups.items()}
         fixed = measure(port, "f", 200.0)
         cpu_ms = {
