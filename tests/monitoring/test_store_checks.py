@@ -27,11 +27,7 @@ DAY = 60  # the online store holds the snapshot of this day's midnight
 def private(
     world: World, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Settings, pd.Timestamp]:
-    home = tmp_path_factory.mktemp("store_checks")
-    for sub in ("data", "feature_data"):
-        (home / sub).symlink_to(world.settings.home / sub)
-    shutil.copytree(world.settings.feast_dir, home / "feast")  # registry of its own
-    settings = world.settings.model_copy(update={"home": home})
+    settings = _own_copy(world.settings, tmp_path_factory.mktemp("store_checks"))
     midnight = Calendar.of(world.transactions["event_timestamp"]).start(DAY)
     materialize(settings, end=midnight.to_pydatetime())
     return settings, midnight
@@ -86,10 +82,10 @@ def test_a_write_between_two_runs_is_seen_by_the_second(
     assert after.details["mismatched"] == ["customer_spending:customer_tx_count_1d"]
 
 
-def _own_copy(settings: Settings, tmp_path: Path) -> Settings:
-    """A home of this test's own, sharing the offline tables, for a test that writes
-    wrong values online."""
-    copy = tmp_path / "home"
+def _own_copy(settings: Settings, parent: Path) -> Settings:
+    """A home of its own under `parent`, sharing the offline tables, with a registry and
+    online store of its own: for a module or a test that writes the online store."""
+    copy = parent / "home"
     copy.mkdir()
     for sub in ("data", "feature_data"):
         (copy / sub).symlink_to(settings.home / sub)
