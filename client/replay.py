@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from client.admin import ServingAdmin
-from client.http import Answer, host_and_port, post, send_all
+from client.http import Answer, Sender, host_and_port, post
 from data.calendar import Calendar
 from data.validate import load_transactions
 from fraudlab.errors import ConfigError, ServiceUnavailable
@@ -127,20 +127,16 @@ def replay_payments(
     tally = _Tally(progress or (lambda _: None))
     started = pd.Timestamp.now()
     lag = 0.0
-    for span in spans:
-        waves = ordered_waves(span, in_order_per, waves_within) if in_order_per else [span]
-        for i, wave in enumerate(waves):
-            if before_wave is not None:  # before the clock moves: on the last span's time
-                before_wave(wave)
-            if clock is not None and i == 0:
-                _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
-            requests = [post(host, port, "/v1/score", body) for body in wave]
-            lag = max(
-                lag,
-                send_all(
-                    host, port, requests, rate=rate, connections=concurrency, on_answer=tally.add
-                ),
-            )
+    with Sender(host, port, concurrency) as sender:  # one pool for every wave
+        for span in spans:
+            waves = ordered_waves(span, in_order_per, waves_within) if in_order_per else [span]
+            for i, wave in enumerate(waves):
+                if before_wave is not None:  # before the clock moves: on the last span's time
+                    before_wave(wave)
+                if clock is not None and i == 0:
+                    _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
+                requests = [post(host, port, "/v1/score", body) for body in wave]
+                lag = max(lag, sender.send(requests, rate=rate, on_answer=tally.add))
     elapsed = (pd.Timestamp.now() - started).total_seconds()
     return tally.summary(elapsed, lag)
 
