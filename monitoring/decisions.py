@@ -6,7 +6,7 @@ mid-write) is skipped with a warning, not fatal to every later run."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,14 @@ class MonitorRun:
     decisions: list[Decision] = field(default_factory=list)
     reports_dir: str = ""
 
+    def as_row(self) -> dict[str, Any]:
+        """As `asdict` has it, without deep-copying the findings (plain dicts already):
+        the minute jobs append a run every few minutes."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        return row | {"decisions": [asdict(d) for d in self.decisions]}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), default=str)
+        return json.dumps(self.as_row(), default=str)
 
 
 def triggered(policy: Policy, findings: list[Finding]) -> list[Decision]:
@@ -98,7 +104,7 @@ class DecisionLog:
         """A run that acted (or tried to) is fsynced; any other is not: losing it in a
         crash costs nothing, and the minute jobs would spend most of each run on it."""
         acted = any(d.taken or d.failed for d in run.decisions)
-        append_json_line(self.path, asdict(run), durable=acted)
+        append_json_line(self.path, run.as_row(), durable=acted)
 
     def last_taken(self, action: Action) -> pd.Timestamp | None:
         """Monitor time of the latest run that took this kind of action."""

@@ -8,6 +8,7 @@ arrived by now.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from typing import cast
@@ -154,7 +155,9 @@ def decide_and_act(
         for entry in (journal.interrupted() if execute else [])
     ]
     decisions = triggered(policy, findings)
-    tripped = breaker_tripped(admin, decision_log)
+    # Asked of the API only when a decision turns on it: most runs of the minute jobs
+    # decide nothing, and would each spend a request on the answer.
+    tripped = functools.cache(lambda: breaker_tripped(admin, decision_log))
     decisions += breaker_release(policy, decisions, findings, now, decision_log, tripped)
     done: set[str] = {d.action for d in resumed if d.taken}
     # A challenger still waiting for labels is the answer to the last retrain: replacing
@@ -175,7 +178,7 @@ def decide_and_act(
         cooldown = pd.Timedelta(hours=policy.cooldown_hours[decision.action])
         if decision.action in done:
             decision.held_back = f"a {decision.action} was already taken in this run"
-        elif decision.action == "mitigate" and tripped:
+        elif decision.action == "mitigate" and tripped():
             decision.held_back = "the breaker is already tripped"
         elif last is not None and now - last < cooldown:
             decision.held_back = (
@@ -216,18 +219,19 @@ def breaker_release(
     findings: list[Finding],
     now: pd.Timestamp,
     decision_log: DecisionLog,
-    tripped: bool,
+    tripped: Callable[[], bool],
 ) -> list[Decision]:
     """Release a tripped breaker once no rule that trips it has held for
     `release_after_minutes` and this run's guardrails passed on enough customers: the
-    signal is back, and has stayed back (a quiet hour without traffic is no evidence)."""
-    if any(d.action == "mitigate" for d in decisions) or not tripped:
+    signal is back, and has stayed back (a quiet hour without traffic is no evidence).
+    `tripped` is asked last: it may be a request to the API."""
+    if any(d.action == "mitigate" for d in decisions):
         return []
     if not any(f.job == "guardrail" and f.status == "ok" for f in findings):
         return []
     last = decision_log.last_held("mitigate")
     quiet = pd.Timedelta(minutes=policy.release_after_minutes)
-    if last is None or now - last < quiet:
+    if last is None or now - last < quiet or not tripped():
         return []
     return [
         Decision(

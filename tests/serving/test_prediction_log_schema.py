@@ -4,7 +4,9 @@ them; a log with other columns is refused with a message that says what to do.""
 
 from __future__ import annotations
 
+import math
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -50,3 +52,31 @@ def test_a_log_with_other_columns_is_refused_at_startup(tmp_path: Path) -> None:
     _table(path, {"request_id": "TEXT PRIMARY KEY", "verdict": "TEXT"})
     with pytest.raises(ConfigError, match=r"another fraudlab version.*move it away"):
         create_log(path)
+
+
+def test_a_window_across_a_swap_of_feature_service_has_every_feature_once(
+    tmp_path: Path,
+) -> None:
+    """Rows scored before and after a swap to another feature service carry other
+    features: each feature is one column, NaN on the rows that did not have it."""
+    path = tmp_path / "log.sqlite"
+    before = replace(
+        record(1),
+        features={"amount": 10.0, "customer_mean_amount_7d": math.nan},
+        feature_age={"customer": 60.0},
+    )
+    after = replace(
+        record(2),
+        features={"customer_tx_count_10m": 3.0, "amount": 12.0},
+        feature_age={"velocity": None},
+    )
+    write_records(path, [before, after])
+    got = read_predictions(path, *WINDOW).set_index("request_id")
+    features = ["amount", "customer_mean_amount_7d", "customer_tx_count_10m"]
+    assert list(got.columns[-5:]) == [*features, "age__customer", "age__velocity"]
+    assert got.loc["r00001", features].tolist() == pytest.approx(
+        [10.0, math.nan, math.nan], nan_ok=True
+    )
+    assert got.loc["r00002", features].tolist() == pytest.approx([12.0, math.nan, 3.0], nan_ok=True)
+    assert got["age__customer"].tolist() == pytest.approx([60.0, math.nan], nan_ok=True)
+    assert got["age__velocity"].isna().all() and got["amount"].dtype == "float64"
