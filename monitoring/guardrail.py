@@ -55,8 +55,12 @@ def lower_tail(k: int, n: int, p: float) -> float:
 
 
 def latest_per(rows: pd.DataFrame, entity: str) -> pd.DataFrame:
-    """Each entity's latest row (`rows` in time order)."""
-    return rows.drop_duplicates(entity, keep="last")
+    """Each entity's latest row (`rows` in time order), in the order of those rows.
+    (numpy's unique rather than drop_duplicates: a few times cheaper on the dozens of
+    rows the minute jobs hold.)"""
+    values = rows[entity].to_numpy()
+    _, first_from_end = np.unique(values[::-1], return_index=True)
+    return rows.iloc[np.sort(len(values) - 1 - first_from_end)]
 
 
 def input_failures(
@@ -146,23 +150,25 @@ def decision_breaches(
     `both_ways`, below it too, counting payments: a model that stops flagging is broken
     as well (a fraction `below_factor` of its reference's share), and only many
     payments can show a share that small."""
-    marked = decisions.assign(
-        flagged=decisions["decision"].isin(FLAGGED), declined=decisions["decision"] == "decline"
-    )
-    per_customer = marked.groupby("customer_id")[["flagged", "declined"]].any()
-    n = len(per_customer)
+    decided = decisions["decision"].to_numpy()
+    marked = {
+        "flagged": decisions["decision"].isin(FLAGGED).to_numpy(),
+        "declined": decided == "decline",
+    }
+    customer, _ = pd.factorize(decisions["customer_id"])  # per customer, as numpy does it
+    n = int(customer.max()) + 1 if len(customer) else 0
     breaches = []
     for what, expected_share in (
         ("flagged", expected.flag_share),
         ("declined", expected.decline_share),
     ):
-        k = int(per_customer[what].sum())
+        k = int((np.bincount(customer, weights=marked[what], minlength=n) > 0).sum())
         share = k / n if n else 0.0
         if share >= config.decision_min_share:
             p = upper_tail(k, n, expected_share)
             if p < config.alpha:
                 breaches.append(_breach(what, "above", k, n, share, expected_share, p))
-        payments, flagged = len(marked), int(marked[what].sum())
+        payments, flagged = len(decided), int(marked[what].sum())
         low = flagged / payments if payments else 1.0
         if both_ways and low <= expected_share / config.below_factor:
             p = lower_tail(flagged, payments, expected_share)
