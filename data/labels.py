@@ -41,7 +41,9 @@ def history_label_events(tx: pd.DataFrame) -> pd.DataFrame:
         {
             "transaction_id": tx.loc[known, "transaction_id"].to_numpy(),
             "source": np.where(fraud[known], "chargeback", "window_closed"),
-            "known_at": tx.loc[known, "label_available_at"].to_numpy(),
+            # As a datetime array: to_numpy() boxes every tz-aware time as an object,
+            # a third of a second on the scenarios' 143k payments, every monitor run.
+            "known_at": tx.loc[known, "label_available_at"].array.as_unit("ns"),
             "value": fraud[known].astype(np.int8).to_numpy(),
         }
     )

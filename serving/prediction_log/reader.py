@@ -61,16 +61,16 @@ def read_predictions(
     # Built column by column from the schema's types, not through pandas' SQL reader and
     # a frame per JSON column: the minute jobs read a dozen rows every few minutes, and
     # those ways cost several times the query itself.
-    by_column = zip(*rows, strict=True) if rows else [()] * len(names)
-    values = dict(zip(names, by_column, strict=True))
-    features, ages = values.pop("features", ()), values.pop("feature_age", ())
+    table = np.array(rows, dtype=object).reshape(len(rows), len(names))
+    values = {name: table[:, i] for i, name in enumerate(names)}
+    features, ages = values.pop("features", None), values.pop("feature_age", None)
     columns = {
         _RENAMED.get(name, name): _typed(column, COLUMNS[name]) for name, column in values.items()
     }
     columns["event_timestamp"] = pd.to_datetime(
         columns["event_timestamp"], utc=True, format="ISO8601"
     ).as_unit("us")
-    if with_features and rows:
+    if features is not None and ages is not None and rows:
         columns |= _json_columns(features, "") | _json_columns(ages, AGE_PREFIX)
     return pd.DataFrame(columns)
 
@@ -78,19 +78,19 @@ def read_predictions(
 _RENAMED = {"amount": "request_amount"}  # `amount` is the feature serving computed
 
 
-def _typed(column: tuple[Any, ...], declared: str) -> np.ndarray:
-    """A log column as pandas' SQL reader would type it: REAL as float (NULL: NaN), a
-    NOT NULL INTEGER as int64, anything else as objects (NULL: None)."""
-    if not column:
-        return np.array(column, dtype=object)
+def _typed(column: np.ndarray, declared: str) -> np.ndarray:
+    """A log column (objects) as pandas' SQL reader would type it: REAL as float (NULL:
+    NaN), a NOT NULL INTEGER as int64, anything else as objects (NULL: None)."""
+    if not len(column):
+        return column
     if declared.startswith("REAL"):
-        return np.array(column, dtype=np.float64)
+        return column.astype(np.float64)
     if declared.startswith("INTEGER NOT NULL"):
-        return np.array(column, dtype=np.int64)
-    return np.array(column, dtype=object)
+        return column.astype(np.int64)
+    return column
 
 
-def _json_columns(texts: tuple[str, ...], prefix: str) -> dict[str, np.ndarray]:
+def _json_columns(texts: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
     """One float column per key of the JSON objects (in order of first appearance; a
     key absent from a row, or null, is NaN). Rows logged by one version share their
     keys and order, so one matrix holds them; otherwise, key by key."""
