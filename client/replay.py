@@ -8,6 +8,7 @@ client saw it, achieved rate, and who decided what.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -99,6 +100,7 @@ def replay_payments(
     waves_within: pd.Timedelta | None = None,
     before_wave: Callable[[list[dict[str, Any]]], None] | None = None,
     clock_step: pd.Timedelta | None = None,
+    keep_connections: bool = True,
 ) -> ReplaySummary:
     """Send every payment (rate in requests/s, 0 = as fast as possible, on at most
     `concurrency` connections) and tally.
@@ -114,7 +116,8 @@ def replay_payments(
     previous payment of its customer is answered (see `ordered_waves`; `waves_within`
     also cuts them at every multiple of that period of event time); `before_wave` runs
     before each wave goes out (a scenario lets a stream worker catch up there, and runs
-    the checks due by the wave's first payment)."""
+    the checks due by the wave's first payment). `keep_connections`: one pool of
+    connections for every wave (client/http.py `Sender`); False: a pool per wave."""
     if rate < 0 or concurrency < 1:
         raise ConfigError("rate must be >= 0 and concurrency >= 1")
     host, port = host_and_port(url)
@@ -127,7 +130,8 @@ def replay_payments(
     tally = _Tally(progress or (lambda _: None))
     started = pd.Timestamp.now()
     lag = 0.0
-    with Sender(host, port, concurrency) as sender:  # one pool for every wave
+    with contextlib.ExitStack() as pools:
+        kept = pools.enter_context(Sender(host, port, concurrency)) if keep_connections else None
         for span in spans:
             waves = ordered_waves(span, in_order_per, waves_within) if in_order_per else [span]
             for i, wave in enumerate(waves):
@@ -136,7 +140,9 @@ def replay_payments(
                 if clock is not None and i == 0:
                     _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
                 requests = [post(host, port, "/v1/score", body) for body in wave]
-                lag = max(lag, sender.send(requests, rate=rate, on_answer=tally.add))
+                with contextlib.ExitStack() as per_wave:
+                    sender = kept or per_wave.enter_context(Sender(host, port, concurrency))
+                    lag = max(lag, sender.send(requests, rate=rate, on_answer=tally.add))
     elapsed = (pd.Timestamp.now() - started).total_seconds()
     return tally.summary(elapsed, lag)
 
