@@ -289,10 +289,12 @@ def run_jobs(home: str, log_name: str) -> dict[str, float]:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))  # `benchmarks._world`; spawned children inherit the path
+    from benchmarks._arguments import at_least_one
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000, help="logged requests")
+    parser.add_argument("--rows", type=at_least_one, default=100_000, help="logged requests")
     parser.add_argument("--home", type=Path, help="build or reuse the world here (kept)")
-    parser.add_argument("--rate", type=int, default=1_000, help="minute jobs: requests/s")
+    parser.add_argument("--rate", type=at_least_one, default=1_000, help="minute jobs: requests/s")
     args = parser.parse_args()
     home = args.home.resolve() if args.home else Path(tempfile.mkdtemp(prefix="monitor_bench_"))
     try:

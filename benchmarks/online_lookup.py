@@ -32,16 +32,18 @@ DAYS = 40
 
 
 def main() -> None:
+    # benchmarks/serving.py shares its name with the `serving` package this imports.
+    sys.path.insert(0, str(ROOT))
+    from benchmarks._arguments import at_least_one
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lookups", type=int, default=2_000, help="per way")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
+    parser.add_argument("--lookups", type=at_least_one, default=2_000, help="per way")
+    parser.add_argument("--rounds", type=at_least_one, default=4, help="interleaved rounds")
     parser.add_argument(
         "--redis",
         help="a Redis to use as the online store instead, e.g. 127.0.0.1:6379,db=12 (written)",
     )
     args = parser.parse_args()
-    # benchmarks/serving.py shares its name with the `serving` package this imports.
-    sys.path.insert(0, str(ROOT))
     from data.simulator import SimulationConfig
     from features.store import feature_service, open_store
     from fraudlab.settings import Settings

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from features.build import build_feature_tables
 from features.store import apply_definitions, feature_service, open_store
 from fraudlab.settings import Settings
 from pipelines.training_set import ENTITY_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SERVICE = "fraud_v2"
 DAYS = 50  # ~2 payments per customer-day: customers = rows / 100 for ~rows payments
@@ -132,9 +135,14 @@ def peak_mb() -> float:
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))  # `benchmarks._arguments`
+    from benchmarks._arguments import at_least_one
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000, help="payments to simulate")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of ours and merge_asof")
+    parser.add_argument("--rows", type=at_least_one, default=1_000_000, help="payments to simulate")
+    parser.add_argument(
+        "--repeats", type=at_least_one, default=3, help="runs of ours and merge_asof"
+    )
     parser.add_argument(
         "--service", default=SERVICE, help="the feature service joined (e.g. fraud_v3)"
     )

@@ -441,33 +441,23 @@ def _fix_import_path() -> None:
     sys.path[:] = [str(ROOT), *(p for p in sys.path if os.path.abspath(p or ".") != here)]
 
 
-def _at_least_one(text: str) -> int:
-    """A count argument: argparse reports a non-number or a count below 1 as a usage
-    error, before any world is built (0 update rounds once ended in a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main() -> None:
     _fix_import_path()
+    from benchmarks._arguments import at_least_one
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--requests", type=_at_least_one, default=4_000, help="measured per scenario"
+        "--requests", type=at_least_one, default=4_000, help="measured per scenario"
     )
     parser.add_argument(
-        "--rounds", type=_at_least_one, default=2, help="interleaved fixed-rate rounds"
+        "--rounds", type=at_least_one, default=2, help="interleaved fixed-rate rounds"
     )
     parser.add_argument("--home", type=Path, help="build or reuse the world here (kept)")
     parser.add_argument(
         "--redis", default=REDIS, help="production profile's online store (db emptied first)"
     )
     parser.add_argument(
-        "--workers", type=_at_least_one, default=2, help="production profile's workers"
+        "--workers", type=at_least_one, default=2, help="production profile's workers"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary world")
     parser.add_argument(
@@ -480,7 +470,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--update-rounds",
-        type=_at_least_one,
+        type=at_least_one,
         default=7,
         help="update path: interleaved off/on pairs (medians of 3 swung with one slow round)",
     )

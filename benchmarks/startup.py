@@ -48,8 +48,11 @@ def timed(statement: str) -> float:
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))  # `benchmarks._arguments`
+    from benchmarks._arguments import at_least_one
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per way")
+    parser.add_argument("--rounds", type=at_least_one, default=5, help="interleaved rounds per way")
     args = parser.parse_args()
     for statement in WAYS.values():  # once each, untimed: .pyc files written, disk cache warm
         timed(statement)

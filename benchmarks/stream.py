@@ -40,15 +40,21 @@ TARGET_RATE = 2_000
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))  # `benchmarks._arguments`
+    from benchmarks._arguments import at_least_one, positive_seconds
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=int, default=TARGET_RATE, help="payments/s in phase 1")
-    parser.add_argument("--seconds", type=float, default=15.0, help="length of phase 1")
-    parser.add_argument("--burst", type=int, default=60_000, help="events in phase 2")
-    parser.add_argument("--workers", type=int, default=1, help="stream workers")
+    parser.add_argument(
+        "--rate", type=at_least_one, default=TARGET_RATE, help="payments/s in phase 1"
+    )
+    parser.add_argument("--seconds", type=positive_seconds, default=15.0, help="length of phase 1")
+    parser.add_argument("--burst", type=at_least_one, default=60_000, help="events in phase 2")
+    parser.add_argument("--workers", type=at_least_one, default=1, help="stream workers")
     parser.add_argument("--redis", default=REDIS, help="Redis for the stream and the state")
-    parser.add_argument("--customers", type=int, default=20_000, help="simulated customers")
+    parser.add_argument(
+        "--customers", type=at_least_one, default=20_000, help="simulated customers"
+    )
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="stream_bench_") as home:
         run(args, Path(home))
 

@@ -1,6 +1,6 @@
-"""A benchmark's arguments are checked before it builds anything: a count below one
-or a word where a count belongs is a usage error, not a traceback after minutes of
-building a world (`--update-rounds 0` once was)."""
+"""A benchmark's arguments are checked before it builds anything: a count below one,
+a length of no time or a word where a number belongs is a usage error, not a traceback
+after minutes of building a world (`--update-rounds 0` once was)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,32 @@ from pathlib import Path
 
 import pytest
 
-SERVING = Path(__file__).resolve().parents[1] / "benchmarks" / "serving.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.mark.parametrize(
-    ("argument", "said"),
+    ("script", "argument", "said"),
     [
-        (["--update-rounds", "0"], "--update-rounds: must be at least 1, got 0"),
-        (["--requests", "many"], "--requests: not a whole number: 'many'"),
-        (["--workers", "-2"], "--workers: must be at least 1, got -2"),
+        ("serving.py", ["--update-rounds", "0"], "--update-rounds: must be at least 1, got 0"),
+        ("serving.py", ["--requests", "many"], "--requests: not a whole number: 'many'"),
+        ("serving.py", ["--workers", "-2"], "--workers: must be at least 1, got -2"),
+        ("monitor.py", ["--rows", "0"], "--rows: must be at least 1, got 0"),
+        ("monitor.py", ["--rate", "fast"], "--rate: not a whole number: 'fast'"),
+        ("online_lookup.py", ["--rounds", "0"], "--rounds: must be at least 1, got 0"),
+        ("pit_join.py", ["--repeats", "0"], "--repeats: must be at least 1, got 0"),
+        ("startup.py", ["--rounds", "-1"], "--rounds: must be at least 1, got -1"),
+        ("stream.py", ["--workers", "0"], "--workers: must be at least 1, got 0"),
+        ("stream.py", ["--seconds", "0"], "--seconds: must be above 0, got 0"),
+        ("stream.py", ["--seconds", "nan"], "--seconds: must be above 0, got nan"),
     ],
 )
-def test_a_bad_count_is_a_usage_error(argument: list[str], said: str, tmp_path: Path) -> None:
+def test_a_bad_count_is_a_usage_error(
+    script: str, argument: list[str], said: str, tmp_path: Path
+) -> None:
     home = tmp_path / "world"
+    homed = ["--home", str(home)] if script in ("serving.py", "monitor.py") else []
     done = subprocess.run(
-        [sys.executable, str(SERVING), "--home", str(home), *argument],
+        [sys.executable, str(BENCHMARKS / script), *homed, *argument],
         capture_output=True,
         text=True,
         timeout=120,
