@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from client.admin import ServingAdmin
-from client.http import Answer, Sender, host_and_port, post
+from client.http import Answer, Sender, host_and_port, post, send_all
 from data.calendar import Calendar
 from data.validate import load_transactions
 from fraudlab.errors import ConfigError, ServiceUnavailable
@@ -140,9 +140,19 @@ def replay_payments(
                 if clock is not None and i == 0:
                     _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
                 requests = [post(host, port, "/v1/score", body) for body in wave]
-                with contextlib.ExitStack() as per_wave:
-                    sender = kept or per_wave.enter_context(Sender(host, port, concurrency))
-                    lag = max(lag, sender.send(requests, rate=rate, on_answer=tally.add))
+                sent = (
+                    kept.send(requests, rate=rate, on_answer=tally.add)
+                    if kept is not None
+                    else send_all(
+                        host,
+                        port,
+                        requests,
+                        rate=rate,
+                        connections=concurrency,
+                        on_answer=tally.add,
+                    )
+                )
+                lag = max(lag, sent)
     elapsed = (pd.Timestamp.now() - started).total_seconds()
     return tally.summary(elapsed, lag)
 
