@@ -251,7 +251,9 @@ class StreamLag:
 def stream_lag(client: redis.Redis, streams: list[str], now_us: int | None = None) -> StreamLag:
     """The oldest unapplied event's age over the streams (`now_us`: the service clock;
     default the newest published event's served time), and the events not yet
-    acknowledged. Four pipelined round trips, whatever the number of streams."""
+    acknowledged. Five pipelined round trips, whatever the number of streams: the
+    reading is not atomic, so its last one checks that each oldest entry found is still
+    unapplied (`_not_applied_since`)."""
     pipe = client.pipeline(transaction=False)
     for stream in streams:
         pipe.xrevrange(stream, count=1)
@@ -298,7 +300,47 @@ def stream_lag(client: redis.Redis, streams: list[str], now_us: int | None = Non
         pipe.xrange(stream, min=entry, max=entry, count=1)
     still = [s for s in oldest_id if s not in acked_since]
     first_entries |= {s: r for s, r in zip(still, pipe.execute(), strict=True) if r}
+    first_entries = _not_applied_since(client, first_entries)
     if now_us is None:
         now_us = max(PaymentEvent.from_fields(newest[s][0][1]).served_us for s in live)
     ages = [now_us - PaymentEvent.from_fields(e[0][1]).served_us for e in first_entries.values()]
     return StreamLag(max(0.0, max(ages, default=0) / 1e6), pending)
+
+
+def _not_applied_since(
+    client: redis.Redis, first_entries: dict[str, list[Any]]
+) -> dict[str, list[Any]]:
+    """The entries that are still unapplied, by one atomic look at their groups.
+
+    The worker goes on between the reading's round trips: an entry seen pending, or
+    seen after the group's last delivery, may be acknowledged before its time is read.
+    Counted as behind, it would age with the service clock, which a simulated day moves
+    by minutes between two payments (a false freshness alarm). An entry still counts if
+    it is not yet delivered, or if an entry at or before it is still pending; otherwise
+    it was applied meanwhile, and whatever is left is younger: the next reading sees it."""
+    if not first_entries:
+        return first_entries
+    pipe = client.pipeline(transaction=True)  # MULTI: one state of every group
+    for stream in first_entries:
+        pipe.xinfo_groups(stream)
+        pipe.xpending(stream, GROUP)
+    replies = pipe.execute(raise_on_error=False)  # NOGROUP: no worker has read it yet
+    kept = {}
+    for (stream, entry), groups, summary in zip(
+        first_entries.items(), replies[::2], replies[1::2], strict=True
+    ):
+        listed = [] if isinstance(groups, Exception) else groups
+        ours = next((g for g in listed if text_of(g.get("name")) == GROUP), None)
+        entry_id = _id_key(entry[0][0])
+        undelivered = ours is None or entry_id > _id_key(ours["last-delivered-id"])
+        oldest_pending = None if isinstance(summary, Exception) else summary.get("min")
+        held = oldest_pending is not None and _id_key(oldest_pending) <= entry_id
+        if undelivered or held:
+            kept[stream] = entry
+    return kept
+
+
+def _id_key(entry_id: Any) -> tuple[int, int]:
+    """A stream entry id ("<ms>-<seq>") as a key that sorts as Redis orders them."""
+    ms, seq = text_of(entry_id).split("-")
+    return int(ms), int(seq)

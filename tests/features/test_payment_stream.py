@@ -10,12 +10,14 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 
 from features.store import apply_definitions, open_store
 from features.velocity import PaymentState
@@ -30,7 +32,13 @@ from serving.payment_stream import (
     stream_lag,
 )
 from serving.process import free_port
-from serving.velocity_state import KINDS, PaymentEvent, PaymentStates, state_arrays_equal
+from serving.velocity_state import (
+    KINDS,
+    PaymentEvent,
+    PaymentStates,
+    state_arrays_equal,
+    text_of,
+)
 from tests.conftest import World, make_settings, reachable, services_required
 
 REDIS_DB = 11  # away from a demo (0), the smoke test (7) and the stack test (9)
@@ -223,3 +231,61 @@ def test_events_queued_while_redis_is_away_are_published_when_it_is_back(
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+class _WorkerActsAfter:
+    """The lag reader's Redis connection, with the worker's next step landing right
+    after the reader's `nth` round trip: the interleaving a busy machine produces now and
+    then, made certain. Every command still goes to the real Redis."""
+
+    def __init__(self, client: redis.Redis, nth: int, worker_step: Callable[[], None]) -> None:
+        self.client, self.nth, self.worker_step = client, nth, worker_step
+        self.trips = 0
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        pipe = self.client.pipeline(transaction=transaction)
+        execute = pipe.execute
+
+        def execute_then_step(*args: Any, **kwargs: Any) -> Any:
+            replies = execute(*args, **kwargs)
+            self.trips += 1
+            if self.trips == self.nth:
+                self.worker_step()
+            return replies
+
+        pipe.execute = execute_then_step  # type: ignore[method-assign]
+        return pipe
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held-by-the-worker", "not-yet-read"])
+@pytest.mark.parametrize("nth", [1, 2, 3])
+def test_a_payment_applied_while_the_lag_is_read_is_not_reported_behind(
+    world: World, production: Settings, held: bool, nth: int
+) -> None:
+    """The API reads the lag every few milliseconds while the worker applies payments.
+    A payment the worker acknowledged between two of the reading's round trips is
+    applied: the reading may miss it, never call it behind by its age in the service
+    clock (the stopped-worker story's false day-0 alarms were ages of 83 and 134 s,
+    each the clock's jump since the payment before)."""
+    (payment,) = _events(world, 1)
+    _publish(production, [payment])
+    client = redis_client(production.stream_redis_connection, timeout_seconds=2)
+    streams = all_streams(production)
+    worker = StreamWorker(production, PaymentStates(open_store(production)), 0, 1)
+
+    def read() -> dict[str, list[bytes]]:
+        replies = client.xreadgroup(GROUP, worker.name, dict.fromkeys(streams, ">"), count=10)
+        return {text_of(s): [entry_id for entry_id, _ in entries] for s, entries in replies}
+
+    delivered = read() if held else {}
+
+    def apply_and_acknowledge() -> None:
+        for stream, ids in (delivered or read()).items():
+            client.xack(stream, GROUP, *ids)
+
+    racing = _WorkerActsAfter(client, nth, apply_and_acknowledge)
+    later = payment.served_us + 134_000_000  # the service clock has moved on since
+    lag = stream_lag(cast(redis.Redis, racing), streams, now_us=later)
+    assert racing.trips >= nth  # the worker's step did land mid-reading
+    assert lag.seconds == 0.0
+    assert stream_lag(client, streams, now_us=later) == StreamLag(0.0, 0)
