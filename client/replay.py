@@ -8,7 +8,6 @@ client saw it, achieved rate, and who decided what.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from client.admin import ServingAdmin
-from client.http import Answer, Sender, host_and_port, post, send_all
+from client.http import Answer, Sender, host_and_port, post
 from data.calendar import Calendar
 from data.validate import load_transactions
 from fraudlab.errors import ConfigError, ServiceUnavailable
@@ -100,7 +99,6 @@ def replay_payments(
     waves_within: pd.Timedelta | None = None,
     before_wave: Callable[[list[dict[str, Any]]], None] | None = None,
     clock_step: pd.Timedelta | None = None,
-    keep_connections: bool = True,
 ) -> ReplaySummary:
     """Send every payment (rate in requests/s, 0 = as fast as possible, on at most
     `concurrency` connections) and tally.
@@ -116,8 +114,8 @@ def replay_payments(
     previous payment of its customer is answered (see `ordered_waves`; `waves_within`
     also cuts them at every multiple of that period of event time); `before_wave` runs
     before each wave goes out (a scenario lets a stream worker catch up there, and runs
-    the checks due by the wave's first payment). `keep_connections`: one pool of
-    connections for every wave (client/http.py `Sender`); False: a pool per wave."""
+    the checks due by the wave's first payment). Every wave goes out on one pool of
+    keep-alive connections (client/http.py `Sender`)."""
     if rate < 0 or concurrency < 1:
         raise ConfigError("rate must be >= 0 and concurrency >= 1")
     host, port = host_and_port(url)
@@ -130,8 +128,7 @@ def replay_payments(
     tally = _Tally(progress or (lambda _: None))
     started = pd.Timestamp.now()
     lag = 0.0
-    with contextlib.ExitStack() as pools:
-        kept = pools.enter_context(Sender(host, port, concurrency)) if keep_connections else None
+    with Sender(host, port, concurrency) as sender:
         for span in spans:
             waves = ordered_waves(span, in_order_per, waves_within) if in_order_per else [span]
             for i, wave in enumerate(waves):
@@ -140,18 +137,7 @@ def replay_payments(
                 if clock is not None and i == 0:
                     _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
                 requests = [post(host, port, "/v1/score", body) for body in wave]
-                sent = (
-                    kept.send(requests, rate=rate, on_answer=tally.add)
-                    if kept is not None
-                    else send_all(
-                        host,
-                        port,
-                        requests,
-                        rate=rate,
-                        connections=concurrency,
-                        on_answer=tally.add,
-                    )
-                )
+                sent = sender.send(requests, rate=rate, on_answer=tally.add)
                 lag = max(lag, sent)
     elapsed = (pd.Timestamp.now() - started).total_seconds()
     return tally.summary(elapsed, lag)

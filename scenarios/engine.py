@@ -389,12 +389,6 @@ def _replay_day(
         waves_within=between.every,
         before_wave=between,
         clock_step=between.clock_step,
-        # With a stream worker, a pool per wave, as before one pool served the whole day:
-        # with one pool, the stopped-worker story saw its healthy day-0 velocity ages
-        # pass the 60 s objective on a loaded machine (1 run in 2 with two busy loops
-        # beside it; 0 in 2 with a pool per wave). Why is not yet known; the stories
-        # without a stream keep the one pool.
-        keep_connections=ctx.worker is None,
     )
     between.until(ctx.day_start(day + 1))  # the checks of the day's last minutes
     _wait_for_log(ctx, summary.answered, ctx.day_start(day), ctx.day_start(day + 1))
