@@ -119,9 +119,15 @@ def validate_transactions_file(path: Path) -> ValidationReport:
 
 def read_transactions(path: Path) -> pd.DataFrame:
     """Validate the file and return it cast to the schema types, in file order."""
-    frame = _validate(Path(path), iter([(0, _read_raw(Path(path)))]), keep=True)[0]
+    return validated_frame(read_raw_table(Path(path)), Path(path))[0]
+
+
+def validated_frame(raw: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, ValidationReport]:
+    """A table already in memory (e.g. renamed by data/importer.py), checked as if it were
+    the file at `path` (which the messages name), cast to the schema types."""
+    frame, report = _validate(path, iter([(0, raw)]), keep=True)
     assert frame is not None
-    return frame
+    return frame, report
 
 
 def load_transactions(settings: Settings) -> pd.DataFrame:
@@ -220,7 +226,8 @@ def _checked_path(path: Path) -> str:
     return suffix
 
 
-def _read_raw(path: Path) -> pd.DataFrame:
+def read_raw_table(path: Path) -> pd.DataFrame:
+    """The whole file as read, before any check (a .parquet or .csv)."""
     suffix = _checked_path(path)
     try:
         if suffix == ".csv":

@@ -1,4 +1,5 @@
-"""`fraudlab data ...`: generate a simulated payment history, validate a user's file."""
+"""`fraudlab data ...`: generate a simulated payment history, validate a user's file,
+import a user's table with its own column names."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fraudlab.console import console, user_errors
-from fraudlab.settings import get_settings
+from fraudlab.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from data.importer import ImportReport
     from data.simulator import GenerationSummary
     from data.validate import ValidationReport
 
-app = typer.Typer(help="Generate and validate transaction data.", no_args_is_help=True)
+app = typer.Typer(help="Generate, validate and import transaction data.", no_args_is_help=True)
 
 
 @app.command("generate")
@@ -53,8 +55,15 @@ def generate_command(
     with day_progress(config.days) as on_day:
         summary = generate(config, path, on_day=on_day)
     console.print(generation_table(summary, time.perf_counter() - started))
+    if path == settings.transactions_path:
+        forget_old_labels(settings)
+
+
+def forget_old_labels(settings: Settings) -> None:
+    """The label feed settles the payments of the table it was made for: a new table
+    in the home makes it wrong."""
     feed = settings.label_feed_path
-    if path == settings.transactions_path and feed.exists():  # labels of the old payments
+    if feed.exists():
         feed.unlink()
         console.print(f"removed the label feed of the previous data ({feed})")
 
@@ -83,6 +92,50 @@ def validate_command(
     from data.validate import validate_transactions_file
 
     console.print(validation_table(validate_transactions_file(file)))
+
+
+@app.command("import")
+@user_errors
+def import_command(
+    file: Path = typer.Argument(..., help="Your transactions table, .parquet or .csv."),
+    mapping: list[str] = typer.Option(
+        [],
+        "--map",
+        metavar="THEIRS=OURS",
+        help="Read your column THEIRS as our OURS (data/schema.py); repeat for each, e.g. "
+        "--map TX_DATETIME=event_timestamp --map TX_AMOUNT=amount.",
+    ),
+    label_delay_days: float | None = typer.Option(
+        None,
+        min=0,
+        help="No label_available_at in your table: each label (fraud or not) counts as "
+        "known this many days after its payment.",
+    ),
+) -> None:
+    """Validate your table under our column names and make it the home's transactions.
+
+    Columns that are not ours are left out. Nothing is written unless every row is
+    valid. Then: fraudlab features build, features apply, features materialize, train."""
+    from data.importer import import_transactions, parse_mapping
+
+    settings = get_settings()
+    renames = parse_mapping(mapping)
+    done = import_transactions(file, settings.transactions_path, renames, label_delay_days)
+    console.print(import_table(done))
+    forget_old_labels(settings)
+
+
+def import_table(done: ImportReport) -> Table:
+    table = validation_table(done.report)
+    table.title = f"imported {done.source} into {done.report.path}"
+    for theirs, ours in done.renamed.items():
+        table.add_row(f"  {ours}", f"from your {theirs}")
+    if done.label_delay_days is not None:
+        table.add_row("label times", f"payment time + {done.label_delay_days:g} days")
+    if done.left_out:
+        table.add_row("left out", ", ".join(done.left_out))
+    table.add_row("next", "fraudlab features build, features apply, features materialize, train")
+    return table
 
 
 def generation_table(summary: GenerationSummary, seconds: float) -> Table:
