@@ -246,6 +246,11 @@ class Settings(BaseSettings):
         return self.home / "monitoring"
 
     @property
+    def evidently_workspace_dir(self) -> Path:
+        """`evidently ui --workspace` on it: every monitor run's drift report, over time."""
+        return self.monitoring_dir / "evidently"
+
+    @property
     def decision_log_path(self) -> Path:
         return self.monitoring_dir / "decisions.jsonl"
 

@@ -20,6 +20,8 @@ tests/monitoring/test_drift.py measures the alerts on the test world's healthy d
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +47,17 @@ def run_drift(
     *,
     max_rows: int = MAX_CURRENT_ROWS,
     html: bool = True,
+    at: datetime | None = None,
+    keep_snapshot: Callable[[Any], None] | None = None,
 ) -> Finding:
     """Feature drift over `features` and prediction drift of `score`.
 
     `predictions` are the requests the reference's model scored (the champion route),
     one row each with the logged feature values and `score`, as
     serving.prediction_log.read_predictions reads them. Writes `drift.json` (this
-    finding) and, with `html`, `drift.html` (Evidently's report).
+    finding) and, with `html`, `drift.html` (Evidently's report, stamped `at`), whose
+    snapshot then goes to `keep_snapshot` (the runner adds it to the home's Evidently
+    workspace: monitoring/evidently_workspace.py).
     """
     columns = [*features, SCORE]
     missing = [c for c in columns if c not in reference.columns]
@@ -75,9 +81,10 @@ def run_drift(
     out_dir.mkdir(parents=True, exist_ok=True)
     html = html and bool(testable)
     if html:
-        evidently_report(compared, reference, testable, config).save_html(
-            str(out_dir / "drift.html")
-        )
+        snapshot = evidently_report(compared, reference, testable, config, at)
+        snapshot.save_html(str(out_dir / "drift.html"))
+        if keep_snapshot is not None:
+            keep_snapshot(snapshot)
     finding = _finding(table, features)
     finding.details |= {
         "reference_rows": len(reference),
@@ -224,16 +231,35 @@ def _compare(
 
 
 def evidently_report(
-    current: pd.DataFrame, reference: pd.DataFrame, columns: list[str], config: DriftConfig
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    columns: list[str],
+    config: DriftConfig,
+    at: datetime | None = None,
 ) -> Any:
-    """Evidently's report (a snapshot) of the same tests, for its HTML."""
+    """Evidently's report (a snapshot) of the same tests, for its HTML and the workspace;
+    with the count of drifted features and the score's mean and 99th percentile, which
+    the workspace's dashboard plots over time."""
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, MeanValue, QuantileValue
 
     definition = DataDefinition(numerical_columns=columns)
-    report = Report([_value_drift(c, config.score_psi_above) for c in columns], include_tests=True)
+    features = [c for c in columns if c != SCORE]
+    # No tests of their own (Evidently's defaults hold the score's mean and quantile to
+    # the reference within 10%: a verdict the policy does not make); the drift tests
+    # above are the report's tests.
+    summaries: list[Any] = [DriftedColumnsCount(columns=features, tests=[])] if features else []
+    if SCORE in columns:
+        summaries += [
+            MeanValue(column=SCORE, tests=[]),
+            QuantileValue(column=SCORE, quantile=0.99, tests=[]),
+        ]
+    drifts = [_value_drift(c, config.score_psi_above) for c in columns]
+    report = Report([*drifts, *summaries], include_tests=True)
     return report.run(
         Dataset.from_pandas(current[columns], data_definition=definition),
         Dataset.from_pandas(reference[columns], data_definition=definition),
+        timestamp=at,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable
-from typing import cast
+from typing import Any, cast
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -27,6 +27,7 @@ from monitoring.actions import ActionOutcome
 from monitoring.canary import run_canary
 from monitoring.decisions import Decision, DecisionLog, MonitorRun, triggered
 from monitoring.drift import run_drift
+from monitoring.evidently_workspace import add_drift_snapshot
 from monitoring.findings import Finding
 from monitoring.freshness import run_freshness
 from monitoring.journal import ActionJournal, Entry, monitor_lock
@@ -70,7 +71,17 @@ def run_jobs(
         f"drift: {len(champion_rows):,} requests against champion v{reference.version}'s reference"
     )
     jobs = policy.jobs
-    findings = [run_drift(champion_rows, reference.frame, features, out_dir, jobs.drift, html=html)]
+    drift = run_drift(
+        champion_rows,
+        reference.frame,
+        features,
+        out_dir,
+        jobs.drift,
+        html=html,
+        at=window.until.to_pydatetime(),
+        keep_snapshot=lambda snapshot: _keep_in_workspace(settings, snapshot),
+    )
+    findings = [drift]
     progress("skew: recomputing served features offline at the same timestamps")
     findings.append(
         run_skew(
@@ -112,6 +123,15 @@ def run_jobs(
         canary.details["challenger_version"] = latest  # what a promote or rollback may touch
         findings.append(canary)
     return findings, str(out_dir)
+
+
+def _keep_in_workspace(settings: Settings, snapshot: Any) -> None:
+    """The report into the home's Evidently workspace (the history `evidently ui`
+    shows). A view, not a decision: if it cannot be written, the run goes on, logged."""
+    try:
+        add_drift_snapshot(settings.evidently_workspace_dir, settings.training.model_name, snapshot)
+    except Exception as exc:  # Evidently's storage raises its own errors as well as OSError
+        log.warning("drift report not added to the Evidently workspace: %r", exc)
 
 
 def calibrations_of(settings: Settings, versions: Iterable[str]) -> dict[str, Calibration]:

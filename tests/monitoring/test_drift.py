@@ -10,17 +10,27 @@ say so.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
 from fraudlab.errors import MissingInput
 from monitoring.drift import _compare, evidently_report, logged_values, run_drift
+from monitoring.evidently_workspace import add_drift_snapshot
 from monitoring.policy import load_policy
 from pipelines.reference import load_reference
 from pipelines.training_set import with_request_features
 from serving.prediction_log import read_predictions
+from serving.process import free_port
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
@@ -142,11 +152,91 @@ def test_the_findings_tests_are_evidently_reports_tests(
         t["metric_config"]["params"]["column"] for t in report["tests"] if t["status"] == "FAIL"
     }
     by_column = {row["column"]: row for row in table}
-    assert len(report["metrics"]) == len(testable) > 10
-    for metric in report["metrics"]:
+    drifts = [m for m in report["metrics"] if m["config"]["type"].endswith(":ValueDrift")]
+    assert len(drifts) == len(testable) > 10
+    assert len(report["tests"]) == len(testable)  # the summaries (for the workspace) test nothing
+    for metric in drifts:
         ours = by_column[metric["config"]["column"]]
         assert ours["method"] == metric["config"]["method"]
         assert ours["threshold"] == pytest.approx(metric["config"]["threshold"])
         assert ours["statistic"] == pytest.approx(metric["value"])
         assert ours["drifted"] == (metric["config"]["column"] in failed)
     assert by_column["amount"]["drifted"] and by_column["score"]["method"] == "psi"
+
+
+def test_each_run_is_a_snapshot_the_evidently_ui_plots_over_time(
+    world, monitor_world, steady_reference, tmp_path
+):
+    """Two daily runs, the second on tripled amounts, go into one workspace; `evidently
+    ui` (the real CLI, on loopback) serves the model's project, and every panel of its
+    dashboard has one point per run, in the runs' order, the score's PSI exactly the
+    findings' statistic."""
+    mw = monitor_world
+    workspace = tmp_path / "evidently"
+
+    def keep(snapshot: object) -> None:
+        add_drift_snapshot(workspace, "fraud-detector", snapshot)
+
+    def tripled(frame: pd.DataFrame) -> pd.DataFrame:
+        return with_request_features(frame.assign(amount=frame["amount"] * 3))
+
+    psi = []
+    for day, change in ((HEALTHY_DAYS[0], lambda f: f), (SHIFTED_DAY, tripled)):
+        window = day_of_traffic(world, mw, tmp_path / f"log_{day}.sqlite", day, change)
+        at = mw.day(day + 1).to_pydatetime()
+        finding = run_drift(
+            window,
+            steady_reference,
+            mw.champion.features,
+            tmp_path / str(day),
+            DRIFT,
+            max_rows=1_000,
+            at=at,
+            keep_snapshot=keep,
+        )
+        columns = {row["column"]: row for row in finding.details["columns"]}
+        psi.append(columns["score"]["statistic"])
+    with evidently_ui(workspace) as url:
+        (project,) = httpx.get(f"{url}/api/projects").json()
+        assert project["name"] == "fraud-detector"
+        dashboard = httpx.get(f"{url}/api/v2/dashboards/{project['id']}").json()
+        assert [t["title"] for t in dashboard["tabs"]] == ["Drift", "Scores"]
+        filters = [
+            {"tags": [], "metadata": {}, "metric": v["metric"], "metric_labels": v["metric_labels"]}
+            for panel in dashboard["panels"]
+            for v in panel["values"]
+        ]
+        answer = httpx.post(
+            f"{url}/api/v2/snapshots/{project['id']}/data_series_batch",
+            json={"series_filter": filters},
+        ).json()
+    days = [pd.Timestamp(s["timestamp"]) for s in answer["sources"]]
+    assert days == [mw.day(HEALTHY_DAYS[0] + 1), mw.day(SHIFTED_DAY + 1)]
+    series = {s["metric_type"].rsplit(":", 1)[1]: s["values"] for s in answer["series"]}
+    assert set(series) == {"DriftedColumnsCount", "ValueDrift", "MeanValue", "QuantileValue"}
+    assert series["ValueDrift"] == pytest.approx(psi)
+    assert psi[1] > DRIFT.score_psi_above > psi[0]  # the tripled day's scores moved
+    assert series["MeanValue"][1] > series["MeanValue"][0]
+
+
+@contextmanager
+def evidently_ui(workspace: Path) -> Iterator[str]:
+    """`evidently ui` on the workspace, on a free loopback port, until the block ends."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "evidently"), "ui", "--workspace", str(workspace)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # its imports take a while on a busy machine
+        while True:
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/api/projects", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "evidently ui did not answer in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
