@@ -3,12 +3,16 @@ MLflow store, in temporary folders. Built once per session; tests must not mutat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -77,6 +81,19 @@ def reachable(address: tuple[str, int]) -> bool:
             return True
     except OSError:
         return False
+
+
+def wait_until_answers(server: subprocess.Popen[bytes], url: str, seconds: float = 120) -> None:
+    """Until GET `url` answers 200 (a UI's imports take a while on a busy machine); fails
+    with the server's stderr if it exits first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        assert time.monotonic() < deadline, f"{url} did not answer in {seconds:g} s"
+        time.sleep(0.5)
 
 
 def services_required() -> bool:

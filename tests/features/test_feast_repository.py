@@ -1,5 +1,5 @@
-"""The Feast repository works for a Feast user as it is: the `feast` CLI, run in
-features/repo with no FRAUDLAB_* variable exported, sees what fraudlab registered in
+"""The Feast repository works for a Feast user as it is: the `feast` CLI and `feast ui`,
+run in features/repo with no FRAUDLAB_* variable exported, see what fraudlab registered in
 the embedded default home, and the effective config fraudlab writes points the same CLI
 at any other home or profile."""
 
@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import yaml
 
 from features.store import EFFECTIVE_CONFIG, REPO_DIR, apply_definitions, repo_config
 from fraudlab.settings import Settings
+from serving.process import free_port
+from tests.conftest import wait_until_answers
 
 FEAST = str(Path(sys.executable).with_name("feast"))
 
@@ -64,3 +67,36 @@ def test_the_production_profile_uses_redis_and_the_embedded_one_sqlite(tmp_path:
     assert embedded.online_store.path == str(tmp_path / "feast" / "online.db")
     assert production.online_store.type == "redis"
     assert production.online_store.connection_string == "127.0.0.1:6390"
+
+
+def test_feast_ui_serves_the_repository_with_nothing_exported(tmp_path: Path) -> None:
+    """`feast ui` (Feast's own web UI), started in features/repo of a checkout with the
+    demo's home applied: its page loads, and its registry API lists our feature services
+    and views."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO_DIR, checkout / "features" / "repo")
+    apply_definitions(Settings(home=checkout / ".fraudlab"))
+    port = free_port()
+    server = subprocess.Popen(
+        [FEAST, "ui", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=checkout / "features" / "repo",
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(server, f"{url}/health")
+        page = httpx.get(url)
+        assert page.status_code == 200 and "<title>Feast" in page.text
+        (project,) = httpx.get(f"{url}/projects-list.json").json()["projects"]
+        assert project["id"] == "fraudlab"
+        api = f"{url}/api/v1"
+        services = httpx.get(f"{api}/feature_services", params={"project": "fraudlab"}).json()
+        views = httpx.get(f"{api}/feature_views", params={"project": "fraudlab"}).json()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    names = {s["spec"]["name"] for s in services["featureServices"]}
+    assert {"fraud_v1", "fraud_v2", "fraud_v3"} <= names
+    assert "customer_spending" in {v["spec"]["name"] for v in views["featureViews"]}

@@ -10,11 +10,9 @@ say so.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +29,7 @@ from pipelines.reference import load_reference
 from pipelines.training_set import with_request_features
 from serving.prediction_log import read_predictions
 from serving.process import free_port
-from tests.conftest import World
+from tests.conftest import World, wait_until_answers
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
 POLICY = load_policy()
@@ -228,14 +226,7 @@ def evidently_ui(workspace: Path) -> Iterator[str]:
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120  # its imports take a while on a busy machine
-        while True:
-            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/api/projects", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "evidently ui did not answer in 120 s"
-            time.sleep(0.5)
+        wait_until_answers(server, f"{url}/api/projects")
         yield url
     finally:
         server.terminate()
