@@ -1,10 +1,14 @@
 """The plain way to serve the same model, as the baseline benchmarks/serving.py beats.
 
-What most tutorials do: per request, Feast `get_online_features` on the feature
-service, `.to_dict()`, the shared request-time features, a one-row pandas DataFrame,
-and MLflow pyfunc `predict` on the champion (loaded once at startup). Same request
-schema and the same `async def` route style as serving/app.py, so the difference
-measured is the feature and model path, not validation or threading.
+What most tutorials do: per request, Feast `get_online_features` on the champion's
+feature service, `.to_dict()`, the shared request-time features, a one-row pandas
+DataFrame, and MLflow pyfunc `predict` on the champion (loaded once at startup). The
+velocity views are not in Feast's online store (they are computed at request time from
+the payment-state views), so the plain way reads those state views through
+`get_online_features` too and computes the velocity features with the same function
+serving uses (features/velocity.py). Same request schema and the same `async def`
+route style as serving/app.py, so the difference measured is the feature and model
+path, not validation or threading.
 
 Run: python -m uvicorn benchmarks._plain_app:create_app --factory (FRAUDLAB_HOME set).
 """
@@ -20,28 +24,37 @@ import pandas as pd
 from fastapi import FastAPI, Request
 
 from features.transforms import request_features
+from features.velocity import STATE_FIELDS, STATE_VIEWS, VELOCITY_OF, VELOCITY_VIEWS, PaymentState
 from fraudlab.settings import get_settings
 from serving.schemas import ScoreRequest
-
-SERVICE = "fraud_v2"
 
 
 def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import mlflow
+        from mlflow import MlflowClient
 
         from features.store import open_store
-        from pipelines.registry import connect
+        from pipelines.registry import VersionTags, connect
 
         settings = get_settings()
         connect(settings)  # points MLflow at the world's registry
-        model = mlflow.pyfunc.load_model(f"models:/{settings.training.model_name}@champion")
+        uri = f"models:/{settings.training.model_name}@champion"
+        model = mlflow.pyfunc.load_model(uri)
+        champion = MlflowClient().get_model_version_by_alias(
+            settings.training.model_name, "champion"
+        )
+        tags = VersionTags.from_tags(champion.version, dict(champion.tags))
         store = open_store(settings)
+        views = store.get_feature_service(tags.feature_service).feature_view_projections
         app.state.model = model
         app.state.columns = model.metadata.get_input_schema().input_names()
         app.state.store = store
-        app.state.service = store.get_feature_service(SERVICE)
+        app.state.kinds = [VELOCITY_VIEWS[v.name] for v in views if v.name in VELOCITY_VIEWS]
+        app.state.refs = [
+            f"{v.name}:{f.name}" for v in views if v.name not in VELOCITY_VIEWS for f in v.features
+        ] + [f"{STATE_VIEWS[kind]}:{field}" for kind in app.state.kinds for field in STATE_FIELDS]
         yield
 
     app = FastAPI(title="plain scorer", lifespan=lifespan)
@@ -50,10 +63,15 @@ def create_app() -> FastAPI:
     async def score(payment: ScoreRequest, request: Request) -> dict[str, Any]:
         state = request.app.state
         online = state.store.get_online_features(
-            features=state.service,
+            features=state.refs,
             entity_rows=[{"customer_id": payment.customer_id, "terminal_id": payment.terminal_id}],
+            full_feature_names=True,  # both state views name their field `payments`
         ).to_dict()
-        row = {k: (np.nan if v[0] is None else v[0]) for k, v in online.items()}
+        row = {k.split("__")[-1]: (np.nan if v[0] is None else v[0]) for k, v in online.items()}
+        for kind in state.kinds:
+            packed = online[f"{STATE_VIEWS[kind]}__{STATE_FIELDS[0]}"][0]
+            payments = PaymentState.unpacked(packed) if packed else PaymentState.empty()
+            row.update(VELOCITY_OF[kind](payments, int(payment.timestamp.timestamp() * 1e6)))
         computed = request_features(
             np.array([payment.amount]),
             np.array([int(payment.timestamp.timestamp())]),

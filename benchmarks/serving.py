@@ -21,12 +21,15 @@ The load, per profile:
   drift on a busy machine does not favour one of them;
 - saturated, at fixed concurrency, with the default routing (shadow on) and champion only;
 - the plain way (benchmarks/_plain_app.py: Feast get_online_features + pyfunc predict
-  on a one-row DataFrame), saturated the same way.
+  on a one-row DataFrame), saturated the same way;
+- the framework's ceiling (benchmarks/_empty_app.py: the same route and request schema
+  with nothing behind them), saturated the same way, one worker.
 
 Latency is measured in the client, from writing a request to reading its whole response.
 Where the server's time goes (features, model, the rest) is read back from the
-prediction log. The last two lines:
+prediction log. The last three lines:
 `serving_production p50_ms=X p99_ms=X max_rps=X vs_embedded=X workers=N`
+`serving_ceiling empty_rps=X ours_rps=X vs_ceiling=X workers=1`
 `serving p50_ms=X p99_ms=X shadow_p50_overhead_pct=X max_rps=X vs_plain=X`
 (p50 and p99 at 200 requests/s with shadow on; max_rps saturated with shadow on;
 vs_plain = embedded saturated rps over plain's; vs_embedded = production's over it).
@@ -71,6 +74,7 @@ CONCURRENCY = 16  # in-flight requests when saturated: enough to keep one worker
 CONNECTIONS = 32  # fixed-rate pool: a slow response never holds the next request back
 WARMUP = 200  # unmeasured requests before each measurement
 OURS, PLAIN = "serving.app:create_app", "benchmarks._plain_app:create_app"
+EMPTY = "benchmarks._empty_app:create_app"  # the framework's ceiling
 REDIS = "127.0.0.1:6379,db=11"  # its own database (demo 0, tests 7 and 9): emptied first
 ROOT = Path(__file__).resolve().parents[1]
 ROUTINGS: dict[str, dict[str, object]] = {  # fixed-rate scenario -> POST /admin/routing body
@@ -286,8 +290,10 @@ def run(args: argparse.Namespace, home: Path, pool: ProcessPoolExecutor) -> None
             rows[profile.name] = measure_profile(profile, port, token, args, measure)
     with uvicorn_server(PLAIN, profiles[0].env, home) as port:
         plain = summarize_rows("saturated, plain way", "p", [measure(port, "p", n, None)])
+    with uvicorn_server(EMPTY, profiles[0].env, home) as port:
+        ceiling = summarize_rows("saturated, empty endpoint", "x", [measure(port, "x", n, None)])
     rows["embedded"].append(plain)
-    report(rows, profiles, world.settings.prediction_log_path, run_id)
+    report(rows, profiles, world.settings.prediction_log_path, run_id, ceiling)
     if args.update_path:
         update_path(profiles, settings_of, world, token, bodies, measure, args)
 
@@ -392,11 +398,15 @@ def _table(rows: list[Row]) -> None:
 
 
 def report(
-    all_rows: dict[str, list[Row]], profiles: list[Profile], log_path: Path, run_id: str
+    all_rows: dict[str, list[Row]],
+    profiles: list[Profile],
+    log_path: Path,
+    run_id: str,
+    ceiling: Row,
 ) -> None:
     rows, production = all_rows["embedded"], all_rows["production"]
-    print(f"\nembedded profile ({profiles[0].label}), and the plain way:")
-    _table(rows)
+    print(f"\nembedded profile ({profiles[0].label}), the plain way and the framework's ceiling:")
+    _table([*rows, ceiling])
     print(f"\nproduction profile ({profiles[1].label}):")
     _table(production)
     print("\nsame load, side by side (p50 ms / p99 ms / requests/s):")
@@ -427,6 +437,10 @@ def report(
         f"serving_production p50_ms={p_shadow.p50_ms:.3f} p99_ms={p_shadow.p99_ms:.3f} "
         f"max_rps={p_ours.rps:.0f} vs_embedded={p_ours.rps / ours.rps:.2f} "
         f"workers={profiles[1].workers}"
+    )
+    print(
+        f"serving_ceiling empty_rps={ceiling.rps:.0f} ours_rps={ours.rps:.0f} "
+        f"vs_ceiling={ours.rps / ceiling.rps:.2f} workers=1"
     )
     print(
         f"serving p50_ms={shadow.p50_ms:.3f} p99_ms={shadow.p99_ms:.3f} "
