@@ -9,6 +9,7 @@ from rich.table import Table
 from fraudlab.console import console, user_errors
 from fraudlab.settings import get_settings
 from fraudlab.stack.services import EXPORTER_PORT, PROMETHEUS_PORT, native_network, stack_dir
+from fraudlab.stack.uis import UI_PORTS
 
 app = typer.Typer(
     help="Run the production profile's services natively: MLflow tracking server, scoring "
@@ -44,6 +45,38 @@ def up(exporter_port: int = _EXPORTER_PORT, prometheus_port: int = _PROMETHEUS_P
         f"stack up: MLflow UI at {net.url('mlflow')}, API at {net.url('api')}. Next: "
         "`FRAUDLAB_PROFILE=production fraudlab demo`, then `fraudlab stack status`."
     )
+
+
+@user_errors
+def ui(
+    mlflow_port: int = typer.Option(
+        UI_PORTS["mlflow-ui"], min=1, max=65_535, help="MLflow UI (embedded profile)."
+    ),
+    feast_port: int = typer.Option(UI_PORTS["feast-ui"], min=1, max=65_535, help="Feast UI."),
+    evidently_port: int = typer.Option(
+        UI_PORTS["evidently-ui"], min=1, max=65_535, help="Evidently UI (monitoring history)."
+    ),
+) -> None:
+    """Start the UIs on this home, on loopback: MLflow's (the registry: runs, versions,
+    aliases), Feast's (entities, views, services) and Evidently's (every monitor run's
+    drift report over time). Each runs in the background until `fraudlab stack down`;
+    `fraudlab stack status` lists them. In the production profile `stack up` serves
+    MLflow's UI (its tracking server) and Prometheus."""
+    from fraudlab.stack.processes import start_all
+    from fraudlab.stack.uis import ui_services
+
+    settings = get_settings()
+    ports = {"mlflow-ui": mlflow_port, "feast-ui": feast_port, "evidently-ui": evidently_port}
+    wanted = ui_services(settings, ports)
+    if "feast-ui" not in {s.name for s in wanted}:
+        console.print(
+            "feast-ui: skipped, the repository is not applied yet (fraudlab features apply)"
+        )
+    settings.evidently_workspace_dir.mkdir(parents=True, exist_ok=True)
+    start_all(settings, native_network(settings), wanted, console.print)
+    for service in wanted:
+        console.print(f"{service.name}: {service.url}")
+    console.print("stop them with `fraudlab stack down`; `fraudlab stack status` lists them")
 
 
 @app.command("status")

@@ -36,6 +36,7 @@ from fraudlab.stack.services import (
     services,
     stack_dir,
 )
+from fraudlab.stack.uis import ui_services
 
 PROMETHEUS_CONFIG = Path(__file__).resolve().parents[2] / "deploy/prometheus/prometheus.yml"
 # No CPU used over this long: a scheduled job is waiting for its next run. Longer than
@@ -109,12 +110,18 @@ def up(settings: Settings, net: Network, say: Say) -> None:
         raise ConfigError("the stack runs the production profile: set FRAUDLAB_PROFILE=production")
     check_postgres(settings, create=True)  # MLflow's server needs its database to exist
     check_redis(settings)
-    stack_dir(settings).mkdir(parents=True, exist_ok=True)
     ensure_admin_token(settings, say)
+    start_all(settings, net, services(settings, net), say)
+
+
+def start_all(settings: Settings, net: Network, wanted: list[Service], say: Say) -> None:
+    """Start each service not yet running, in order, each once the ones before it are
+    healthy. On a failure, stop what this call started and raise."""
+    stack_dir(settings).mkdir(parents=True, exist_ok=True)
     running = {r.name: r for r in read_records(settings) if group(r)}
     started: list[Record] = []
     try:
-        for service in services(settings, net):
+        for service in wanted:
             program = _program(service.argv[0])
             if program is None:
                 if not service.optional:
@@ -165,7 +172,7 @@ def status(settings: Settings, net: Network) -> list[Row]:
             url, health = "-", f"unreachable: {exc}"
         rows.append(Row(name, "-", "external", health, url, "-"))
     records = {r.name: r for r in read_records(settings)}
-    for service in services(settings, net):
+    for service in [*services(settings, net), *ui_services(settings, ui_ports(records))]:
         record = records.get(service.name)
         if record is None:
             missing = service.optional and _program(service.argv[0]) is None
@@ -180,6 +187,15 @@ def status(settings: Settings, net: Network) -> list[Row]:
             )
     rows += [Row(name, "-", "compose only", "-", "-", "-") for name in COMPOSE_ONLY]
     return rows
+
+
+def ui_ports(records: dict[str, Record]) -> dict[str, int]:
+    """The ports the running UIs were started on (`fraudlab ui --*-port`)."""
+    return {
+        name: port
+        for name, record in records.items()
+        if record.url and (port := urlsplit(record.url).port) is not None
+    }
 
 
 def _health(record: Record) -> str:
