@@ -27,6 +27,7 @@ from features.transforms import request_features
 from features.velocity import STATE_FIELDS, STATE_VIEWS, VELOCITY_OF, VELOCITY_VIEWS, PaymentState
 from fraudlab.settings import get_settings
 from serving.schemas import ScoreRequest
+from serving.velocity_state import micros
 
 
 def create_app() -> FastAPI:
@@ -71,7 +72,7 @@ def create_app() -> FastAPI:
         for kind in state.kinds:
             packed = online[f"{STATE_VIEWS[kind]}__{STATE_FIELDS[0]}"][0]
             payments = PaymentState.unpacked(packed) if packed else PaymentState.empty()
-            row.update(VELOCITY_OF[kind](payments, int(payment.timestamp.timestamp() * 1e6)))
+            row.update(VELOCITY_OF[kind](payments, micros(payment.timestamp)))
         computed = request_features(
             np.array([payment.amount]),
             np.array([int(payment.timestamp.timestamp())]),

@@ -114,8 +114,7 @@ def replay_payments(
     previous payment of its customer is answered (see `ordered_waves`; `waves_within`
     also cuts them at every multiple of that period of event time); `before_wave` runs
     before each wave goes out (a scenario lets a stream worker catch up there, and runs
-    the checks due by the wave's first payment). Every wave goes out on one pool of
-    keep-alive connections (client/http.py `Sender`)."""
+    the checks due by the wave's first payment)."""
     if rate < 0 or concurrency < 1:
         raise ConfigError("rate must be >= 0 and concurrency >= 1")
     host, port = host_and_port(url)
@@ -128,7 +127,7 @@ def replay_payments(
     tally = _Tally(progress or (lambda _: None))
     started = pd.Timestamp.now()
     lag = 0.0
-    with Sender(host, port, concurrency) as sender:
+    with Sender(host, port, concurrency) as sender:  # one pool for every wave
         for span in spans:
             waves = ordered_waves(span, in_order_per, waves_within) if in_order_per else [span]
             for i, wave in enumerate(waves):
@@ -137,8 +136,7 @@ def replay_payments(
                 if clock is not None and i == 0:
                     _hold(clock, pd.Timestamp(span[-1]["timestamp"]))
                 requests = [post(host, port, "/v1/score", body) for body in wave]
-                sent = sender.send(requests, rate=rate, on_answer=tally.add)
-                lag = max(lag, sent)
+                lag = max(lag, sender.send(requests, rate=rate, on_answer=tally.add))
     elapsed = (pd.Timestamp.now() - started).total_seconds()
     return tally.summary(elapsed, lag)
 

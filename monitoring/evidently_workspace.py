@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from monitoring.drift import SCORE
+
 SCORE_TAB = "Scores"
 DRIFT_TAB = "Drift"
 
@@ -44,11 +46,11 @@ def _new_project(workspace: Any, model_name: str) -> Any:
     tabs = {
         DRIFT_TAB: [
             line("Share of features drifted", "DriftedColumnsCount", "share", value_type="share"),
-            line("Score drift (PSI against the reference)", "ValueDrift", "PSI", column="score"),
+            line("Score drift (PSI against the reference)", "ValueDrift", "PSI", column=SCORE),
         ],
         SCORE_TAB: [
-            line("Mean score", "MeanValue", "mean", column="score"),
-            line("99th percentile of the score", "QuantileValue", "p99", column="score"),
+            line("Mean score", "MeanValue", "mean", column=SCORE),
+            line("99th percentile of the score", "QuantileValue", "p99", column=SCORE),
         ],
     }
     dashboard = DashboardModel(

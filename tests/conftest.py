@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,17 +84,29 @@ def reachable(address: tuple[str, int]) -> bool:
         return False
 
 
-def wait_until_answers(server: subprocess.Popen[bytes], url: str, seconds: float = 120) -> None:
-    """Until GET `url` answers 200 (a UI's imports take a while on a busy machine); fails
-    with the server's stderr if it exits first."""
-    deadline = time.monotonic() + seconds
-    while True:
-        assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        assert time.monotonic() < deadline, f"{url} did not answer in {seconds:g} s"
-        time.sleep(0.5)
+@contextlib.contextmanager
+def running_ui(
+    command: list[str], health: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """A UI's server (Feast's, Evidently's) as a child process, from the moment GET
+    `health` answers 200 (their imports take a while on a busy machine; fails with the
+    server's stderr if it exits first) until the block ends."""
+    server = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(health, timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"{health} did not answer in 120 s"
+            time.sleep(0.5)
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def services_required() -> bool:

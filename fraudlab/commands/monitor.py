@@ -164,7 +164,7 @@ def run(
             console.print(f"reports: {result.reports_dir}")
             if not minute_jobs:  # the daily jobs' drift report is in the workspace too
                 workspace = settings.evidently_workspace_dir
-                console.print(f"over time: evidently ui --workspace {workspace} --port 8001")
+                console.print(f"over time: `fraudlab ui` (Evidently's UI on {workspace})")
         done += 1
         if pause is None or (times is not None and done >= times):
             return

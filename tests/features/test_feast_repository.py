@@ -17,7 +17,7 @@ import yaml
 from features.store import EFFECTIVE_CONFIG, REPO_DIR, apply_definitions, repo_config
 from fraudlab.settings import Settings
 from serving.process import free_port
-from tests.conftest import wait_until_answers
+from tests.conftest import running_ui
 
 FEAST = str(Path(sys.executable).with_name("feast"))
 
@@ -76,17 +76,10 @@ def test_feast_ui_serves_the_repository_with_nothing_exported(tmp_path: Path) ->
     checkout = tmp_path / "checkout"
     shutil.copytree(REPO_DIR, checkout / "features" / "repo")
     apply_definitions(Settings(home=checkout / ".fraudlab"))
-    port = free_port()
-    server = subprocess.Popen(
-        [FEAST, "ui", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=checkout / "features" / "repo",
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answers(server, f"{url}/health")
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [FEAST, "ui", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
+    repo = checkout / "features" / "repo"
+    with running_ui(command, f"{url}/health", cwd=repo, env=clean_env()):
         page = httpx.get(url)
         assert page.status_code == 200 and "<title>Feast" in page.text
         (project,) = httpx.get(f"{url}/projects-list.json").json()["projects"]
@@ -94,9 +87,6 @@ def test_feast_ui_serves_the_repository_with_nothing_exported(tmp_path: Path) ->
         api = f"{url}/api/v1"
         services = httpx.get(f"{api}/feature_services", params={"project": "fraudlab"}).json()
         views = httpx.get(f"{api}/feature_views", params={"project": "fraudlab"}).json()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     names = {s["spec"]["name"] for s in services["featureServices"]}
     assert {"fraud_v1", "fraud_v2", "fraud_v3"} <= names
     assert "customer_spending" in {v["spec"]["name"] for v in views["featureViews"]}

@@ -11,7 +11,6 @@ say so.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from pipelines.reference import load_reference
 from pipelines.training_set import with_request_features
 from serving.prediction_log import read_predictions
 from serving.process import free_port
-from tests.conftest import World, wait_until_answers
+from tests.conftest import World, running_ui
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
 
 POLICY = load_policy()
@@ -48,6 +47,11 @@ def steady_reference(world: World, monitor_world: MonitorWorld) -> pd.DataFrame:
     mw = monitor_world
     frame = served_features(world, mw.day(41), mw.day(55)).sample(n=5_000, random_state=0)
     return with_scores(frame, mw)[[*mw.champion.features, "score"]].reset_index(drop=True)
+
+
+def tripled(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every amount three times larger, and the request-time features that follow."""
+    return with_request_features(frame.assign(amount=frame["amount"] * 3))
 
 
 def day_of_traffic(world, mw, log_path, day, corrupt=lambda frame: frame) -> pd.DataFrame:
@@ -73,9 +77,6 @@ def test_tripled_amounts_alert_with_the_drifted_columns_named(
     world, monitor_world, steady_reference, log_path, tmp_path
 ):
     mw = monitor_world
-
-    def tripled(frame: pd.DataFrame) -> pd.DataFrame:
-        return with_request_features(frame.assign(amount=frame["amount"] * 3))
 
     window = day_of_traffic(world, mw, log_path, SHIFTED_DAY, tripled)
     finding = run_drift(
@@ -138,9 +139,6 @@ def test_the_findings_tests_are_evidently_reports_tests(
     of Evidently's report (the HTML), column by column, the score's PSI included."""
     mw = monitor_world
 
-    def tripled(frame: pd.DataFrame) -> pd.DataFrame:
-        return with_request_features(frame.assign(amount=frame["amount"] * 3))
-
     window = day_of_traffic(world, mw, log_path, SHIFTED_DAY, tripled)
     current = logged_values(window, [*mw.champion.features, "score"])
     reference = steady_reference.head(reference_rows)
@@ -174,9 +172,6 @@ def test_each_run_is_a_snapshot_the_evidently_ui_plots_over_time(
 
     def keep(snapshot: object) -> None:
         add_drift_snapshot(workspace, "fraud-detector", snapshot)
-
-    def tripled(frame: pd.DataFrame) -> pd.DataFrame:
-        return with_request_features(frame.assign(amount=frame["amount"] * 3))
 
     psi = []
     for day, change in ((HEALTHY_DAYS[0], lambda f: f), (SHIFTED_DAY, tripled)):
@@ -220,14 +215,8 @@ def test_each_run_is_a_snapshot_the_evidently_ui_plots_over_time(
 @contextmanager
 def evidently_ui(workspace: Path) -> Iterator[str]:
     """`evidently ui` on the workspace, on a free loopback port, until the block ends."""
-    port = free_port()
+    url = f"http://127.0.0.1:{free_port()}"
     command = [str(Path(sys.executable).parent / "evidently"), "ui", "--workspace", str(workspace)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answers(server, f"{url}/api/projects")
+    command += ["--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
+    with running_ui(command, f"{url}/api/projects"):
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
