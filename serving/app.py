@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,7 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service.close()
             service.metrics.close()
 
-    app = FastAPI(title="fraudlab scoring API", version="1", lifespan=lifespan)
+    # FastAPIOffline: the same FastAPI app, its /docs and /redoc pages loading Swagger UI
+    # and ReDoc from files the API serves itself, not from a CDN (a laptop offline, a
+    # machine behind a firewall would otherwise get a blank page).
+    app = FastAPIOffline(title="fraudlab scoring API", version="1", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.serving.max_body_bytes)
     app.add_middleware(WorkerHeader)
     app.state.settings = settings

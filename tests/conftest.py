@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from data.simulator import SimulationConfig
 from features.store import open_store
@@ -111,6 +113,36 @@ def running_ui(
 
 def services_required() -> bool:
     return os.environ.get("FRAUDLAB_REQUIRE_SERVICES", "") not in ("", "0", "false")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (Debian's `chromium`, which `.ci/run` installs), driven by
+    Playwright: the UIs are checked as a user sees them, rendered, not through their
+    APIs. Skipped where Chromium is absent, failed instead under
+    FRAUDLAB_REQUIRE_SERVICES=1."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        message = "Chromium is not installed (Debian: apt-get install chromium)"
+        if services_required():
+            pytest.fail(f"{message}, and FRAUDLAB_REQUIRE_SERVICES=1")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def shows(page: Page, url: str, text: str, screenshot: Path) -> None:
+    """Open `url`, wait until `text` is visible on the rendered page (React UIs fill in
+    after their API calls), and keep a screenshot, taken whether or not it appeared."""
+    page.goto(url)
+    try:
+        expect(page.get_by_text(text).first).to_be_visible(timeout=30_000)
+    finally:
+        page.screenshot(path=screenshot, full_page=True)
 
 
 # Longest first (seconds of one CI run, 2026-12-06): with two workers (`make test` runs

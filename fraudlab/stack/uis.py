@@ -15,9 +15,16 @@ UI_PORTS = {"mlflow-ui": 5000, "feast-ui": 8888, "evidently-ui": 8001}
 LOCAL = "127.0.0.1"
 
 
-def ui_services(settings: Settings, ports: dict[str, int] | None = None) -> list[Service]:
-    """The UIs for this home, in start order (the Feast UI only once the repository is
-    applied: `fraudlab features apply` writes the config it reads)."""
+def ui_services(
+    settings: Settings,
+    ports: dict[str, int] | None = None,
+    bind: str = LOCAL,
+    only_applied: bool = True,
+) -> list[Service]:
+    """The UIs for this home, in start order. The Feast UI comes only once the repository
+    is applied (`fraudlab features apply` writes the config it reads), unless
+    `only_applied` is off: docker-compose.yml runs the same commands (bound to every
+    interface of the container), and restarts the Feast UI until the demo has applied."""
     from features.store import EFFECTIVE_CONFIG
 
     ports = UI_PORTS | (ports or {})
@@ -26,7 +33,7 @@ def ui_services(settings: Settings, ports: dict[str, int] | None = None) -> list
         return f"http://{LOCAL}:{ports[name]}"
 
     def bound(name: str) -> tuple[str, ...]:
-        return ("--host", LOCAL, "--port", str(ports[name]))
+        return ("--host", bind, "--port", str(ports[name]))
 
     found: list[Service] = []
     if settings.profile == "embedded":
@@ -41,7 +48,7 @@ def ui_services(settings: Settings, ports: dict[str, int] | None = None) -> list
             )
         )
     feast_config = settings.feast_dir / EFFECTIVE_CONFIG
-    if feast_config.exists():
+    if feast_config.exists() or not only_applied:
         found.append(
             Service(
                 "feast-ui",

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema_rs
 import pytest
 import yaml
@@ -27,6 +28,7 @@ from fraudlab.stack.services import (
     Service,
     services,
 )
+from fraudlab.stack.uis import ui_services
 from monitoring.policy import DEFAULT_POLICY, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,10 +70,32 @@ def test_compose_file_is_valid_under_the_compose_specification(compose: dict) ->
     assert not validator.is_valid(misspelt)
 
 
+@pytest.fixture
+def ui_services_of_compose(stack_services: dict[str, Service]) -> dict[str, Service]:
+    """`fraudlab ui`'s services for the compose home, bound to the container's network."""
+    settings = Settings(profile="production", home=COMPOSE_HOME)
+    return {s.name: s for s in ui_services(settings, bind="0.0.0.0", only_applied=False)}
+
+
 def test_every_compose_service_is_a_stack_service_or_named_as_an_exception(
-    compose: dict, stack_services: dict[str, Service]
+    compose: dict, stack_services: dict[str, Service], ui_services_of_compose: dict[str, Service]
 ) -> None:
-    assert set(compose["services"]) == {*stack_services, *EXTERNAL, *COMPOSE_ONLY}
+    expected = {*stack_services, *ui_services_of_compose, *EXTERNAL, *COMPOSE_ONLY}
+    assert set(compose["services"]) == expected
+
+
+def test_each_ui_container_runs_the_command_fraudlab_ui_runs(
+    compose: dict, ui_services_of_compose: dict[str, Service]
+) -> None:
+    """The production profile's MLflow UI is the tracking server itself; Feast's and
+    Evidently's run as in `fraudlab ui`, probed where its health check looks."""
+    assert set(ui_services_of_compose) == {"feast-ui", "evidently-ui"}
+    for name, service in ui_services_of_compose.items():
+        spec = compose["services"][name]
+        assert command_of(spec) == list(service.argv), name
+        port = httpx.URL(service.url).port
+        assert spec["ports"] == [f"127.0.0.1:{port}:{port}"], name
+        assert f"localhost:{port}{service.health_path}" in " ".join(spec["healthcheck"]["test"])
 
 
 def test_each_fraudlab_container_runs_the_command_stack_up_runs(
