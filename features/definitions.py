@@ -23,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
+from feast.data_source import DataSource
 from feast.types import Bytes, Float64, Int64
 from feast.value_type import ValueType
 
@@ -45,6 +46,7 @@ LONG_WINDOW_DAYS = 90
 # A snapshot older than this is stale: Feast returns it as missing, serving falls back.
 SNAPSHOT_TTL = timedelta(days=2)
 TIMESTAMP_FIELD = "event_timestamp"
+OfflineEngine = Literal["duckdb", "spark"]
 
 customer = Entity(
     name="customer",
@@ -238,14 +240,27 @@ class FeatureDefinitions:
         return [customer, terminal, *self.views.values(), *self.services.values()]
 
 
-def _view(name: str, spec: ViewSpec, feature_data_dir: Path) -> FeatureView:
-    batch = FileSource(
-        name=f"{name}_source",
-        path=str(feature_table_path(feature_data_dir, name)),
-        timestamp_field=TIMESTAMP_FIELD,
-    )
+def _batch_source(name: str, path: Path, engine: OfflineEngine) -> DataSource:
+    """The view's Parquet table as the offline store reads it: a FileSource for DuckDB
+    (ours, features/offline_store.py), a SparkSource over the same file for Spark."""
+    if engine == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+            SparkSource,
+        )
+
+        return SparkSource(
+            name=f"{name}_source",
+            path=str(path),
+            file_format="parquet",
+            timestamp_field=TIMESTAMP_FIELD,
+        )
+    return FileSource(name=f"{name}_source", path=str(path), timestamp_field=TIMESTAMP_FIELD)
+
+
+def _view(name: str, spec: ViewSpec, feature_data_dir: Path, engine: OfflineEngine) -> FeatureView:
+    batch = _batch_source(name, feature_table_path(feature_data_dir, name), engine)
     if spec.pushed:
-        source: FileSource | PushSource = PushSource(name=f"{name}_push", batch_source=batch)
+        source: DataSource = PushSource(name=f"{name}_push", batch_source=batch)
         schema = [Field(name=n, dtype=Bytes) for n in spec.features]  # PaymentState.packed
     else:
         source = batch
@@ -261,9 +276,10 @@ def _view(name: str, spec: ViewSpec, feature_data_dir: Path) -> FeatureView:
     )
 
 
-def define(feature_data_dir: Path) -> FeatureDefinitions:
-    """Every view and service, over the feature tables in `feature_data_dir`."""
-    views = {name: _view(name, spec, feature_data_dir) for name, spec in VIEWS.items()}
+def define(feature_data_dir: Path, engine: OfflineEngine = "duckdb") -> FeatureDefinitions:
+    """Every view and service, over the feature tables in `feature_data_dir`, as sources
+    the `engine`'s offline store reads (settings.offline_store)."""
+    views = {name: _view(name, spec, feature_data_dir, engine) for name, spec in VIEWS.items()}
     services = {
         name: FeatureService(
             name=name,

@@ -9,6 +9,9 @@ exported to the environment: the config is handed to Feast as an object.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +25,12 @@ from features.definitions import (
     VIEWS,
     define,
 )
-from fraudlab.errors import FeatureServiceNotFound, MissingInput, ServiceUnavailable
+from fraudlab.errors import (
+    ConfigError,
+    FeatureServiceNotFound,
+    MissingInput,
+    ServiceUnavailable,
+)
 from fraudlab.settings import Settings
 
 if TYPE_CHECKING:
@@ -42,6 +50,8 @@ def repo_config_values(settings: Settings, single_writer: bool = False) -> dict[
     timestamp before a write (`skip_dedup`), one round trip per batch instead of two."""
     values: dict[str, Any] = yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text())
     values["registry"] = str(settings.feast_dir / "registry.db")
+    if settings.offline_store == "spark":
+        values["offline_store"] = {"type": "spark", "spark_conf": spark_conf(settings)}
     if settings.online_store_type == "redis":
         values["online_store"] = {
             "type": "redis",
@@ -52,6 +62,31 @@ def repo_config_values(settings: Settings, single_writer: bool = False) -> dict[
     else:
         values["online_store"] = {"type": "sqlite", "path": str(settings.feast_dir / "online.db")}
     return values
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The Spark session Feast's Spark offline store starts (settings.spark_master).
+    Refuses, in one line, a machine that cannot start it in local mode."""
+    if importlib.util.find_spec("pyspark") is None:
+        raise ConfigError("offline_store: spark needs PySpark: pip install 'pyspark==4.3.0'")
+    if settings.spark_master.startswith("local") and not (
+        shutil.which("java") or os.environ.get("JAVA_HOME")
+    ):
+        raise ConfigError(
+            "offline_store: spark runs PySpark in local mode, which needs Java 17 or newer "
+            "(Debian: apt-get install default-jre-headless); or set offline_store: duckdb"
+        )
+    return {
+        "spark.master": settings.spark_master,
+        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.sql.session.timeZone": "UTC",  # the tables' timestamps are UTC
+        "spark.ui.enabled": "false",  # no web UI on a port nobody asked for
+        "spark.ui.showConsoleProgress": "false",  # its bars would cut through our output
+        "spark.log.level": "ERROR",  # not a WARN per large entity upload
+        # Arrow moves the entity frame in and the joined rows out as columns.
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.shuffle.partitions": "8",  # Spark's 200 are for a cluster
+    }
 
 
 def repo_config(settings: Settings, single_writer: bool = False, **overrides: Any) -> RepoConfig:
@@ -78,7 +113,7 @@ def apply_definitions(settings: Settings) -> list[str]:
     Also writes the effective config to <home>/feast/feature_store.yaml, so the `feast`
     CLI can be pointed at exactly what fraudlab uses (`feast -f <it> ...`)."""
     store = open_store(settings)
-    objects = define(settings.feature_data_dir).objects
+    objects = define(settings.feature_data_dir, settings.offline_store).objects
     store.apply(objects)
     (settings.feast_dir / EFFECTIVE_CONFIG).write_text(
         yaml.safe_dump(repo_config_values(settings), sort_keys=False)

@@ -183,6 +183,13 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None  # default: SQLite under home (embedded)
     postgres_uri: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/fraudlab_mlflow"
     redis_connection: str = "127.0.0.1:6379"
+    # The training sets' point-in-time join: DuckDB in this process (ours, the default),
+    # or Feast's Spark offline store, the path past one machine (docs/production.md says
+    # from what size it pays off). Changing it takes a `fraudlab features apply`: the
+    # registry records each view's source type.
+    offline_store: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[*]"  # PySpark in local mode on this machine's Java
+    spark_driver_memory: str = "4g"
     require_services: bool = False  # tests: fail, not skip, when PostgreSQL/Redis are absent
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()

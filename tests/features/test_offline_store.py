@@ -1,9 +1,13 @@
-"""The ASOF offline store answers exactly what Feast's stock DuckDB store answers."""
+"""The ASOF offline store answers exactly what Feast's stock DuckDB store answers, and
+Feast's Spark offline store (the scale path) builds the same training frame."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +23,8 @@ from features.offline_store import (
 )
 from features.store import apply_definitions, feature_service, open_store
 from fraudlab.settings import Settings
+from pipelines.training_set import point_in_time_frame
+from tests.conftest import services_required
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -32,10 +38,12 @@ ASOF_STORE_TYPE = "features.offline_store.DuckDBAsofOfflineStore"
 
 @dataclass(frozen=True)
 class Stores:
+    settings: Settings
     repository: FeatureStore  # as features/repo/feature_store.yaml configures it
     ours: FeatureStore
     stock: FeatureStore
-    entity_df: pd.DataFrame
+    entity_df: pd.DataFrame  # every payment's keys and time, and the edge rows
+    payments: pd.DataFrame  # the simulated payments, every column
     edges: dict[str, int]  # what each hand-made row tests -> its transaction_id
 
 
@@ -78,7 +86,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
     repository = open_store(settings)
     ours = open_store(settings, offline_store={"type": ASOF_STORE_TYPE})
     stock = open_store(settings, offline_store={"type": "duckdb"})  # the reference
-    return Stores(repository, ours, stock, entity_df, ids)
+    return Stores(settings, repository, ours, stock, entity_df, tx, ids)
 
 
 def _job(
@@ -137,3 +145,71 @@ def test_edges_follow_feast_semantics(stores: Stores) -> None:
     assert found("exactly_on_a_snapshot", count)
     assert not found("unseen_customer", count) and found("unseen_customer", rate)
     assert found("unseen_terminal", count) and not found("unseen_terminal", rate)
+
+
+@pytest.fixture(scope="module")
+def spark(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
+    """The same repository on Feast's Spark offline store (PySpark in local mode): a
+    home of its own, applied with `offline_store: spark`, over the same feature tables.
+    Skipped where Java is absent, failed instead under FRAUDLAB_REQUIRE_SERVICES=1."""
+    if shutil.which("java") is None:
+        message = "Java is not installed: PySpark needs it (Debian: default-jre-headless)"
+        if services_required():
+            pytest.fail(f"{message}, and FRAUDLAB_REQUIRE_SERVICES=1")
+        pytest.skip(message)
+    settings = Settings(home=tmp_path_factory.mktemp("spark"), offline_store="spark")
+    (settings.home / "feature_data").symlink_to(stores.settings.feature_data_dir)
+    apply_definitions(settings)
+    return open_store(settings)
+
+
+def test_spark_store_answers_what_ours_answers_row_by_row(
+    stores: Stores, spark: FeatureStore
+) -> None:
+    """Every payment and edge row, every feature of every view (fraud_v3_candidates:
+    the snapshot views, the matured-label views and both velocity views, one row per
+    payment). Spark hands the entity's timestamp back without its zone; the join
+    is what counts, and the payment's own time comes from the payment."""
+    assert type(spark._get_provider().offline_store).__name__ == "SparkOfflineStore"
+    ours = _retrieve(stores.ours, stores.entity_df, "fraud_v3_candidates", False)
+    by_spark = _retrieve(spark, stores.entity_df, "fraud_v3_candidates", False)
+    by_spark["event_timestamp"] = by_spark["event_timestamp"].dt.tz_localize("UTC").dt.as_unit("us")
+    assert len(ours) == len(stores.entity_df)
+    pd.testing.assert_frame_equal(by_spark, ours)  # NaN equals NaN here
+
+
+def test_spark_store_builds_the_same_training_frame(stores: Stores, spark: FeatureStore) -> None:
+    """pipelines/training_set.py's frame, features and request features, through each."""
+    frames = [
+        point_in_time_frame(store, stores.payments, feature_service(store, "fraud_v3"))
+        .sort_values("transaction_id")
+        .reset_index(drop=True)
+        for store in (stores.ours, spark)
+    ]
+    pd.testing.assert_frame_equal(frames[1], frames[0])
+
+
+def test_spark_without_java_is_one_clear_line_and_leaves_the_registry(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine with no Java (PATH and JAVA_HOME without it): `features apply` on the
+    Spark setting says what is missing, exit 2, no traceback; the registry is untouched."""
+    from typer.testing import CliRunner
+
+    from fraudlab.cli import app
+    from fraudlab.settings import get_settings
+
+    registry = stores.settings.feast_dir / "registry.db"
+    before = registry.read_bytes()
+    monkeypatch.setenv("FRAUDLAB_HOME", str(stores.settings.home))
+    monkeypatch.setenv("FRAUDLAB_OFFLINE_STORE", "spark")
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["features", "apply"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "needs Java 17" in result.output and "Traceback" not in result.output
+    assert registry.read_bytes() == before
