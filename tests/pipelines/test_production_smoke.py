@@ -115,3 +115,37 @@ def test_serving_lookup_on_redis_stays_the_same_size_lookup_after_lookup(
         again = lookup.lookup(customer, 0, 25.0, end.to_pydatetime())
     assert [list(names) for _, _, names in lookup._views] == asked
     assert again.values == pytest.approx(first.values, nan_ok=True)
+
+
+def test_serving_lookup_on_redis_answers_what_feast_answers(production: Settings) -> None:
+    """The lookup reads every view in one Redis pipeline (serving/features.py,
+    `_batched_redis_read`): the same values as Feast's get_online_features, for known
+    and unknown customers and terminals, and each view's row time."""
+    from serving.features import OnlineFeatures
+
+    table = pd.read_parquet(production.feature_data_dir / "customer_spending.parquet")
+    end = table["event_timestamp"].max()
+    materialize(production, end=end.to_pydatetime() + pd.Timedelta(seconds=1))
+    store = open_store(production)
+    service = feature_service(store, "fraud_v2")
+    refs = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
+    lookup = OnlineFeatures(store, refs)
+    assert lookup._batched is not None  # the one-pipeline path, not a read per view
+    customers = table.loc[table["event_timestamp"] == end, "customer_id"].head(10).tolist()
+    terminals = pd.read_parquet(production.feature_data_dir / "terminal_risk.parquet")
+    terminals = terminals.loc[terminals["event_timestamp"] == end, "terminal_id"].head(10).tolist()
+    at = end.to_pydatetime() + pd.Timedelta(hours=1)
+    for customer, terminal in [*zip(customers, terminals, strict=True), (10**12, 10**12)]:
+        ours = lookup.lookup(int(customer), int(terminal), 25.0, at)
+        feast = store.get_online_features(
+            features=refs, entity_rows=[{"customer_id": customer, "terminal_id": terminal}]
+        ).to_dict()
+        for ref in refs:
+            name = ref.split(":", 1)[1]
+            expected = feast[name][0]
+            assert ours.values[name] == pytest.approx(
+                float("nan") if expected is None else expected, nan_ok=True
+            ), (customer, terminal, name)
+        known = customer != 10**12
+        assert (ours.ages["customer_spending"] == 3600.0) is known, ours.ages
+        assert (ours.ages["terminal_risk"] == 3600.0) is known, ours.ages
