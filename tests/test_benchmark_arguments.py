@@ -27,6 +27,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         ("stream.py", ["--workers", "0"], "--workers: must be at least 1, got 0"),
         ("stream.py", ["--seconds", "0"], "--seconds: must be above 0, got 0"),
         ("stream.py", ["--seconds", "nan"], "--seconds: must be above 0, got nan"),
+        ("spark_offline.py", ["--rows", "0"], "--rows: must be at least 1, got 0"),
     ],
 )
 def test_a_bad_count_is_a_usage_error(
@@ -44,3 +45,16 @@ def test_a_bad_count_is_a_usage_error(
     assert said in done.stderr
     assert "Traceback" not in done.stderr
     assert not home.exists()  # nothing was built
+
+
+def test_the_online_lookup_benchmark_runs_on_a_few_lookups() -> None:
+    """It crashed unpacking the lookup after `_entity_values` gained the views' ages,
+    unnoticed until it was next run: a few lookups, its values checked against Feast's."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "online_lookup.py"), "--lookups", "20", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "online_lookup store=sqlite lookups=20 " in done.stdout
