@@ -7,6 +7,7 @@ over the same files: `offline_store: spark`), then join every payment to the
 `--service`'s features through each store, pipelines/training_set.py's call. Ours runs
 warm (best of `--repeats`); Spark's first run includes starting its JVM, which a
 training job on a cluster pays too, so both of its runs are shown and the best counted.
+Each size runs in a process of its own.
 Memory is the peak resident set of this process and its children (Spark's JVM), sampled
 every 0.1 s during each store's runs. The two results are compared row by row.
 
@@ -17,6 +18,7 @@ ours_peak_mb=M spark_peak_mb=M mismatched=K`
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import threading
@@ -140,10 +142,19 @@ def main() -> None:
         "--driver-memory", default="16g", help="Spark driver's heap (it collects the rows)"
     )
     args = parser.parse_args()
+    if len(args.rows) == 1:
+        print(f"== about {args.rows[0]:,} payments, {args.service}", flush=True)
+        print(one_size(args.rows[0], args.service, args.repeats, args.driver_memory))
+        return
+    # One process per size: Spark's JVM (and its heap) starts afresh for each, and the
+    # smaller size's JVM is not in the larger one's memory.
     lines = []
     for rows in args.rows:
-        print(f"== about {rows:,} payments, {args.service}")
-        lines.append(one_size(rows, args.service, args.repeats, args.driver_memory))
+        one = [sys.executable, __file__, "--rows", str(rows), "--service", args.service]
+        one += ["--repeats", str(args.repeats), "--driver-memory", args.driver_memory]
+        done = subprocess.run(one, stdout=subprocess.PIPE, text=True, check=True)
+        print(done.stdout, end="", flush=True)
+        lines.append(done.stdout.strip().splitlines()[-1])
     for line in lines:
         print(line)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
 from feast.data_source import DataSource
@@ -38,6 +38,9 @@ from features.velocity import (
     TERMINAL_VELOCITY_FEATURES,
 )
 
+if TYPE_CHECKING:
+    from fraudlab.settings import OfflineEngine
+
 WINDOWS_DAYS = (1, 7, 30)
 # Known-fraud features built for late labels (features/build.py, matured_fraud_history):
 # rates over windows ending a label delay before the snapshot, and a long-window count.
@@ -46,7 +49,6 @@ LONG_WINDOW_DAYS = 90
 # A snapshot older than this is stale: Feast returns it as missing, serving falls back.
 SNAPSHOT_TTL = timedelta(days=2)
 TIMESTAMP_FIELD = "event_timestamp"
-OfflineEngine = Literal["duckdb", "spark"]
 
 customer = Entity(
     name="customer",

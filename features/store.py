@@ -34,6 +34,7 @@ from fraudlab.errors import (
 from fraudlab.settings import Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
     from feast import FeatureService, FeatureStore
     from feast.repo_config import RepoConfig
 
@@ -69,11 +70,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     Refuses, in one line, a machine that cannot start it in local mode."""
     if importlib.util.find_spec("pyspark") is None:
         raise ConfigError("offline_store: spark needs PySpark: pip install 'pyspark==4.3.0'")
-    if settings.spark_master.startswith("local") and not (
-        shutil.which("java") or os.environ.get("JAVA_HOME")
-    ):
+    if not (shutil.which("java") or os.environ.get("JAVA_HOME")):  # every driver is a JVM
         raise ConfigError(
-            "offline_store: spark runs PySpark in local mode, which needs Java 17 or newer "
+            "offline_store: spark runs a PySpark driver, which needs Java 17 or newer "
             "(Debian: apt-get install default-jre-headless); or set offline_store: duckdb"
         )
     return {
@@ -136,6 +135,24 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
         raise FeatureServiceNotFound(
             f"unknown feature service {name!r}; defined: {', '.join(FEATURE_SERVICE_NAMES)}"
         ) from exc
+
+
+def historical_features(
+    store: FeatureStore, entity_df: pd.DataFrame, service: FeatureService
+) -> pd.DataFrame:
+    """`get_historical_features(...).to_df()`, once the registry's sources are checked to
+    be the kind this store's offline store reads: a registry applied under the other
+    `offline_store` setting is one clear line, not Feast's assertion."""
+    spark = store.config.offline_store.type == "spark"
+    for projection in service.feature_view_projections:
+        source = store.get_feature_view(projection.name).batch_source
+        if (type(source).__name__ == "SparkSource") != spark:
+            raise ConfigError(
+                f"the registry's feature views were applied for offline_store: "
+                f"{'duckdb' if spark else 'spark'}, and the setting is now "
+                f"{'spark' if spark else 'duckdb'}: run `fraudlab features apply`"
+            )
+    return store.get_historical_features(entity_df=entity_df, features=service).to_df()
 
 
 def service_features(service: FeatureService) -> tuple[list[str], list[str]]:

@@ -23,6 +23,9 @@ from fraudlab.errors import ConfigError
 DEFAULT_CONFIG_FILE = Path("fraudlab.yaml")
 
 
+OfflineEngine = Literal["duckdb", "spark"]  # settings.offline_store
+
+
 class SimulationSettings(BaseModel):
     """Size and seed of the simulated payment history the demo generates."""
 
@@ -183,12 +186,15 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None  # default: SQLite under home (embedded)
     postgres_uri: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/fraudlab_mlflow"
     redis_connection: str = "127.0.0.1:6379"
-    # The training sets' point-in-time join: DuckDB in this process (ours, the default),
+    # Feast's offline store: the training sets' point-in-time join, materialization and
+    # the skew job's offline recomputation. DuckDB in this process (ours, the default),
     # or Feast's Spark offline store, the path past one machine (docs/production.md says
     # from what size it pays off). Changing it takes a `fraudlab features apply`: the
     # registry records each view's source type.
-    offline_store: Literal["duckdb", "spark"] = "duckdb"
+    offline_store: OfflineEngine = "duckdb"
     spark_master: str = "local[*]"  # PySpark in local mode on this machine's Java
+    # The driver collects the whole training frame (1.2 GB serialized at 10M payments of
+    # fraud_v2, docs/production.md): raise it with the history's size.
     spark_driver_memory: str = "4g"
     require_services: bool = False  # tests: fail, not skip, when PostgreSQL/Redis are absent
     simulation: SimulationSettings = SimulationSettings()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.store import feature_service
+from features.store import feature_service, historical_features
 from monitoring.drift import logged_values
 from monitoring.findings import Finding
 from monitoring.policy import SkewConfig
@@ -112,7 +112,7 @@ def recompute_offline(
         }
     )
     service = feature_service(store, service_name)
-    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    joined = historical_features(store, entity_df, service)
     joined = joined.sort_values("_row").set_index("_row").drop(columns=ENTITY_KEYS)
     joined = joined.reindex(np.arange(len(requests)))  # a row Feast dropped stays missing
     entity_values = joined.apply(lambda col: pd.to_numeric(col).astype("float64"))

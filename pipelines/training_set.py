@@ -21,7 +21,7 @@ import pandas as pd
 
 from data.labels import fraud_reported_at, labels_known_at
 from features.build import DayGrid, customer_spending, terminal_risk
-from features.store import feature_service
+from features.store import feature_service, historical_features
 from features.transforms import request_features
 from fraudlab.errors import ConfigError
 
@@ -159,7 +159,7 @@ def point_in_time_frame(
 ) -> pd.DataFrame:
     """`tx` with the service's features as of each payment (one Feast point-in-time
     join) and the request-time features; no label."""
-    joined = store.get_historical_features(entity_df=tx[ENTITY_COLUMNS], features=service).to_df()
+    joined = historical_features(store, tx[ENTITY_COLUMNS], service)
     joined = joined.drop(columns=["customer_id", "terminal_id", "event_timestamp"])
     frame = tx.merge(joined, on="transaction_id", how="left", validate="one_to_one")
     return with_request_features(frame)

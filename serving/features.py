@@ -1,5 +1,6 @@
-"""Online features for one payment: one Feast read per view for the entity features,
-the velocity features computed from the payment-state views by their one definition
+"""Online features for one payment: the entity features read from Feast's online store
+(on Redis every view in one round trip, on SQLite one read per view), the velocity
+features computed from the payment-state views by their one definition
 (features/velocity.py), then the shared request-time function (features/transforms.py),
 the very code training used.
 
@@ -80,9 +81,9 @@ class OnlineFeatures:
         self.refs = refs
         self.names = [ref.split(":", 1)[1] for ref in refs]
         self.ttl_seconds = SNAPSHOT_TTL.total_seconds()
-        # Read through the provider's `online_read`, the call Feast's own
-        # get_online_features makes per view, minus its response assembly (the two are
-        # timed side by side by benchmarks/online_lookup.py).
+        # Read through Feast's own store calls minus get_online_features' response
+        # assembly (the two are timed side by side by benchmarks/online_lookup.py): the
+        # provider's `online_read` per view, or on Redis one pipeline for all views.
         self._provider = store._get_provider()
         _bound_redis(self._provider.online_store, store.config.online_store, budget_seconds)
         self._views: list[tuple[FeatureView, str, list[str]]] = []
@@ -159,6 +160,11 @@ class OnlineFeatures:
                 fallback += [*wanted] if OVER_BUDGET in fallback else [OVER_BUDGET, *wanted]
                 continue
             stamp, row = read
+            if stamp is not None and stamp.timestamp() == 0:
+                # Feast's Redis store reads a key it does not have as a row stamped 1970
+                # with every value unset; SQLite's as no row. No row, as on SQLite: its age
+                # is unknown (None), not 56 years.
+                stamp, row = None, None
             if kind is not None:  # no row is a customer or terminal with no payment yet
                 state = state_of_row(row)
                 if (extra := unwritten[kind]) is not None:

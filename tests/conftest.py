@@ -115,12 +115,18 @@ def services_required() -> bool:
     return os.environ.get("FRAUDLAB_REQUIRE_SERVICES", "") not in ("", "0", "false")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Chromium (Debian's `chromium`, which `.ci/run` installs), driven by
     Playwright: the UIs are checked as a user sees them, rendered, not through their
     APIs. Skipped where Chromium is absent, failed instead under
-    FRAUDLAB_REQUIRE_SERVICES=1."""
+    FRAUDLAB_REQUIRE_SERVICES=1.
+
+    One per module, not per session: while Playwright's sync API is open it leaves its
+    event loop marked as running on this thread, so any later test in the same worker
+    that runs an event loop (the replay client's) fails with "Cannot run the event loop
+    while another loop is running" (CI, 2026-12-07: tests/serving/test_docs_page.py then
+    test_replay_*.py in one worker)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         message = "Chromium is not installed (Debian: apt-get install chromium)"

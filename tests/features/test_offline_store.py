@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -22,6 +23,7 @@ from features.offline_store import (
     DuckDBAsofRetrievalJob,
 )
 from features.store import apply_definitions, feature_service, open_store
+from fraudlab.errors import ConfigError
 from fraudlab.settings import Settings
 from pipelines.training_set import point_in_time_frame
 from tests.conftest import services_required
@@ -148,7 +150,7 @@ def test_edges_follow_feast_semantics(stores: Stores) -> None:
 
 
 @pytest.fixture(scope="module")
-def spark(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
+def spark(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureStore]:
     """The same repository on Feast's Spark offline store (PySpark in local mode): a
     home of its own, applied with `offline_store: spark`, over the same feature tables.
     Skipped where Java is absent, failed instead under FRAUDLAB_REQUIRE_SERVICES=1."""
@@ -160,15 +162,19 @@ def spark(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> FeatureSt
     settings = Settings(home=tmp_path_factory.mktemp("spark"), offline_store="spark")
     (settings.home / "feature_data").symlink_to(stores.settings.feature_data_dir)
     apply_definitions(settings)
-    return open_store(settings)
+    yield open_store(settings)
+    from pyspark.sql import SparkSession
+
+    if (session := SparkSession.getActiveSession()) is not None:
+        session.stop()  # its JVM would otherwise hold the driver's heap for the worker's life
 
 
 def test_spark_store_answers_what_ours_answers_row_by_row(
     stores: Stores, spark: FeatureStore
 ) -> None:
-    """Every payment and edge row, every feature of every view (fraud_v3_candidates:
-    the snapshot views, the matured-label views and both velocity views, one row per
-    payment). Spark hands the entity's timestamp back without its zone; the join
+    """Every payment and edge row, every feature of every service's view
+    (fraud_v3_candidates: the snapshot views, the matured-label views and both velocity
+    views, one row per payment). Spark hands the entity's timestamp back without its zone; the join
     is what counts, and the payment's own time comes from the payment."""
     assert type(spark._get_provider().offline_store).__name__ == "SparkOfflineStore"
     ours = _retrieve(stores.ours, stores.entity_df, "fraud_v3_candidates", False)
@@ -189,19 +195,19 @@ def test_spark_store_builds_the_same_training_frame(stores: Stores, spark: Featu
     pd.testing.assert_frame_equal(frames[1], frames[0])
 
 
-def test_spark_without_java_is_one_clear_line_and_leaves_the_registry(
-    stores: Stores, monkeypatch: pytest.MonkeyPatch
+def test_spark_without_java_is_one_clear_line_and_registers_nothing(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A machine with no Java (PATH and JAVA_HOME without it): `features apply` on the
-    Spark setting says what is missing, exit 2, no traceback; the registry is untouched."""
+    Spark setting says what is missing, exit 2, no traceback, and writes no registry."""
     from typer.testing import CliRunner
 
     from fraudlab.cli import app
     from fraudlab.settings import get_settings
 
-    registry = stores.settings.feast_dir / "registry.db"
-    before = registry.read_bytes()
-    monkeypatch.setenv("FRAUDLAB_HOME", str(stores.settings.home))
+    (tmp_path / "feature_data").symlink_to(stores.settings.feature_data_dir)
+    registry = Settings(home=tmp_path).feast_dir / "registry.db"
+    monkeypatch.setenv("FRAUDLAB_HOME", str(tmp_path))
     monkeypatch.setenv("FRAUDLAB_OFFLINE_STORE", "spark")
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
     monkeypatch.delenv("JAVA_HOME", raising=False)
@@ -212,4 +218,16 @@ def test_spark_without_java_is_one_clear_line_and_leaves_the_registry(
         get_settings.cache_clear()
     assert result.exit_code == 2, result.output
     assert "needs Java 17" in result.output and "Traceback" not in result.output
-    assert registry.read_bytes() == before
+    assert not registry.exists()
+
+
+def test_a_registry_applied_for_spark_is_refused_by_the_duckdb_setting(
+    stores: Stores, spark: FeatureStore
+) -> None:
+    """The setting changed back without `features apply`: one line naming the command,
+    not Feast's assertion deep in its DuckDB store."""
+    home = Path(str(spark.config.registry.path)).parents[1]
+    duckdb = open_store(Settings(home=home))
+    service = feature_service(duckdb, "fraud_v2")
+    with pytest.raises(ConfigError, match="run `fraudlab features apply`"):
+        point_in_time_frame(duckdb, stores.payments, service)

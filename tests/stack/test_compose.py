@@ -72,7 +72,8 @@ def test_compose_file_is_valid_under_the_compose_specification(compose: dict) ->
 
 @pytest.fixture
 def ui_services_of_compose(stack_services: dict[str, Service]) -> dict[str, Service]:
-    """`fraudlab ui`'s services for the compose home, bound to the container's network."""
+    """`fraudlab ui`'s services for the compose home, bound to the container's network
+    (after `stack_services`, for its environment with no FRAUDLAB_* variable)."""
     settings = Settings(profile="production", home=COMPOSE_HOME)
     return {s.name: s for s in ui_services(settings, bind="0.0.0.0", only_applied=False)}
 
