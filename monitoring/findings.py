@@ -43,6 +43,10 @@ JOB_METRICS: dict[Job, tuple[str, ...]] = {
         "expected_known_frauds",
         "ipw_recall",
         "explored_frauds",
+        "missed_frauds",
+        "expected_missed_frauds",
+        "missed_fraud_ratio",
+        "missed_fraud_p",
     ),
     "canary": (
         "delta_ap",

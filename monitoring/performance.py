@@ -10,6 +10,16 @@ on the frauds reported so far, a small and noisy sample while coverage is low, a
 biased if what a model misses is reported at another pace than what it catches (in this
 simulator delays do not depend on the fraud, so early recall is noisy, not biased).
 
+Recall has a second bias once labels come from decisions (monitoring/label_feed.py): a
+declined fraud never becomes a chargeback, so the frauds the model catches outright drop
+out of both sides of the ratio and recall reads low (docs/scenarios/feedback-loop.md).
+The part of the traffic no decision censors is what the model approves: its frauds are
+charged back whatever was flagged elsewhere. So the retraining signal is the missed
+frauds there, against what the version's own held-out periods predict (its
+`missed_fraud_rate` tag times each approved payment's chance of being reported by now):
+`missed_fraud_p` is the chance of seeing that many if the version missed `missed_fraud_factor`
+times its reference rate (Poisson), small when it misses more than that.
+
 Beside them, a label-free estimate that needs no label at all (confidence-based
 performance estimation): each score is mapped to a probability of fraud by its version's
 calibration (pipelines/evaluate.py `Calibration`, fitted on the held-out periods); the
@@ -22,10 +32,13 @@ by now) against the frauds actually known.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.stats import poisson
 from sklearn.metrics import average_precision_score
 
 from data.labels import DAY, ReportingDelays, labels_known_at
@@ -39,6 +52,16 @@ from serving.prediction_log import COLUMNS, table_ids
 LOG_COLUMNS = [c for c in COLUMNS if c not in ("features", "feature_age")]
 
 GROUP = ["model_version", "route"]
+
+
+@dataclass(frozen=True)
+class VersionReference:
+    """What a registered version's tags say the monitor should expect of it: its
+    calibration (scores to probabilities) and the frauds per approved payment of its
+    held-out periods (NaN: a version registered without it, no missed-fraud verdict)."""
+
+    calibration: Calibration = field(default_factory=Calibration)
+    missed_fraud_rate: float = math.nan
 
 
 def join_labels(
@@ -73,13 +96,15 @@ def group_metrics(
     review_cost: float,
     delays: ReportingDelays | None,
     now: pd.Timestamp,
-    calibration: Calibration,
+    reference: VersionReference,
+    missed_fraud_factor: float,
 ) -> dict[str, float]:
-    """One group's figures: decisions as logged, labels as known at `now`, and the
-    label-free ones from the scores through the version's `calibration`."""
+    """One group's figures: decisions as logged, labels as known at `now`, the
+    label-free ones from the scores through the version's calibration, and the missed
+    frauds on what the model approved against its `reference`."""
     y, flagged = rows["label"].to_numpy(), rows["flagged"].to_numpy()
     frauds, n_flagged = int(y.sum()), int(flagged.sum())
-    p = calibration(rows["score"].to_numpy(np.float64))  # for the label-free figures
+    p = reference.calibration(rows["score"].to_numpy(np.float64))  # label-free figures
     reported = (
         np.full(len(rows), np.nan)
         if delays is None
@@ -91,6 +116,10 @@ def group_metrics(
     by_exploration = explored(rows["decision"], rows["model_decision"]).to_numpy()
     weights = observation_weights(rows, reported)
     weighted_frauds = float((weights * y).sum())
+    model_approved = ~model_flagged
+    missed = float((y.astype(bool) & model_approved).sum())
+    exposure = float(np.nan_to_num(reported, nan=1.0)[model_approved].sum())
+    expected_missed = reference.missed_fraud_rate * exposure  # NaN without a reference
     return {
         "rows": float(len(rows)),
         "known_frauds": float(frauds),
@@ -114,6 +143,12 @@ def group_metrics(
         if weighted_frauds
         else np.nan,
         "explored_frauds": float((y & by_exploration).sum()),
+        "missed_frauds": missed,
+        "expected_missed_frauds": expected_missed,
+        "missed_fraud_ratio": missed / expected_missed if expected_missed > 0 else np.nan,
+        "missed_fraud_p": float(poisson.sf(missed - 1, missed_fraud_factor * expected_missed))
+        if expected_missed > 0
+        else np.nan,
     }
 
 
@@ -152,38 +187,31 @@ def run_performance(
     *,
     review_cost: float,
     label_events: pd.DataFrame | None = None,
-    calibrations: Mapping[str, Calibration] | None = None,
+    references: Mapping[str, VersionReference] | None = None,
 ) -> Finding:
     """Per model version and route, and for the champion route as a whole (the figures
     the policy's rules refer to). Labels that arrive after `now` are not used;
     `label_events`: the label feed of served traffic, when there is one;
-    `calibrations`: each version's (a version without one reads its scores as they are)."""
-    calibrations = calibrations or {}
+    `references`: each version's (a version without one reads its scores as they are
+    and has no missed-fraud verdict)."""
+    references = references or {}
 
-    def calibration(version: str) -> Calibration:
-        return calibrations.get(version, Calibration())
+    def metrics_of(rows: pd.DataFrame, version: str) -> dict[str, float]:
+        reference = references.get(version, VersionReference())
+        factor = config.missed_fraud_factor
+        return group_metrics(rows, review_cost, delays, now, reference, factor)
 
     joined = join_labels(predictions, transactions, now, label_events)
     delays = ReportingDelays.observed(transactions, now)
     table = [
-        {
-            "model_version": version,
-            "route": route,
-            **group_metrics(rows, review_cost, delays, now, calibration(version)),
-        }
+        {"model_version": version, "route": route, **metrics_of(rows, str(version))}
         for (version, route), rows in joined.groupby(GROUP, sort=True)
     ]
     # The policy judges the champion that decides now: a version promoted yesterday must
     # not be retrained for the misses of the one it replaced (drift-new-fraud-pattern).
     champion_rows = joined[joined["route"] == "champion"]
     current = champion_rows["model_version"].iloc[-1] if len(champion_rows) else None
-    champion = group_metrics(
-        champion_rows[champion_rows["model_version"] == current],
-        review_cost,
-        delays,
-        now,
-        calibration(str(current)),
-    )
+    champion = metrics_of(champion_rows[champion_rows["model_version"] == current], str(current))
     metrics = {key: champion[key] for key in JOB_METRICS["performance"]}
     enough = champion["known_frauds"] >= config.min_known_frauds
     details = {

@@ -109,6 +109,8 @@ class GuardrailConfig(_Strict):
 class PerformanceConfig(_Strict):
     label_lookback_days: float = Field(gt=0)  # how far back label jobs look for arrivals
     min_known_frauds: int = Field(ge=1)  # fewer is insufficient data
+    # missed_fraud_p tests for missing more than this many times the version's reference
+    missed_fraud_factor: float = Field(ge=1)
 
 
 class CanaryConfig(_Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -32,7 +33,7 @@ from monitoring.findings import Finding
 from monitoring.freshness import run_freshness
 from monitoring.journal import ActionJournal, Entry, monitor_lock
 from monitoring.minute_jobs import run_minute_jobs
-from monitoring.performance import run_performance
+from monitoring.performance import VersionReference, run_performance
 from monitoring.policy import ACTIONS, Action, Policy
 from monitoring.skew import run_skew
 from monitoring.window import Window
@@ -109,7 +110,7 @@ def run_jobs(
             jobs.performance,
             review_cost=settings.training.review_cost,
             label_events=label_events,
-            calibrations=calibrations_of(settings, history["model_version"].unique()),
+            references=references_of(settings, history["model_version"].unique()),
         )
     )
     # A trial runs while a challenger is serving: the newest request names it. Once it is
@@ -134,18 +135,22 @@ def _keep_in_workspace(settings: Settings, snapshot: Any) -> None:
         log.warning("drift report not added to the Evidently workspace: %r", exc)
 
 
-def calibrations_of(settings: Settings, versions: Iterable[str]) -> dict[str, Calibration]:
-    """Each logged version's calibration, from its registry tags (a version the registry
-    no longer has is left out: its scores are read as they are)."""
+def references_of(settings: Settings, versions: Iterable[str]) -> dict[str, VersionReference]:
+    """Each logged version's reference, from its registry tags (a version the registry
+    no longer has is left out: its scores are read as they are, no missed-fraud
+    verdict)."""
     client, name = connect(settings), settings.training.model_name
     found = {}
     for version in versions:
         try:
             tags = version_tags(client, name, str(version))
         except (MlflowException, ModelUnavailable) as exc:
-            log.warning("no calibration for version %s (%s)", version, exc)
+            log.warning("no reference for version %s (%s)", version, exc)
             continue
-        found[str(version)] = Calibration(tags.calibration_slope, tags.calibration_intercept)
+        found[str(version)] = VersionReference(
+            Calibration(tags.calibration_slope, tags.calibration_intercept),
+            tags.missed_fraud_rate or math.nan,  # 0: registered before the tag existed
+        )
     return found
 
 

@@ -71,6 +71,24 @@ class Calibration:
         return 1.0 / (1.0 + np.exp(-z))
 
 
+def missed_fraud_rate(
+    labels: npt.ArrayLike, scores: FloatArray, review_threshold: float, reported: FloatArray
+) -> float:
+    """Frauds per payment among those the model approves (the false omission rate), from
+    labels as known: each approved payment's fraud is known with chance `reported` (its
+    age's share of frauds reported by now, data/labels.py), so the rate is the known
+    frauds over the sum of those chances. Approved payments are the one part of the
+    traffic whose labels no decision censors: their frauds surface as chargebacks
+    whatever the model flagged elsewhere, which is why the monitor watches this rate
+    (monitoring/performance.py) instead of a recall that censored declines bias low.
+
+    One fraud is added to the count: a reference period with no missed fraud at all
+    (a handful is usual at the small scale) must not make every later one an excess."""
+    y, approved = np.asarray(labels), np.asarray(scores) < review_threshold
+    exposure = float(np.asarray(reported, np.float64)[approved].sum())
+    return (float(y[approved].sum()) + 1.0) / exposure if exposure > 0 else float("nan")
+
+
 def _logit(scores: FloatArray) -> FloatArray:
     p = np.clip(np.asarray(scores, np.float64), 1e-9, 1 - 1e-9)
     return np.log(p / (1 - p))

@@ -60,6 +60,10 @@ class VersionTags(BaseModel):
     # before these existed reads as the identity.
     calibration_slope: float = 1.0
     calibration_intercept: float = 0.0
+    # Frauds per payment among those it approves, on the held-out periods (evaluate.py
+    # missed_fraud_rate): the monitor's reference for the missed frauds it counts on
+    # approved traffic. 0: unknown (registered before it existed), no reference.
+    missed_fraud_rate: float = Field(default=0.0, ge=0)
 
     @field_validator("features", mode="before")
     @classmethod
@@ -75,6 +79,7 @@ class VersionTags(BaseModel):
             "threshold_decline",
             "calibration_slope",
             "calibration_intercept",
+            "missed_fraud_rate",
         ):
             values[key] = f"{values[key]:.6g}"
         return {key: str(value) for key, value in values.items()}

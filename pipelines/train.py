@@ -17,7 +17,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from data.calendar import Calendar
-from data.labels import ReportingDelays, read_label_feed
+from data.labels import DAY, ReportingDelays, read_label_feed
 from data.validate import load_transactions
 from features.definitions import VIEWS, feature_table_path
 from features.store import feature_service, open_store, service_features
@@ -30,6 +30,7 @@ from pipelines.evaluate import (
     Thresholds,
     capacity_thresholds,
     classification_metrics,
+    missed_fraud_rate,
 )
 from pipelines.gate import leak_signature, offline_gate
 from pipelines.models import (
@@ -124,11 +125,13 @@ def _log_figures(
         plt.close(fig)
 
 
-def reported_share(tx: pd.DataFrame, period: pd.DataFrame, cutoff: pd.Timestamp) -> float:
-    """The share of `period`'s frauds expected reported by the cutoff, from the reporting
-    delays the data shows (1 when no fraud is old enough to tell)."""
+def reported_shares(tx: pd.DataFrame, period: pd.DataFrame, cutoff: pd.Timestamp) -> np.ndarray:
+    """Per payment of `period`, the share of frauds of its age reported by the cutoff,
+    from the reporting delays the data shows (1 when no fraud is old enough to tell)."""
     delays = ReportingDelays.observed(tx, cutoff)
-    return 1.0 if delays is None else delays.coverage(period["event_timestamp"], cutoff)
+    if delays is None:
+        return np.ones(len(period))
+    return delays.reported_share(((cutoff - period["event_timestamp"]) / DAY).to_numpy(float))
 
 
 def run_training(
@@ -174,7 +177,7 @@ def run_training(
         store,
         tx,
         label_events,
-        reported_share(tx, pd.concat([parts["validation"], parts["test"]]), split.cutoff),
+        reported_shares(tx, pd.concat([parts["validation"], parts["test"]]), split.cutoff),
     )
     outcomes = []
     for kind in kinds:
@@ -199,8 +202,9 @@ class TrainingJob:
     store: FeatureStore
     transactions: pd.DataFrame
     label_events: pd.DataFrame | None  # the label feed of served traffic, when written
-    # The held-out periods' frauds expected reported by the cutoff (their labels' share).
-    held_out_coverage: float
+    # Per held-out payment (validation, then test), the share of frauds of its age
+    # reported by the cutoff: how much of their labels is known.
+    held_out_reported: np.ndarray
     _test_by_service: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def test_period(self, service_name: str) -> pd.DataFrame:
@@ -247,10 +251,10 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
         test_scores = score(model, feature_matrix(test, features))
         # Fitted after every choice is made, on both held-out periods: a fraud a day at
         # the small scale, and two parameters need every one of them.
+        held_out_labels = np.concatenate([valid["label"], test["label"]])
+        held_out_scores = np.concatenate([valid_scores, test_scores])
         calibration = Calibration.fit(
-            np.concatenate([valid["label"], test["label"]]),
-            np.concatenate([valid_scores, test_scores]),
-            job.held_out_coverage,
+            held_out_labels, held_out_scores, float(job.held_out_reported.mean())
         )
         metrics = classification_metrics(test, test_scores, thresholds, t)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
@@ -265,6 +269,9 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
             threshold_decline=thresholds.decline,
             calibration_slope=calibration.slope,
             calibration_intercept=calibration.intercept,
+            missed_fraud_rate=missed_fraud_rate(
+                held_out_labels, held_out_scores, thresholds.review, job.held_out_reported
+            ),
             train_period=split.train_period(),
             labels_as_of=f"{split.cutoff:%Y-%m-%d}",
             data_fingerprint=job.fingerprint,

@@ -43,9 +43,6 @@ class Scenario:
     minute_jobs: bool = True  # the guardrails every few minutes (False: the daily jobs only)
     # Simulated minutes between minute-job runs; None: the policy's (minute_jobs.every_minutes).
     minute_jobs_every: float | None = None
-    # Labels settled each midnight by the decisions made (monitoring/label_feed.py), not
-    # the transactions file's chargebacks for every payment whatever was decided.
-    labels_from_decisions: bool = False
 
 
 _SKEW_ANSWER_TAIL = (
@@ -220,7 +217,9 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             how_it_shows=(
                 "First in the inputs (more tiny payments, bursts in the counts), then, as "
-                "chargebacks arrive days to weeks later, in matured-label recall. The first "
+                "chargebacks arrive days to weeks later, in the frauds charged back among the "
+                "payments the champion approved: several times what its held-out periods "
+                "predict (`missed-fraud-excess`). The first "
                 "retrains are refused by the gate while the new pattern's labels have not "
                 "yet matured into a training window; a later one passes, goes to canary and "
                 "is promoted on the paired shadow comparison."
@@ -228,9 +227,10 @@ SCENARIOS: dict[str, Scenario] = {
             design_answer=(
                 "Drift alone is a warning: labels decide. With delayed labels, the time to "
                 "recover is bounded by label maturity plus the training calendar, not by "
-                "how fast you can retrain; retrain when matured-label recall decays, gate "
-                "offline, then canary, and count fraud losses meanwhile (rules or velocity "
-                "features cover the gap)."
+                "how fast you can retrain; retrain when the fraud the model lets through "
+                "exceeds its own held-out rate (measured on approved payments, whose labels "
+                "no decline censors, rather than recall), gate offline, then canary, and "
+                "count fraud losses meanwhile (rules or velocity features cover the gap)."
             ),
         ),
         Scenario(
@@ -341,7 +341,6 @@ SCENARIOS: dict[str, Scenario] = {
             fault=Exploration(share=0.2),
             inject_day=3,
             minute_jobs=False,  # the story is in the daily performance job's labels
-            labels_from_decisions=True,
             recovery=(
                 "once the explored declines' chargebacks are in, the weighted recall "
                 "reads the model's recall closer than the labels alone"
@@ -349,13 +348,11 @@ SCENARIOS: dict[str, Scenario] = {
             what_broke=(
                 "Nothing breaks. The API approves 20% of the payments the model would "
                 "review or decline, at random, and logs each answer's propensity "
-                "(`serving.exploration_share`); for the first three days it does not. Unlike "
-                "the other stories, whose labels are the transactions file's chargebacks "
-                "whatever was decided, here every midnight the world settles each served "
-                "payment by the decision its caller got (`fraudlab labels settle`): a "
-                "declined fraud never becomes a chargeback, a reviewed one is judged by an "
-                "analyst within hours, an approved one is charged back days or weeks later, "
-                "or never."
+                "(`serving.exploration_share`); for the first three days it does not. As in "
+                "every story, each midnight the world settles each served payment by the "
+                "decision its caller got (`fraudlab labels settle`): a declined fraud never "
+                "becomes a chargeback, a reviewed one is judged by an analyst within hours, "
+                "an approved one is charged back days or weeks later, or never."
             ),
             how_it_shows=(
                 "The performance job's recall is measured on the frauds whose labels "
@@ -365,7 +362,10 @@ SCENARIOS: dict[str, Scenario] = {
                 "each weighted by one over the chance that its label is known by now "
                 "(explored, and reported at its age), stand for the declined frauds no "
                 "label names (`ipw_recall`). The price is the frauds exploration lets "
-                "through."
+                "through. The retrain rule reads neither recall: it counts the frauds "
+                "among the payments the model approved, which no decline censors, so the "
+                "sinking naive recall does not trigger a retrain on labels its own "
+                "declines chose."
             ),
             design_answer=(
                 "Labels are a product of the last model's decisions: declined fraud is "

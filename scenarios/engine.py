@@ -238,8 +238,9 @@ def _run_days(
         between = _BetweenWaves(scenario, ctx, policy, story, day)
         summary = _replay_day(ctx, api, day, fault.amount_scale(active), between)
         replay_s = time.perf_counter() - clock
-        if scenario.labels_from_decisions:
-            ctx.settle_labels()  # at midnight, before the monitor reads labels
+        # The world's labels for what was decided (a declined fraud is never charged
+        # back), at midnight, before the monitor and any retraining read them.
+        ctx.settle_labels()
         record = _monitor_day(ctx, policy, day, opens, summary)
         record.decisions = between.decisions + record.decisions
         record.minute_runs = between.runs
@@ -446,6 +447,10 @@ def collapsed(decisions: list[dict[str, Any]]) -> list[str]:
     return [name + (f" x{counts[name]}" if counts[name] > 1 else "") for name in counts]
 
 
+def _fmt_ratio(value: float) -> str:
+    return "-" if value != value else f"{value:.1f}"
+
+
 def _day_line(record: DayRecord) -> str:
     def job(name: str, metric: str, fmt: str) -> str:
         status = record.status(name)
@@ -467,6 +472,7 @@ def _day_line(record: DayRecord) -> str:
                 job("drift", "drift_share", ".0%"),
                 job("skew", "max_mismatch_rate", ".0%"),
                 job("performance", "recall", ".2f"),
+                f"missed x{_fmt_ratio(record.metric('performance', 'missed_fraud_ratio'))}",
             ]
         )
         + (f" | policy: {', '.join(actions)}" if actions else "")

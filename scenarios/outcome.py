@@ -84,7 +84,9 @@ def summarize(result: RunResult, baseline: dict[str, Any] | None = None) -> dict
         "catches": catches,
         "time_to_detect_hours": hours,
         "detect_within_hours": scenario.detect_within_hours if scenario.detector else None,
-        "false_alarms": _alarms(before),
+        # A story with nothing to detect (exploration is a choice, not a fault) has no
+        # day on which a rule may hold: every day counts, not only those before it.
+        "false_alarms": _alarms(before if scenario.detector else records),
         "minute_job_runs": sum(r.minute_runs for r in records),
         "challenger_trials": result.trials,
         "actions": actions,

@@ -36,7 +36,7 @@ def plot_timeline(result: RunResult, summary: dict[str, Any], path: Path) -> Pat
     policy = load_policy(result.settings.monitoring.policy_path)
     drift_share = policy.rule("input-drift").threshold
     skewed_above = policy.jobs.skew.feature_mismatch_above
-    recall_below = policy.rule("recall-decay").threshold
+    missed_factor = policy.jobs.performance.missed_fraud_factor
     review_cost = result.settings.training.review_cost
     fig, axes = plt.subplots(6, 1, figsize=(11, 14), sharex=True)
     scores, drift, skew, decisions, labels, losses = axes
@@ -71,12 +71,25 @@ def plot_timeline(result: RunResult, summary: dict[str, Any], path: Path) -> Pat
     labels.plot(
         verdict, table["label_coverage"], color="grey", ls=":", label="frauds reported (expected)"
     )
-    labels.axhline(
-        recall_below, color="tab:red", ls=":", lw=0.8, label=f"policy: recall {recall_below:g}"
-    )
     labels.set_ylim(-0.05, 1.05)
     labels.set_ylabel(f"last {policy.jobs.performance.label_lookback_days:g} days")
     labels.set_title("champion route on labels known at the time (chargebacks arrive late)")
+    # What the retrain rule reads: missed frauds on approved traffic against the
+    # version's reference (recall reads low once declines go unlabelled).
+    missed = labels.twinx()
+    missed.plot(
+        verdict,
+        table["missed_fraud_ratio"],
+        color="tab:purple",
+        marker="^",
+        label="missed frauds / reference",
+    )
+    missed.axhline(
+        missed_factor, color="tab:purple", ls=":", lw=0.8, label=f"policy: x{missed_factor:g}"
+    )
+    missed.set_ylim(bottom=0)
+    missed.set_ylabel("missed frauds\nx reference")
+    missed.legend(loc="upper right", fontsize=7)
 
     losses.bar(
         mid, table["fraud_losses"], width=0.8, color="tab:red", alpha=0.6, label="approved fraud"

@@ -176,6 +176,7 @@ def frame(records: list[DayRecord]) -> pd.DataFrame:
                 "skew_max_mismatch": r.metric("skew", "max_mismatch_rate"),
                 "precision": r.metric("performance", "precision"),
                 "recall": r.metric("performance", "recall"),
+                "missed_fraud_ratio": r.metric("performance", "missed_fraud_ratio"),
                 "label_coverage": r.metric("performance", "label_coverage"),
                 "canary_delta_ap": r.metric("canary", "delta_ap"),
             }

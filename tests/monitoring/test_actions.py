@@ -343,7 +343,7 @@ def test_a_monitor_killed_between_any_two_registry_steps_finishes_the_action_onc
             assert resumed.rule == "resume" and resumed.taken, resumed
         else:  # no crash: the same action, whole, for comparison
             decisions = _run(settings, [finding], now, policy)
-            (decision,) = [d for d in decisions if d.taken]  # (recall-decay's retrain waits)
+            (decision,) = [d for d in decisions if d.taken]  # (missed-fraud-excess's retrain waits)
             assert not decision.failed, decision
         assert _state(settings) == after, f"killed after {crash_after} of {writes} writes"
         states = [e.state for e in ActionJournal(journal).entries()]

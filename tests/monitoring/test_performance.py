@@ -10,18 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.labels import known_labels, read_label_feed
+from data.labels import ReportingDelays, known_labels, read_label_feed
 from monitoring.label_feed import settle_served
 from monitoring.performance import (
     MIN_OBSERVED,
+    VersionReference,
     group_metrics,
     join_labels,
     observation_weights,
     run_performance,
 )
 from monitoring.policy import load_policy
-from monitoring.runner import calibrations_of
-from pipelines.evaluate import Calibration
+from monitoring.runner import references_of
+from pipelines.evaluate import missed_fraud_rate
 from serving.prediction_log import read_predictions
 from tests.conftest import World
 from tests.monitoring.conftest import MonitorWorld, served_features, write_log
@@ -161,11 +162,13 @@ def test_the_label_free_estimate_is_checked_against_the_frauds_known(world, moni
     label; and the frauds the scores expect known by now against those that are."""
     predictions, _ = served
     mw = monitor_world
-    calibrations = calibrations_of(mw.settings, predictions["model_version"].unique())
-    assert set(calibrations) == {mw.champion.version, mw.challenger.version}
+    references = references_of(mw.settings, predictions["model_version"].unique())
+    assert set(references) == {mw.champion.version, mw.challenger.version}
+    # Training registered each version's missed frauds per approved payment.
+    assert all(0 < r.missed_fraud_rate < 0.05 for r in references.values()), references
     for now in (mw.day(66), mw.day(90)):
         finding = run_performance(
-            predictions, world.transactions, now, CONFIG, review_cost=1.0, calibrations=calibrations
+            predictions, world.transactions, now, CONFIG, review_cost=1.0, references=references
         )
         m = finding.metrics
         assert 0 < m["expected_recall"] < 1 and 0 < m["expected_precision"] < 1
@@ -178,7 +181,7 @@ def test_the_label_free_estimate_is_checked_against_the_frauds_known(world, moni
         assert 0.35 < m["expected_known_frauds"] / m["known_frauds"] < 1.5, m
     champion = predictions[predictions["route"] == "champion"]
     rows = join_labels(champion, world.transactions, mw.day(90))
-    p = calibrations[mw.champion.version](rows["score"].to_numpy())
+    p = references[mw.champion.version].calibration(rows["score"].to_numpy())
     assert m["expected_recall"] == pytest.approx(p[rows["flagged"].to_numpy()].sum() / p.sum())
 
 
@@ -200,7 +203,7 @@ def test_the_weighted_recall_stands_explored_declines_in_for_the_censored_ones()
         }
     )
     rows["flagged"] = rows["decision"] != "approve"
-    figures = group_metrics(rows, REVIEW_COST, None, pd.Timestamp(0), Calibration())
+    figures = group_metrics(rows, REVIEW_COST, None, pd.Timestamp(0), VersionReference(), 1.5)
     assert figures["ipw_recall"] == pytest.approx(0.5)
     assert figures["explored_frauds"] == 2
     # The served decisions' recall: the explored frauds went through, so it caught none.
@@ -210,7 +213,7 @@ def test_the_weighted_recall_stands_explored_declines_in_for_the_censored_ones()
     rows["propensity"] = 1.0
     rows.loc[8:9, ["decision", "label"]] = ["decline", 0]
     rows["flagged"] = rows["decision"] != "approve"
-    without = group_metrics(rows, REVIEW_COST, None, pd.Timestamp(0), Calibration())
+    without = group_metrics(rows, REVIEW_COST, None, pd.Timestamp(0), VersionReference(), 1.5)
     assert without["ipw_recall"] == 0 and without["explored_frauds"] == 0
 
 
@@ -229,3 +232,73 @@ def test_observation_weights_follow_each_decisions_path_to_a_label():
     expected = [1 / r, 1 / (1 - share + share * r), 1 / (1 - share + share * r), 1 / (share * r)]
     assert weights[:4] == pytest.approx(expected)
     assert weights[4] == pytest.approx(1 / MIN_OBSERVED)
+
+
+def _approved_and_declined(missed: int, declined_frauds_known: int) -> pd.DataFrame:
+    """1,000 payments the model approved, `missed` of them frauds (charged back), and 20
+    it declined, all frauds, `declined_frauds_known` of them labelled."""
+    approved = pd.DataFrame(
+        {
+            "label": [1] * missed + [0] * (1000 - missed),
+            "model_decision": "approve",
+            "decision": "approve",
+            "score": 0.01,
+        }
+    )
+    declined = pd.DataFrame(
+        {
+            "label": [1] * declined_frauds_known + [0] * (20 - declined_frauds_known),
+            "model_decision": "decline",
+            "decision": "decline",
+            "score": 0.95,
+        }
+    )
+    rows = pd.concat([approved, declined], ignore_index=True).assign(propensity=1.0, amount=10.0)
+    rows["flagged"] = rows["decision"] != "approve"
+    return rows
+
+
+def test_missed_frauds_on_approved_traffic_ignore_what_censoring_hides():
+    """The retrain signal: frauds among the model's approvals against its reference
+    rate. Censoring the declines (no chargeback for a declined fraud) drops recall from
+    0.8 to 0 and leaves the missed-fraud figures as they were."""
+    reference = VersionReference(missed_fraud_rate=5 / 1000)
+    labelled = group_metrics(
+        _approved_and_declined(5, 20), 1.0, None, pd.Timestamp(0), reference, 1.5
+    )
+    censored = group_metrics(
+        _approved_and_declined(5, 0), 1.0, None, pd.Timestamp(0), reference, 1.5
+    )
+    assert labelled["recall"] == pytest.approx(0.8) and censored["recall"] == 0
+    for m in (labelled, censored):
+        assert m["missed_frauds"] == 5 and m["expected_missed_frauds"] == pytest.approx(5)
+        assert m["missed_fraud_ratio"] == pytest.approx(1)
+        assert m["missed_fraud_p"] > 0.5  # five where x1.5 expects 7.5: no excess
+    # Three times the reference is an excess the rule (p < 0.001) acts on...
+    worse = group_metrics(_approved_and_declined(20, 0), 1.0, None, pd.Timestamp(0), reference, 1.5)
+    assert worse["missed_fraud_ratio"] == pytest.approx(4) and worse["missed_fraud_p"] < 0.001
+    # ... and without a reference (a version registered before the tag) there is no verdict.
+    blind = group_metrics(
+        _approved_and_declined(20, 0), 1.0, None, pd.Timestamp(0), VersionReference(), 1.5
+    )
+    assert np.isnan(blind["missed_fraud_p"]) and np.isnan(blind["missed_fraud_ratio"])
+
+
+def test_missed_frauds_expected_follow_how_much_of_the_labels_has_arrived():
+    """Half of the frauds are ever reported, within a day: at two days old, half as many
+    known misses are expected as the reference rate gives."""
+    delays = ReportingDelays(pd.Timedelta(days=60), np.array([1.0]), cohort=2)
+    now = pd.Timestamp("2026-03-10", tz="UTC")
+    rows = _approved_and_declined(5, 0).assign(event_timestamp=now - pd.Timedelta(days=2))
+    reference = VersionReference(missed_fraud_rate=5 / 1000)
+    m = group_metrics(rows, 1.0, delays, now, reference, 1.5)
+    assert m["expected_missed_frauds"] == pytest.approx(2.5)
+
+
+def test_the_reference_rate_counts_each_approval_by_the_chance_its_fraud_is_known():
+    """Four frauds among the approvals, each approval's fraud known with chance 0.5:
+    (4 + 1) / (1,000 x 0.5); the flagged rows do not count."""
+    labels = np.array([1] * 4 + [0] * 996 + [1] * 10)
+    scores = np.array([0.1] * 1000 + [0.9] * 10)
+    rate = missed_fraud_rate(labels, scores, 0.5, np.full(len(labels), 0.5))
+    assert rate == pytest.approx(5 / 500)

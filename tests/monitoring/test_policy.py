@@ -119,7 +119,7 @@ def test_cooldown_stops_flapping(world: World, tmp_path: Path) -> None:
 
 def test_insufficient_data_never_triggers_a_rule(world: World, tmp_path: Path) -> None:
     settings = world.settings.model_copy(update={"home": tmp_path})
-    thin = [Finding("performance", "insufficient_data", "3 frauds", {"recall": 0.0})]
+    thin = [Finding("performance", "insufficient_data", "3 frauds", {"missed_fraud_p": 0.0})]
     decisions = decide_and_act(
         settings,
         load_policy(),
@@ -145,10 +145,11 @@ def test_dry_run_decides_but_takes_nothing(world: World, tmp_path: Path) -> None
 
 
 def test_no_retrain_while_a_challenger_is_on_trial(world: World, tmp_path: Path) -> None:
-    """Recall decays, but the last retrain's challenger is still collecting labels in its
-    canary: a new retrain would replace it and restart the trial, so it is held back."""
+    """The champion misses more fraud, but the last retrain's challenger is still
+    collecting labels in its canary: a new retrain would replace it and restart the
+    trial, so it is held back."""
     settings = world.settings.model_copy(update={"home": tmp_path})
-    decayed = Finding("performance", "ok", "recall 0.2", {"recall": 0.2})
+    decayed = Finding("performance", "ok", "missed frauds x3", {"missed_fraud_p": 1e-6})
     waiting = Finding(
         "canary", "insufficient_data", "wait", {"outcome_code": 0.0}, {"outcome": "wait"}
     )
