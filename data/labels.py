@@ -174,9 +174,14 @@ class ReportingDelays:
         counts = np.searchsorted(self.delays_days, np.asarray(age_days, np.float64), "right")
         return counts / self.cohort
 
+    def reported_by(self, events: pd.Series, now: pd.Timestamp) -> npt.NDArray[np.float64]:
+        """Per payment (its event time), the share of frauds of its age at `now` that
+        have been reported by then."""
+        return self.reported_share(((now - events) / DAY).to_numpy(np.float64))
+
     def coverage(self, events: pd.Series, now: pd.Timestamp) -> float:
         """Expected share of these payments' frauds whose report has arrived by `now`:
         the mean, over the payments, of the reported share at their age."""
         if events.empty:
             return float("nan")
-        return float(self.reported_share(((now - events) / DAY).to_numpy(np.float64)).mean())
+        return float(self.reported_by(events, now).mean())

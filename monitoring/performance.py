@@ -41,7 +41,7 @@ import pandas as pd
 from scipy.stats import poisson
 from sklearn.metrics import average_precision_score
 
-from data.labels import DAY, ReportingDelays, labels_known_at
+from data.labels import ReportingDelays, labels_known_at
 from monitoring.findings import JOB_METRICS, Finding
 from monitoring.policy import PerformanceConfig
 from pipelines.evaluate import Calibration, expected_cost
@@ -108,7 +108,7 @@ def group_metrics(
     reported = (
         np.full(len(rows), np.nan)
         if delays is None
-        else delays.reported_share(((now - rows["event_timestamp"]) / DAY).to_numpy(np.float64))
+        else delays.reported_by(rows["event_timestamp"], now)
     )
     # Flagging is already decided, so score = flagged and threshold 1 reuse the cost rule.
     cost = expected_cost(y, flagged.astype(float), rows["amount"].to_numpy(), 1.0, review_cost)

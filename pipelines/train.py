@@ -17,7 +17,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from data.calendar import Calendar
-from data.labels import DAY, ReportingDelays, read_label_feed
+from data.labels import ReportingDelays, read_label_feed
 from data.validate import load_transactions
 from features.definitions import VIEWS, feature_table_path
 from features.store import feature_service, open_store, service_features
@@ -131,7 +131,7 @@ def reported_shares(tx: pd.DataFrame, period: pd.DataFrame, cutoff: pd.Timestamp
     delays = ReportingDelays.observed(tx, cutoff)
     if delays is None:
         return np.ones(len(period))
-    return delays.reported_share(((cutoff - period["event_timestamp"]) / DAY).to_numpy(float))
+    return delays.reported_by(period["event_timestamp"], cutoff)
 
 
 def run_training(

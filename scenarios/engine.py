@@ -447,17 +447,13 @@ def collapsed(decisions: list[dict[str, Any]]) -> list[str]:
     return [name + (f" x{counts[name]}" if counts[name] > 1 else "") for name in counts]
 
 
-def _fmt_ratio(value: float) -> str:
-    return "-" if value != value else f"{value:.1f}"
-
-
 def _day_line(record: DayRecord) -> str:
-    def job(name: str, metric: str, fmt: str) -> str:
+    def job(name: str, metric: str, fmt: str, label: str | None = None) -> str:
         status = record.status(name)
         value = record.metric(name, metric)
         shown = "-" if value != value else format(value, fmt)
         flag = "!" if status == "alert" else ""
-        return f"{name} {shown}{flag}"
+        return f"{label or name} {shown}{flag}"
 
     actions = collapsed(record.decisions)
     marks = [e.kind for e in record.events if e.kind in ("injection", "fix", "deploy", "detection")]
@@ -472,7 +468,7 @@ def _day_line(record: DayRecord) -> str:
                 job("drift", "drift_share", ".0%"),
                 job("skew", "max_mismatch_rate", ".0%"),
                 job("performance", "recall", ".2f"),
-                f"missed x{_fmt_ratio(record.metric('performance', 'missed_fraud_ratio'))}",
+                job("performance", "missed_fraud_ratio", ".1f", label="missed x"),
             ]
         )
         + (f" | policy: {', '.join(actions)}" if actions else "")
