@@ -1,7 +1,8 @@
 """A benchmark world: simulated payments, feature tables, Feast registry and online
 store, and an MLflow registry with a LightGBM champion and a logistic-regression
 challenger, all under one home folder. Built once; a folder that already holds one
-(see MARKER) is reused as is.
+(see MARKER) is reused as is. `copied_world` reads a home that `fraudlab demo` filled
+instead (its champion, whichever model that is), through a copy of its stores.
 
 `load_redis` copies the same snapshots into a Redis database for the production
 profile's online store; the registry stays the world's SQLite MLflow store (it is off
@@ -11,25 +12,31 @@ the request path: models load at startup and on alias moves).
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 import time
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from fraudlab.settings import Settings
 
 MARKER = "benchmark_world.json"  # written last, so its presence means the world is complete
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class World:
     settings: Settings
-    champion: str  # registry version of the LightGBM model
-    challenger: str  # registry version of the logistic regression
+    champion: str  # registry version of the champion (LightGBM in a built world)
+    challenger: str | None  # of the challenger (the logistic regression); None: no alias
     online_until: pd.Timestamp  # the online store holds snapshots up to this time
 
 
-def build_world(settings: Settings, say=print) -> World:
+def build_world(settings: Settings, say: Say = print) -> World:
     """Reuse the world under settings.home, or build it there."""
     marker = settings.home / MARKER
     if marker.exists():
@@ -64,6 +71,69 @@ def build_world(settings: Settings, say=print) -> World:
     return World(settings, champion, challenger, online_until)
 
 
+def copied_world(source: Settings, into: Path) -> World:
+    """The world in the embedded home `source` (the demo's, or a built one), read through
+    a copy of its stores in the empty folder `into`: what a benchmark writes (prediction
+    log, payment state, Feast's record of what it materialized, a held clock) then never
+    reaches it. Copied: the Feast registry, the SQLite online store and MLflow database
+    (through SQLite's backup: consistent while another process writes), the payments
+    table. Model artifacts stay where they are, read only: the registry names their path.
+    `online_until` is the last materialization's end, as Feast's registry records it."""
+    from features.definitions import VIEWS
+    from features.store import open_store, repo_config_values
+    from fraudlab.errors import ConfigError, MissingInput
+    from pipelines.registry import CHALLENGER, CHAMPION, alias_version, connect
+
+    if source.profile != "embedded" or source.mlflow_tracking_uri:
+        raise ConfigError(f"{source.home}: a world is copied from an embedded home only")
+    settings = source.model_copy(update={"home": into})
+    feast = repo_config_values(source), repo_config_values(settings)
+    copies = [
+        (Path(feast[0]["registry"]), Path(feast[1]["registry"])),
+        (Path(feast[0]["online_store"]["path"]), Path(feast[1]["online_store"]["path"])),
+        (_mlflow_database(source), _mlflow_database(settings)),
+        (source.transactions_path, settings.transactions_path),
+    ]
+    for original, copy in copies:
+        if not original.is_file():
+            raise MissingInput(
+                f"{source.home} holds no demo ({original} is missing): run `make demo` first"
+            )
+        _copy_file(original, copy)
+    client = connect(settings)
+    model = settings.training.model_name
+    champion = alias_version(client, model, CHAMPION)
+    if champion is None:
+        raise MissingInput(f"{source.home}: no {CHAMPION} in its registry: train one first")
+    store = open_store(settings)
+    snapshots = [n for n, spec in VIEWS.items() if spec.online and not spec.pushed]  # daily
+    intervals = [store.get_feature_view(n).materialization_intervals for n in snapshots]
+    if not all(intervals):
+        raise MissingInput(f"{source.home}: its online store was never materialized")
+    online_until = pd.Timestamp(min(max(end for _, end in each) for each in intervals))
+    return World(settings, champion, alias_version(client, model, CHALLENGER), online_until)
+
+
+def _mlflow_database(settings: Settings) -> Path:
+    """The embedded MLflow database, as the tracking URI names it."""
+    return Path(settings.tracking_uri.removeprefix("sqlite:///"))
+
+
+def _copy_file(original: Path, copy: Path) -> None:
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with original.open("rb") as head:
+        is_sqlite = head.read(16) == b"SQLite format 3\x00"
+    if not is_sqlite:  # Feast's file registry: one protobuf, replaced whole when written
+        shutil.copyfile(original, copy)
+        return
+    # A byte copy of a database another process writes (WAL) could be torn: SQLite's
+    # backup is not. Read-write on purpose: a read-only connection to a WAL database
+    # leaves its -wal and -shm files behind in the source's folder; this one removes
+    # them when it closes, and changes no row.
+    with closing(sqlite3.connect(original)) as read, closing(sqlite3.connect(copy)) as write:
+        read.backup(write)
+
+
 def production_settings(world: World, redis_connection: str) -> Settings:
     """The world with Feast's online store on Redis (`host:port,db=N`)."""
     return world.settings.model_copy(
@@ -85,7 +155,7 @@ def production_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def load_redis(world: World, settings: Settings, say=print) -> None:
+def load_redis(world: World, settings: Settings, say: Say = print) -> None:
     """Empty only the Redis database `settings` names, then materialize the world's
     snapshots into it, up to the same time as the SQLite online store."""
     import redis

@@ -20,6 +20,7 @@ from fraudlab.commands import (
     scenario,
     serve,
     stack,
+    staleness,
     stream,
     train,
 )
@@ -50,6 +51,7 @@ for name, group in (
 app.command("train")(train.train)
 app.command("ablation")(train.ablation)
 app.command("feedback-loop")(train.feedback_loop)
+app.command("staleness")(staleness.staleness)
 app.command("serve")(serve.serve)
 app.command("replay")(replay.replay)
 app.command("demo")(demo.demo)

@@ -69,6 +69,8 @@ class TrainingSettings(BaseModel):
     leak_check: bool = True
     leak_max_ap_drop: float = Field(0.5, gt=0, lt=1)
     bootstrap_rounds: int = Field(200, ge=20, le=10_000)
+    # Rolling folds `fraudlab train` prints (pipelines/prequential.py); 0: none.
+    prequential_folds: int = Field(4, ge=0, le=12)
     reference_sample_rows: int = Field(5_000, ge=100)  # training features kept for drift jobs
     model_name: str = "fraud-detector"
 

@@ -8,6 +8,8 @@ Two comparisons of average precision (challenger minus champion), labels as know
 - arms (canary): the canary arm's payments against the champion arm's. Different
   customers, so the fraud mix differs too, and the canary arm is the small one.
 The paired comparison decides whenever shadow scores exist; the arms decide otherwise.
+Both bootstraps resample days and cards, not payments (pipelines/evaluate.py Clusters):
+a card's frauds come together, and counting them as independent narrows the interval.
 
 Every threshold below is the policy's (`jobs.canary` in monitoring/policy.yaml).
 
@@ -43,12 +45,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+from sklearn.metrics import average_precision_score
 
 from monitoring.findings import Finding, Status
 from monitoring.guardrail import upper_tail
 from monitoring.performance import average_precision, join_labels
 from monitoring.policy import CanaryConfig
-from pipelines.evaluate import GateComparison, bootstrap_ap_difference
+from pipelines.evaluate import Clusters, GateComparison, bootstrap_ap_difference
 
 OUTCOME_CODE = {"promote": 1.0, "wait": 0.0, "rollback": -1.0}
 # The policy's rules turn a rollback into an alert; the job itself only waits or not.
@@ -58,15 +61,25 @@ OUTCOME_STATUS: dict[str, Status] = {"promote": "ok", "wait": "insufficient_data
 def bootstrap_arm_difference(
     challenger: pd.DataFrame, champion: pd.DataFrame, rounds: int, seed: int = 0
 ) -> GateComparison:
-    """Unpaired bootstrap: each arm resampled on its own (different payments)."""
+    """Unpaired bootstrap: each arm resampled on its own (different payments), by days
+    and cards."""
     rng = np.random.default_rng(seed)
-    arms = [(a["label"].to_numpy(), a["score"].to_numpy()) for a in (challenger, champion)]
+    arms = [
+        (a["label"].to_numpy(), a["score"].to_numpy(), Clusters.of(a))
+        for a in (challenger, champion)
+    ]
     deltas = []
     for _ in range(rounds):
         aps = []
-        for y, s in arms:
-            idx = rng.integers(0, len(y), len(y))
-            aps.append(average_precision(pd.Series(y[idx]), pd.Series(s[idx])))
+        for y, s, clusters in arms:
+            w = clusters.weights(rng)
+            drawn = w > 0
+            known = float((w * y).sum())
+            aps.append(
+                average_precision_score(y[drawn], s[drawn], sample_weight=w[drawn])
+                if 0 < known < w.sum()
+                else math.nan
+            )
         if not any(math.isnan(ap) for ap in aps):
             deltas.append(aps[0] - aps[1])
     observed = average_precision(challenger["label"], challenger["score"]) - average_precision(
@@ -74,7 +87,7 @@ def bootstrap_arm_difference(
     )
     low, high = np.percentile(deltas, [5, 95]) if deltas else (np.nan, np.nan)
     se = float(np.std(deltas)) if deltas else math.nan
-    return GateComparison(float(observed), float(low), float(high), len(deltas), se)
+    return GateComparison(float(observed), float(low), float(high), len(deltas), se, "days x cards")
 
 
 def paired_rows(labelled: pd.DataFrame, shadow_scores: pd.DataFrame) -> pd.DataFrame:
@@ -194,7 +207,10 @@ def compare(
     if frauds < min_frauds:
         return "paired", frauds, None, arms
     y, candidate, incumbent = (paired[c].to_numpy() for c in ("label", "score_shadow", "score"))
-    return "paired", frauds, bootstrap_ap_difference(y, candidate, incumbent, rounds, seed), arms
+    cmp = bootstrap_ap_difference(
+        y, candidate, incumbent, rounds, seed, clusters=Clusters.of(paired)
+    )
+    return "paired", frauds, cmp, arms
 
 
 def spent(t: float, alpha: float) -> float:

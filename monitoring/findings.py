@@ -31,6 +31,8 @@ JOB_METRICS: dict[Job, tuple[str, ...]] = {
         "agreement_auc",
     ),
     "performance": (
+        "model_age_days",
+        "worst_slice_recall_ratio",
         "average_precision",
         "recall",
         "precision",

@@ -28,13 +28,23 @@ be the flagged share of that sum, its precision the mean probability of what was
 flagged. It is as good as the calibration, so it is checked where labels are:
 `expected_known_frauds` (each probability times the share of frauds of its age reported
 by now) against the frauds actually known.
+
+Slices: the champion's recall within each fraud pattern (a bank reads it off the
+chargeback's reason code; here the transactions' `fraud_pattern`) and each amount band
+(pipelines/slices.py), over its recall as a whole. The worst ratio among slices with
+`min_slice_frauds` known frauds is `worst_slice_recall_ratio`: an attack the model does
+not know can collapse one slice while the total still holds. Censoring lowers every
+slice's recall alike, so the ratio survives it where the recall would not.
+
+Age: `model_age_days`, the champion's days since its labels' cutoff (its `labels_as_of`
+tag); the policy's schedule retrains at the age `fraudlab staleness` measured.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -44,7 +54,9 @@ from sklearn.metrics import average_precision_score
 from data.labels import ReportingDelays, labels_known_at
 from monitoring.findings import JOB_METRICS, Finding
 from monitoring.policy import PerformanceConfig
-from pipelines.evaluate import Calibration, expected_cost
+from pipelines.calibration import Calibration
+from pipelines.evaluate import expected_cost
+from pipelines.slices import AMOUNT_BANDS, band_name
 from serving.exploration import explored
 from serving.prediction_log import COLUMNS, table_ids
 
@@ -62,6 +74,7 @@ class VersionReference:
 
     calibration: Calibration = field(default_factory=Calibration)
     missed_fraud_rate: float = math.nan
+    labels_as_of: pd.Timestamp | None = None  # the training cutoff (None: unknown)
 
 
 def join_labels(
@@ -212,6 +225,16 @@ def run_performance(
     champion_rows = joined[joined["route"] == "champion"]
     current = champion_rows["model_version"].iloc[-1] if len(champion_rows) else None
     champion = metrics_of(champion_rows[champion_rows["model_version"] == current], str(current))
+    reference = references.get(str(current), VersionReference())
+    current_rows = champion_rows[champion_rows["model_version"] == current]
+    slices = slice_recalls(current_rows, transactions, champion["recall"])
+    eligible = [r.recall_ratio for r in slices if r.known_frauds >= config.min_slice_frauds]
+    champion["worst_slice_recall_ratio"] = min(eligible, default=math.nan)
+    champion["model_age_days"] = (
+        math.nan
+        if reference.labels_as_of is None
+        else (now - reference.labels_as_of) / pd.Timedelta(days=1)
+    )
     metrics = {key: champion[key] for key in JOB_METRICS["performance"]}
     enough = champion["known_frauds"] >= config.min_known_frauds
     details = {
@@ -219,6 +242,7 @@ def run_performance(
         "champion_version": current,
         "review_cost": review_cost,
         "by_version_route": table,
+        "champion_slices": [asdict(r) for r in slices],
         "reporting_delays": None
         if delays is None
         else {
@@ -246,6 +270,37 @@ def run_performance(
         metrics=metrics,
         details=details,
     )
+
+
+@dataclass(frozen=True)
+class SliceRecall:
+    cut: str  # "fraud pattern" or "amount"
+    slice: str
+    known_frauds: int
+    recall: float
+    recall_ratio: float  # over the champion's recall as a whole
+
+
+def slice_recalls(
+    rows: pd.DataFrame, transactions: pd.DataFrame, recall: float
+) -> list[SliceRecall]:
+    """The champion's recall per fraud pattern and amount band, and over its total."""
+    y, flagged = rows["label"].to_numpy().astype(bool), rows["flagged"].to_numpy()
+    cuts: list[tuple[str, str, np.ndarray]] = []
+    if "fraud_pattern" in transactions:
+        patterns = transactions.set_index("transaction_id")["fraud_pattern"]
+        pattern = patterns.reindex(table_ids(rows["transaction_id"])).fillna("").to_numpy()
+        cuts += [("fraud pattern", p, pattern == p) for p in sorted(set(pattern[y]) - {""})]
+    amount = rows["amount"].to_numpy()
+    for low, high in AMOUNT_BANDS:
+        cuts.append(("amount", band_name(low, high), (amount >= low) & (amount < high)))
+    found = []
+    for cut, name, mask in cuts:
+        frauds = int((y & mask).sum())
+        caught = float((y & mask & flagged).sum() / frauds) if frauds else math.nan
+        ratio = caught / recall if frauds and recall > 0 else math.nan
+        found.append(SliceRecall(cut, name, frauds, caught, ratio))
+    return found
 
 
 def _summary(

@@ -111,6 +111,8 @@ class PerformanceConfig(_Strict):
     min_known_frauds: int = Field(ge=1)  # fewer is insufficient data
     # missed_fraud_p tests for missing more than this many times the version's reference
     missed_fraud_factor: float = Field(ge=1)
+    # worst_slice_recall_ratio counts slices with at least this many known frauds
+    min_slice_frauds: int = Field(ge=1)
 
 
 class CanaryConfig(_Strict):

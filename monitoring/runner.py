@@ -37,7 +37,7 @@ from monitoring.performance import VersionReference, run_performance
 from monitoring.policy import ACTIONS, Action, Policy
 from monitoring.skew import run_skew
 from monitoring.window import Window
-from pipelines.evaluate import Calibration
+from pipelines.calibration import Calibration
 from pipelines.reference import load_reference
 from pipelines.registry import connect, version_tags
 from serving.prediction_log import read_predictions, read_shadow_scores, table_ids
@@ -148,8 +148,11 @@ def references_of(settings: Settings, versions: Iterable[str]) -> dict[str, Vers
             log.warning("no reference for version %s (%s)", version, exc)
             continue
         found[str(version)] = VersionReference(
-            Calibration(tags.calibration_slope, tags.calibration_intercept),
+            Calibration.from_tags(
+                tags.calibration_slope, tags.calibration_intercept, tags.calibration_points
+            ),
             tags.missed_fraud_rate or math.nan,  # 0: registered before the tag existed
+            pd.Timestamp(tags.labels_as_of, tz="UTC"),
         )
     return found
 

@@ -26,7 +26,7 @@ from features.definitions import SERVICES, VIEWS
 from features.store import feature_service, open_store, service_features
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import Settings
-from pipelines.evaluate import GateComparison, bootstrap_ap_difference
+from pipelines.evaluate import Clusters, GateComparison, bootstrap_ap_difference
 from pipelines.models import (
     ClassWeighting,
     ModelKind,
@@ -127,7 +127,11 @@ def run_ablation(
             versus = None
             if variant != "all":
                 versus = bootstrap_ap_difference(
-                    labels, scores["all"], scores[variant], settings.training.bootstrap_rounds
+                    labels,
+                    scores["all"],
+                    scores[variant],
+                    settings.training.bootstrap_rounds,
+                    clusters=Clusters.of(parts["test"]),
                 )
             ap = float(average_precision_score(labels, scores[variant]))
             rows.append(AblationRow(kind, variant, len(names), ap, versus))
@@ -186,7 +190,11 @@ def run_weighting_ablation(
         versus = None
         if weighting != "balanced":
             versus = bootstrap_ap_difference(
-                labels, scored, scores["balanced"], settings.training.bootstrap_rounds
+                labels,
+                scored,
+                scores["balanced"],
+                settings.training.bootstrap_rounds,
+                clusters=Clusters.of(test),
             )
         rows.append(
             WeightingRow(

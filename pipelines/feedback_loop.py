@@ -49,6 +49,7 @@ from features.store import feature_service, open_store, service_features
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import Settings
 from pipelines.evaluate import (
+    Clusters,
     GateComparison,
     Thresholds,
     bootstrap_ap_difference,
@@ -314,7 +315,12 @@ def run_feedback_study(
         versus = None
         if name != censored_name:
             versus = bootstrap_ap_difference(
-                test_truth, scored, test_scores[censored_name], t.bootstrap_rounds, seed
+                test_truth,
+                scored,
+                test_scores[censored_name],
+                t.bootstrap_rounds,
+                seed,
+                clusters=Clusters.of(test),
             )
         # Thresholds at the same daily alert volume as M0's, so costs compare decisions
         # of the same reach rather than each model's own validation quirks.

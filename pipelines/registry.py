@@ -60,6 +60,7 @@ class VersionTags(BaseModel):
     # before these existed reads as the identity.
     calibration_slope: float = 1.0
     calibration_intercept: float = 0.0
+    calibration_points: str = ""  # isotonic: "score:probability;..." (Platt: none)
     # Frauds per payment among those it approves, on the held-out periods (evaluate.py
     # missed_fraud_rate): the monitor's reference for the missed frauds it counts on
     # approved traffic. 0: unknown (registered before it existed), no reference.

@@ -24,10 +24,11 @@ from features.store import feature_service, open_store, service_features
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import Settings
 from pipelines import plots
+from pipelines.calibration import Calibration, CalibrationChoice, compare_calibrations
 from pipelines.evaluate import (
-    Calibration,
     GateComparison,
     Thresholds,
+    TrainingCosts,
     capacity_thresholds,
     classification_metrics,
     missed_fraud_rate,
@@ -44,6 +45,8 @@ from pipelines.models import (
 )
 from pipelines.reference import log_reference_sample
 from pipelines.registry import VersionTags, code_version, connect, log_model_version
+from pipelines.rules import rules_score, rules_threshold
+from pipelines.slices import SliceRow, slice_metrics
 from pipelines.training_set import JoinKind, TimeSplit, build_training_frame
 
 if TYPE_CHECKING:
@@ -63,6 +66,21 @@ class TrainingOutcome:
     gate: GateComparison | None = None
     notes: list[str] = field(default_factory=list)
     point_in_time_metrics: dict[str, float] | None = None  # naive runs: the honest test
+    gate_by_rows: GateComparison | None = None  # the gate's comparison resampling payments
+    calibration: CalibrationChoice | None = None  # raw, Platt, isotonic on the test period
+    slices: list[SliceRow] = field(default_factory=list)  # test period, at the review threshold
+    rules_metrics: dict[str, float] | None = None  # the rules baseline on the same test rows
+
+
+# The rules baseline's decisions: review when a rule breaks, decline when three do.
+RULES_THRESHOLDS = Thresholds(review=rules_threshold(1), decline=rules_threshold(3))
+
+
+def rules_metrics(test: pd.DataFrame, costs: TrainingCosts) -> dict[str, float]:
+    """pipelines/rules.py on the test period, measured like a model; no Brier score:
+    its score is a rank, not a probability."""
+    measured = classification_metrics(test, rules_score(test), RULES_THRESHOLDS, costs)
+    return measured | {"brier": float("nan")}
 
 
 def load_inputs(settings: Settings, transactions: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -253,8 +271,12 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
         # the small scale, and two parameters need every one of them.
         held_out_labels = np.concatenate([valid["label"], test["label"]])
         held_out_scores = np.concatenate([valid_scores, test_scores])
+        choice = compare_calibrations(valid["label"], valid_scores, test["label"], test_scores)
         calibration = Calibration.fit(
-            held_out_labels, held_out_scores, float(job.held_out_reported.mean())
+            held_out_labels,
+            held_out_scores,
+            float(job.held_out_reported.mean()),
+            choice.chosen,
         )
         metrics = classification_metrics(test, test_scores, thresholds, t)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
@@ -269,6 +291,7 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
             threshold_decline=thresholds.decline,
             calibration_slope=calibration.slope,
             calibration_intercept=calibration.intercept,
+            calibration_points=calibration.points_tag(),
             missed_fraud_rate=missed_fraud_rate(
                 held_out_labels, held_out_scores, thresholds.review, job.held_out_reported
             ),
@@ -282,6 +305,10 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
         example = test[features].head(5).astype("float64")  # serving sends floats, NaN = missing
         version = log_model_version(model, example, t.model_name, tags)
         outcome = TrainingOutcome(kind, version, run.info.run_id, metrics, thresholds)
+        outcome.calibration = choice
+        outcome.slices = slice_metrics(test, test_scores, thresholds.review)
+        outcome.rules_metrics = rules_metrics(test, t)
+        mlflow.log_metrics(_evaluation_metrics(outcome))
         if job.honest_test is not None:
             honest = classification_metrics(
                 job.honest_test,
@@ -322,4 +349,20 @@ def _gate(
         job.client, job.settings, test, scores, outcome.version, job.test_period
     )
     outcome.alias, outcome.gate = decision.alias, decision.comparison
+    outcome.gate_by_rows = decision.by_rows
     outcome.notes.append(decision.note)
+
+
+def _evaluation_metrics(outcome: TrainingOutcome) -> dict[str, float]:
+    """Calibration, slices and the rules baseline as MLflow metrics (finite ones)."""
+    found: dict[str, float] = {}
+    if outcome.calibration is not None:
+        for row in outcome.calibration.rows:
+            found[f"test_ece_{row.method}"] = row.calibration_error
+            found[f"test_brier_{row.method}"] = row.brier
+    for piece in outcome.slices:
+        found[f"slice_{piece.key}_recall"] = piece.recall
+        found[f"slice_{piece.key}_ap"] = piece.average_precision
+    for key, value in (outcome.rules_metrics or {}).items():
+        found[f"rules_test_{key}"] = value
+    return {k: v for k, v in found.items() if np.isfinite(v)}

@@ -28,13 +28,51 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         ("stream.py", ["--seconds", "0"], "--seconds: must be above 0, got 0"),
         ("stream.py", ["--seconds", "nan"], "--seconds: must be above 0, got nan"),
         ("spark_offline.py", ["--rows", "0"], "--rows: must be at least 1, got 0"),
+        ("network_vs_trees.py", ["--rounds", "0"], "--rounds: must be at least 1, got 0"),
+        (
+            "network_vs_trees.py",
+            ["--bootstrap-rounds", "many"],
+            "--bootstrap-rounds: not a whole number: 'many'",
+        ),
+        ("network_vs_trees.py", ["--train-repeats", "0"], "--train-repeats: must be at least 1"),
+        (
+            "capacity_sheet.py",
+            ["--payments-per-day", "0"],
+            "--payments-per-day: must be at least 1",
+        ),
+        ("capacity_sheet.py", ["--cards", "-5"], "--cards: must be at least 1, got -5"),
+        ("capacity_sheet.py", ["--terminals", "1e6"], "--terminals: not a whole number: '1e6'"),
+        ("capacity_sheet.py", ["--requests", "0"], "--requests: must be at least 1, got 0"),
+        ("capacity_sheet.py", ["--peak-to-mean", "0.5"], "--peak-to-mean: must be at least 1"),
+        (
+            "capacity_sheet.py",
+            ["--target-utilisation", "1.5"],
+            "--target-utilisation: must be above 0 and at most 1, got 1.5",
+        ),
+        (
+            "capacity_sheet.py",
+            ["--target-utilisation", "0"],
+            "--target-utilisation: must be above 0 and at most 1, got 0",
+        ),
+        (
+            "capacity_sheet.py",
+            ["--cost-per-core-hour", "free"],
+            "--cost-per-core-hour: not a number: 'free'",
+        ),
+        (
+            "capacity_sheet.py",
+            ["--cost-per-core-hour", "inf"],
+            "--cost-per-core-hour: must be above 0 and finite, got inf",
+        ),
     ],
 )
 def test_a_bad_count_is_a_usage_error(
     script: str, argument: list[str], said: str, tmp_path: Path
 ) -> None:
     home = tmp_path / "world"
-    homed = ["--home", str(home)] if script in ("serving.py", "monitor.py") else []
+    homed = (
+        ["--home", str(home)] if script in ("serving.py", "monitor.py", "capacity_sheet.py") else []
+    )
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *homed, *argument],
         capture_output=True,

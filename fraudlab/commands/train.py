@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, cast
@@ -9,6 +10,13 @@ from typing import TYPE_CHECKING, cast
 import typer
 from rich.table import Table
 
+from fraudlab.commands.training_report import (
+    print_calibration,
+    print_gate_intervals,
+    print_power,
+    print_prequential,
+    print_slices,
+)
 from fraudlab.console import console, user_errors
 from fraudlab.settings import Settings, get_settings
 
@@ -35,6 +43,7 @@ METRIC_ROWS = [
     ("roc_auc", "ROC AUC", "{:.3f}"),
     ("recall_at_1pct_fpr", "recall at 1% FPR", "{:.3f}"),
     ("precision_at_capacity", "precision at capacity ({capacity}/day)", "{:.3f}"),
+    ("card_precision_at_capacity", "card precision at capacity ({capacity} cards/day)", "{:.3f}"),
     ("expected_cost", "expected cost at threshold", "{:,.0f}"),
     ("cost_without_model", "cost with no model", "{:,.0f}"),
     ("review_rate", "share sent to review", "{:.2%}"),
@@ -55,21 +64,37 @@ def gate_interval(comparison: GateComparison | None, missing: str = "") -> str:
 
 
 def outcome_table(outcomes: list[TrainingOutcome], title: str, capacity: int) -> Table:
-    """One column per model; `capacity` is the analysts' payments a day."""
-    table = Table("test period", *[f"{o.kind} v{o.version}" for o in outcomes], title=title)
+    """One column per model, after the rules baseline's (pipelines/rules.py) on the same
+    test rows; `capacity` is the analysts' payments a day."""
+    rules = outcomes[0].rules_metrics if outcomes else None
+    baseline = ["rules (baseline)"] if rules else []
+    table = Table(
+        "test period", *baseline, *[f"{o.kind} v{o.version}" for o in outcomes], title=title
+    )
     for key, label, fmt in METRIC_ROWS:
-        row = [fmt.format(o.metrics[key]) for o in outcomes]
-        table.add_row(label.format(capacity=capacity), *row)
+        row = [_cell(fmt, o.metrics[key]) for o in outcomes]
+        first = [_cell(fmt, rules[key])] if rules else []
+        table.add_row(label.format(capacity=capacity), *first, *row)
     table.add_row(
         "review / decline threshold",
+        *(["1 / 3 rules"] if rules else []),
         *[f"{o.thresholds.review:.3f} / {o.thresholds.decline:.3f}" for o in outcomes],
     )
     table.add_row(
-        "gate: ΔAP vs champion [90% CI]",
+        "gate: ΔAP vs champion [90% CI, days x cards]",
+        *(["-"] if rules else []),
         *[gate_interval(o.gate, missing="-") for o in outcomes],
     )
-    table.add_row("alias", *[o.alias or "(none: gate refused)" for o in outcomes])
+    table.add_row(
+        "alias",
+        *(["(not registered)"] if rules else []),
+        *[o.alias or "(none: gate refused)" for o in outcomes],
+    )
     return table
+
+
+def _cell(fmt: str, value: float) -> str:
+    return "-" if math.isnan(value) else fmt.format(value)
 
 
 @user_errors
@@ -87,8 +112,16 @@ def train(
     cutoff_day: int = typer.Option(
         None, min=1, help="Train on days before this (default: settings, 100)."
     ),
+    folds: int = typer.Option(
+        None,
+        min=0,
+        max=12,
+        help="Prequential folds to print: weekly, each trained as of its own day "
+        "(default: settings, training.prequential_folds = 4; 0: none).",
+    ),
 ) -> None:
-    """Train, evaluate on the held-out test period, register in MLflow, and gate."""
+    """Train, evaluate on the held-out test period, register in MLflow, and gate; then
+    the rules baseline, calibration, slices, power and prequential folds."""
     from pipelines.train import run_training
     from pipelines.training_set import NAIVE_SERVICE
 
@@ -102,6 +135,35 @@ def train(
         settings, kinds, service, join.value, cutoff_day, progress=lambda msg: console.log(msg)
     )
     print_outcomes(settings, outcomes, service, leaky=join == JoinChoice.naive)
+    print_evaluation(settings, outcomes)
+    folds = settings.training.prequential_folds if folds is None else folds
+    if folds and join == JoinChoice.pit:
+        from pipelines.prequential import fold_days, run_prequential
+
+        last_cutoff = cutoff_day or settings.training.cutoff_day
+        if not fold_days(settings, last_cutoff, folds):
+            console.print(
+                f"  no prequential fold fits before day {last_cutoff}: each needs a week "
+                "of training after the warm-up, a validation week, the label delay and a "
+                "test week"
+            )
+            return
+        result = run_prequential(
+            settings,
+            service,
+            list(kinds),
+            cutoff_day or settings.training.cutoff_day,
+            folds,
+            progress=lambda msg: console.log(msg),
+        )
+        print_prequential(result, settings.training.analyst_capacity_per_day)
+
+
+def print_evaluation(settings: Settings, outcomes: list[TrainingOutcome]) -> None:
+    print_gate_intervals(outcomes)
+    print_power(settings, outcomes)
+    print_calibration(outcomes)
+    print_slices(outcomes)
 
 
 def print_outcomes(

@@ -93,7 +93,12 @@ def test_canary_waits_while_few_frauds_have_matured(world, monitor_world, better
 def test_canary_promotes_a_clearly_better_challenger(world, monitor_world, better_challenger_log):
     mw = monitor_world
     predictions, shadow = read(better_challenger_log, mw.day(55), mw.day(70))
-    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), CONFIG)
+    # The days x cards interval needs the evidence the plan asks for, spent at once:
+    # this world has about 110 known frauds in the window, so the plan is set at them
+    # and the trial looks once, at the end. Under the policy's plan (150 frauds, a look
+    # a day) the look at 75% of the evidence spends too little error to decide.
+    planned = CONFIG.model_copy(update={"plan_frauds": 110, "look_every_hours": 24 * 30})
+    finding = run_canary(predictions, shadow, world.transactions, mw.day(75), planned)
     print(f"\ncanary, a better challenger: {finding.summary}")  # the figures docs quote
 
     assert finding.details["outcome"] == "promote", finding.summary

@@ -302,3 +302,41 @@ def test_the_reference_rate_counts_each_approval_by_the_chance_its_fraud_is_know
     scores = np.array([0.1] * 1000 + [0.9] * 10)
     rate = missed_fraud_rate(labels, scores, 0.5, np.full(len(labels), 0.5))
     assert rate == pytest.approx(5 / 500)
+
+
+def test_a_slice_the_champion_stops_catching_is_named_and_its_age_is_counted(
+    world, monitor_world, served
+):
+    predictions, _ = served
+    mw = monitor_world
+    now = mw.day(75)
+    reference = VersionReference(labels_as_of=mw.day(40))
+    finding = run_performance(
+        predictions,
+        world.transactions,
+        now,
+        CONFIG,
+        review_cost=REVIEW_COST,
+        references={mw.champion.version: reference},
+    )
+    assert finding.metrics["model_age_days"] == pytest.approx(35.0)
+    slices = {(s["cut"], s["slice"]): s for s in finding.details["champion_slices"]}
+    assert {cut for cut, _ in slices} == {"fraud pattern", "amount"}
+    # Only slices with enough known frauds are judged: a ratio over a dozen is noise.
+    judged = [s for s in slices.values() if s["known_frauds"] >= CONFIG.min_slice_frauds]
+    assert len(judged) < len(slices)
+    worst = min(judged, key=lambda s: s["recall_ratio"])
+    assert finding.metrics["worst_slice_recall_ratio"] == worst["recall_ratio"]
+
+    # The champion stops flagging the leaked cards' frauds: that pattern's recall
+    # collapses to nothing and the finding says which.
+    tx = world.transactions.set_index(world.transactions["transaction_id"].astype(str))
+    pattern = tx["fraud_pattern"].reindex(predictions["transaction_id"]).to_numpy()
+    blind = predictions.copy()
+    hidden = pattern == "leaked_card"
+    blind.loc[hidden, "decision"] = "approve"
+    blind.loc[hidden, "model_decision"] = "approve"
+    after = run_performance(blind, world.transactions, now, CONFIG, review_cost=REVIEW_COST)
+    assert after.metrics["worst_slice_recall_ratio"] == 0.0
+    named = {(s["cut"], s["slice"]): s for s in after.details["champion_slices"]}
+    assert named[("fraud pattern", "leaked_card")]["recall"] == 0.0

@@ -15,7 +15,8 @@ from fraudlab.commands.train import print_feedback_study
 from fraudlab.console import console
 from fraudlab.errors import ConfigError
 from fraudlab.settings import get_settings
-from pipelines.evaluate import Calibration, Thresholds, decisions_of
+from pipelines.calibration import Calibration
+from pipelines.evaluate import Thresholds, decisions_of
 from pipelines.feedback_loop import run_feedback_study
 from serving.scoring import ServingModel
 from tests.conftest import World

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from fraudlab.cli import app
+from fraudlab.console import console
 from fraudlab.settings import get_settings
 from pipelines.ablation import (
     calibration_gap,
@@ -186,3 +187,31 @@ def test_calibration_gap_is_zero_for_honest_scores_and_the_error_otherwise() -> 
     gap = calibration_gap(np.sort(labels), ranked)
     expected = np.mean([abs(ranked[i : i + 10].mean() - (i == 90)) for i in range(0, 100, 10)])
     assert gap == pytest.approx(expected)
+
+
+def test_train_prints_the_evaluation_a_design_round_asks_for(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "_width", 200)  # whole table cells, one line each
+    result = runner.invoke(app, ["train", "--model", "both", "--folds", "2"])
+    assert result.exit_code == 0, result.output
+    for shown in (
+        "rules (baseline)",  # the first column of the comparison
+        "card precision at capacity",
+        "resampling days x cards",  # the gate's interval, with the row bootstrap beside it
+        "resampling payments",
+        "frauds needed for 80% power",
+        "canary: days of traffic",
+        "calibration: fitted on validation",
+        "(chosen)",
+        "slices of the test period",
+        "prequential validation",
+        "mean ± sd",
+    ):
+        assert shown in result.output, shown
+    settings = get_settings()
+    client = connect(settings)
+    latest = max(int(v.version) for v in client.search_model_versions())
+    tags = client.get_model_version(settings.training.model_name, str(latest)).tags
+    isotonic = bool(tags["calibration_points"])
+    assert isotonic != (float(tags["calibration_slope"]) != 1.0)  # one method, registered
