@@ -20,7 +20,7 @@ three periods, in time order:
      precision and its cost per day on the operation period, read naively (labels as
      the pipeline reads them: unknown = legitimate), by inverse-propensity weighting
      (the payments whose truth the logging policy let through, each weighted by one
-     over the chance it was let through), and doubly robust (M0's probability as the
+     over the chance it was let through), and doubly robust (M0's calibrated probability as the
      outcome model, corrected by the weighted residuals; cost only: AP is not a mean
      of per-payment terms);
    - retraining: LightGBM retrained on the operation period's labels, censored (no
@@ -48,6 +48,7 @@ from data.labels import known_labels
 from features.store import feature_service, open_store, service_features
 from fraudlab.errors import ConfigError, MissingInput
 from fraudlab.settings import Settings
+from pipelines.calibration import Calibration
 from pipelines.evaluate import (
     Clusters,
     GateComparison,
@@ -57,7 +58,7 @@ from pipelines.evaluate import (
     decisions_of,
 )
 from pipelines.models import feature_matrix, score, train_lightgbm
-from pipelines.train import fit_model, load_inputs
+from pipelines.train import fit_model, load_inputs, reported_shares
 from pipelines.training_set import point_in_time_frame
 
 FloatArray = npt.NDArray[np.float64]
@@ -251,8 +252,12 @@ def run_feedback_study(
     cand_decisions = decisions_of(cand_scores, cand_thresholds)
     y_explored = explored["label"].to_numpy(np.float64)
     y_censored = censored["label"].to_numpy(np.float64)
-    # The doubly robust estimate's outcome model: M0's probability.
-    direct = row_costs(cand_decisions, m0_scores, amount, costs)
+    # The doubly robust estimate's outcome model: M0's probability, its score calibrated
+    # on the history's validation labels (as known then, their odds taken back by the
+    # share of frauds reported by then: pipelines/calibration.py).
+    reported = reported_shares(tx, history_valid, as_of).mean()
+    m0_probability = Calibration.fit(y_valid, valid_scores, float(reported))(m0_scores)
+    direct = row_costs(cand_decisions, m0_probability, amount, costs)
     observed = row_costs(cand_decisions, y_explored, amount, costs)
     estimates = [
         Estimate(
