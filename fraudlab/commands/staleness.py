@@ -20,7 +20,8 @@ def staleness(
     drift_day: int = typer.Option(
         80,
         min=0,
-        help="Day card testing starts in the drifted copy of the world; 0: no drifted copy.",
+        help="Day card testing starts in the drifted copy of the world (simulated from the "
+        "settings' simulation section, like `fraudlab data generate`); 0: no drifted copy.",
     ),
     kind: str = typer.Option("lightgbm", help="Model kind: lightgbm, logreg or rules."),
     tolerance: float = typer.Option(

@@ -215,3 +215,10 @@ def test_train_prints_the_evaluation_a_design_round_asks_for(
     tags = client.get_model_version(settings.training.model_name, str(latest)).tags
     isotonic = bool(tags["calibration_points"])
     assert isotonic != (float(tags["calibration_slope"]) != 1.0)  # one method, registered
+
+
+def test_staleness_refuses_what_it_cannot_measure(cli_env: Path) -> None:
+    result = runner.invoke(app, ["staleness", "--kind", "xgboost"])
+    _assert_clean_failure(result, "--kind must be lightgbm, logreg or rules")
+    result = runner.invoke(app, ["staleness", "--drift-day", "500"])
+    _assert_clean_failure(result, "--drift-day 500 is past the simulation's 120 days")
