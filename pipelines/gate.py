@@ -59,9 +59,11 @@ def offline_gate(
     candidate_scores: np.ndarray,
     version: str,
     test_period: Callable[[str], pd.DataFrame],
+    by_rows: bool = False,
 ) -> GateDecision:
     """`test_period(service)`: the same test rows with another feature service's
-    features, so the champion is scored on the features it was trained on."""
+    features, so the champion is scored on the features it was trained on. `by_rows`:
+    also the row bootstrap, to show beside the deciding one (`fraudlab train`)."""
     name = settings.training.model_name
     champion = alias_version(client, name, CHAMPION)
     if champion is None:
@@ -80,12 +82,12 @@ def offline_gate(
             seed=settings.simulation.seed,
             clusters=clusters,
         )
-        for clusters in (Clusters.of(test), None)
+        for clusters in ((Clusters.of(test), None) if by_rows else (Clusters.of(test),))
     ]
-    comparison, by_rows = comparisons
+    comparison, rows = comparisons[0], (comparisons[1] if by_rows else None)
     if not comparison.candidate_wins:
         note = f"gate fails against champion v{champion}"
-        return GateDecision(None, comparison, note, by_rows)
+        return GateDecision(None, comparison, note, rows)
     set_alias(client, name, CHALLENGER, version)
     note = f"gate passes against champion v{champion}"
-    return GateDecision(CHALLENGER, comparison, note, by_rows)
+    return GateDecision(CHALLENGER, comparison, note, rows)

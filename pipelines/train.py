@@ -160,9 +160,11 @@ def run_training(
     cutoff_day: int | None = None,
     progress: Progress = lambda _: None,
     transactions: pd.DataFrame | None = None,
+    gate_by_rows: bool = False,
 ) -> list[TrainingOutcome]:
     """Train each kind on one training set; `transactions`: the home's table when the
-    caller already holds it (read from the home otherwise)."""
+    caller already holds it (read from the home otherwise); `gate_by_rows`: the gate
+    also resamples payments, beside its verdict (what `fraudlab train` prints)."""
     tx = load_inputs(settings, transactions)
     store = open_store(settings)
     service = feature_service(store, service_name)
@@ -196,6 +198,7 @@ def run_training(
         tx,
         label_events,
         reported_shares(tx, pd.concat([parts["validation"], parts["test"]]), split.cutoff),
+        gate_by_rows,
     )
     outcomes = []
     for kind in kinds:
@@ -223,6 +226,7 @@ class TrainingJob:
     # Per held-out payment (validation, then test), the share of frauds of its age
     # reported by the cutoff: how much of their labels is known.
     held_out_reported: np.ndarray
+    by_rows: bool = False  # the gate also resamples payments, to print beside its verdict
     _test_by_service: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def test_period(self, service_name: str) -> pd.DataFrame:
@@ -346,7 +350,7 @@ def _gate(
         outcome.notes.append(leak)  # no alias: it never serves
         return
     decision = offline_gate(
-        job.client, job.settings, test, scores, outcome.version, job.test_period
+        job.client, job.settings, test, scores, outcome.version, job.test_period, job.by_rows
     )
     outcome.alias, outcome.gate = decision.alias, decision.comparison
     outcome.gate_by_rows = decision.by_rows

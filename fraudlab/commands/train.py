@@ -132,7 +132,13 @@ def train(
         service = NAIVE_SERVICE
         console.print(f"the naive join rebuilds {NAIVE_SERVICE}'s views: training on it")
     outcomes = run_training(
-        settings, kinds, service, join.value, cutoff_day, progress=lambda msg: console.log(msg)
+        settings,
+        kinds,
+        service,
+        join.value,
+        cutoff_day,
+        progress=lambda msg: console.log(msg),
+        gate_by_rows=True,
     )
     print_outcomes(settings, outcomes, service, leaky=join == JoinChoice.naive)
     print_evaluation(settings, outcomes)

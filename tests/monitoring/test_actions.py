@@ -134,8 +134,14 @@ def test_retrain_produces_a_gated_challenger_and_starts_its_canary(served, monit
     set_alias(client, "fraud-detector", CHAMPION, weak.version)
     if alias_version(client, "fraud-detector", CHALLENGER):
         client.delete_registered_model_alias("fraud-detector", CHALLENGER)
+    # Twenty test days, not twelve: the gate's interval resamples days and cards, and
+    # over twelve days it reached below zero (+0.111 [-0.002, +0.235]).
+    longer = settings.training.model_copy(update={"test_days": 20})
     outcome = actions.retrain(
-        settings, ServingAdmin(settings), monitor_world.day(72), canary_share=0.25
+        settings.model_copy(update={"training": longer}),
+        ServingAdmin(settings),
+        monitor_world.day(72),
+        canary_share=0.25,
     )
     assert outcome.executed
     challenger = alias_version(connect(settings), "fraud-detector", CHALLENGER)
