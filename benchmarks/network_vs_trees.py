@@ -180,7 +180,9 @@ def print_table(
         f"{'model':<20}{'test AP':>9}  {'network - LightGBM [90% CI]':<30}{'train s':>9}"
         f"{'1 row p50 us':>14}{'1 row p99 us':>14}{f'{batch_rows:,} rows ms':>16}"
     )
-    from fraudlab.commands.train import gate_interval  # how `fraudlab train` prints the gate's
+    from fraudlab.commands.training_report import (
+        gate_interval,  # how `fraudlab train` prints the gate's
+    )
 
     print(header)
     print("-" * len(header))

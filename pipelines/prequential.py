@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from features.store import feature_service, open_store, service_features
 from fraudlab.errors import ConfigError
 from fraudlab.settings import Settings
 from pipelines.evaluate import card_precision_top_k_per_day
-from pipelines.models import feature_matrix, score
+from pipelines.models import ModelKind, feature_matrix, score
 from pipelines.rules import rules_score
 from pipelines.train import fit_model, load_inputs
 from pipelines.training_set import point_in_time_frame
@@ -43,6 +44,13 @@ Scorer = Callable[[pd.DataFrame], np.ndarray]
 BASELINE = "rules"  # the first column of every comparison: what a fraud team writes first
 FOLD_DAYS = 7  # a test week, and each fold's validation week
 MIN_TRAIN_DAYS = 7
+
+
+def earliest_training_day(settings: Settings) -> int:
+    """The first day a model can be trained on: the warm-up, MIN_TRAIN_DAYS of
+    training, the gap, a validation week and the label delay must come before it."""
+    t = settings.training
+    return t.warmup_days + MIN_TRAIN_DAYS + t.gap_days + FOLD_DAYS + t.label_maturity_days
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def fit_at(history: History, kind: str, trained_day: int, settings: Settings) ->
     validation_end = trained_day - t.label_maturity_days
     validation_start = validation_end - FOLD_DAYS
     train_end = validation_start - t.gap_days
-    if train_end - t.warmup_days < MIN_TRAIN_DAYS:
+    if trained_day < earliest_training_day(settings):
         raise ConfigError(
             f"a model trained on day {trained_day} would have under {MIN_TRAIN_DAYS} "
             f"training days after the {t.warmup_days}-day warm-up"
@@ -103,7 +111,7 @@ def fit_at(history: History, kind: str, trained_day: int, settings: Settings) ->
         "train": history.labelled(history.days(t.warmup_days, train_end), trained_day),
         "validation": history.labelled(history.days(validation_start, validation_end), trained_day),
     }
-    model = fit_model(kind, parts, history.features, settings.simulation.seed)  # type: ignore[arg-type]
+    model = fit_model(cast("ModelKind", kind), parts, history.features, settings.simulation.seed)
     return (lambda rows: score(model, feature_matrix(rows, history.features))), len(parts["train"])
 
 
@@ -134,9 +142,8 @@ def fold_days(settings: Settings, cutoff_day: int, folds: int) -> list[int]:
     the last one ending where the single split's test period ends."""
     t = settings.training
     test_end = cutoff_day - t.label_maturity_days
-    earliest = t.warmup_days + MIN_TRAIN_DAYS + t.gap_days + FOLD_DAYS + t.label_maturity_days
     days = [test_end - FOLD_DAYS * (i + 1) for i in range(folds)]
-    return sorted(d for d in days if d >= earliest)
+    return sorted(d for d in days if d >= earliest_training_day(settings))
 
 
 def run_prequential(

@@ -32,7 +32,7 @@ from data.simulator import SimulationConfig
 from data.validate import load_transactions
 from fraudlab.errors import ConfigError
 from fraudlab.settings import Settings
-from pipelines.prequential import FOLD_DAYS, fit_at, load_history
+from pipelines.prequential import FOLD_DAYS, earliest_training_day, fit_at, load_history
 
 Progress = Callable[[str], None]
 TOLERANCE = 0.02  # AP a model may lose before it is due: the canary's margin, doubled
@@ -84,9 +84,7 @@ def trained_days(settings: Settings, last_day: int, weeks: int) -> list[int]:
     """Every week's first day from the earliest a model can be trained on (the warm-up,
     a week of training, the gap, a validation week, the label delay) to the last full
     week: each is a training day and a test week."""
-    t = settings.training
-    earliest = t.warmup_days + 7 + t.gap_days + FOLD_DAYS + t.label_maturity_days
-    days = list(range(earliest, last_day + 2 - FOLD_DAYS, FOLD_DAYS))
+    days = list(range(earliest_training_day(settings), last_day + 2 - FOLD_DAYS, FOLD_DAYS))
     if len(days) < 2:
         raise ConfigError(
             f"the data's {last_day + 1} days leave room for {len(days)} weekly model(s) "

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from fraudlab.commands.training_report import (
+    gate_interval,
     print_calibration,
     print_gate_intervals,
     print_power,
@@ -21,7 +22,6 @@ from fraudlab.console import console, user_errors
 from fraudlab.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from pipelines.evaluate import GateComparison
     from pipelines.feedback_loop import FeedbackStudy
     from pipelines.models import ModelKind
     from pipelines.train import TrainingOutcome
@@ -53,14 +53,6 @@ METRIC_ROWS = [
 
 def model_kinds(model: ModelChoice) -> list[ModelKind]:
     return ["logreg", "lightgbm"] if model == ModelChoice.both else [cast("ModelKind", model.value)]
-
-
-def gate_interval(comparison: GateComparison | None, missing: str = "") -> str:
-    """A paired bootstrap comparison as "+0.012 [-0.003, +0.027]"."""
-    if comparison is None:
-        return missing
-    c = comparison
-    return f"{c.delta_ap:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
 
 
 def outcome_table(outcomes: list[TrainingOutcome], title: str, capacity: int) -> Table:

@@ -22,7 +22,11 @@ POWER_DELTAS = (0.01, 0.02, 0.05)  # AP differences worth finding
 CANARY_DELTA = 0.02
 
 
-def interval(c: GateComparison) -> str:
+def gate_interval(comparison: GateComparison | None, missing: str = "") -> str:
+    """A paired bootstrap comparison as "+0.012 [-0.003, +0.027]"."""
+    if comparison is None:
+        return missing
+    c = comparison
     return f"{c.delta_ap:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
 
 
@@ -39,7 +43,8 @@ def print_gate_intervals(outcomes: list[TrainingOutcome]) -> None:
         )
         console.print(
             f"  {o.kind} v{o.version} gate ΔAP, 90% interval resampling days x cards "
-            f"{interval(clustered)} (decides); resampling payments {interval(rows)}{narrower}"
+            f"{gate_interval(clustered)} (decides); resampling payments "
+            f"{gate_interval(rows)}{narrower}"
         )
 
 
