@@ -198,6 +198,7 @@ def run_training(
         tx,
         label_events,
         reported_shares(tx, pd.concat([parts["validation"], parts["test"]]), split.cutoff),
+        rules_metrics(parts["test"], settings.training),
         gate_by_rows,
     )
     outcomes = []
@@ -226,6 +227,7 @@ class TrainingJob:
     # Per held-out payment (validation, then test), the share of frauds of its age
     # reported by the cutoff: how much of their labels is known.
     held_out_reported: np.ndarray
+    rules_metrics: dict[str, float]  # the rules baseline on the test period, for every model
     by_rows: bool = False  # the gate also resamples payments, to print beside its verdict
     _test_by_service: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -311,7 +313,7 @@ def _train_one(job: TrainingJob, kind: ModelKind) -> TrainingOutcome:
         outcome = TrainingOutcome(kind, version, run.info.run_id, metrics, thresholds)
         outcome.calibration = choice
         outcome.slices = slice_metrics(test, test_scores, thresholds.review)
-        outcome.rules_metrics = rules_metrics(test, t)
+        outcome.rules_metrics = job.rules_metrics
         mlflow.log_metrics(_evaluation_metrics(outcome))
         if job.honest_test is not None:
             honest = classification_metrics(
